@@ -1,0 +1,143 @@
+//! Command-line definitions.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  the operation failed (I/O error, busy, conflict)
+  2  bad usage or invalid argument
+  3  store unavailable (missing, not a store, newer format, in use by another process)
+  4  mount problem (mount point missing or busy, no FUSE)
+  5  not found (no such container)
+
+Logging goes to stderr (the daemon's to STORE/dedupfs.log); set RUST_LOG=debug for more.";
+
+/// dedupfs: a deduplicating FUSE filesystem for backups.
+///
+/// Top-level directories of the mount are containers. Every write is chunked and
+/// deduplicated inline across all containers, and every change is kept as history.
+#[derive(Parser, Debug)]
+#[command(name = "dedupfs", version, after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// Store directory or mount point to act on [default: $DEDUPFS_STORE, or the only mounted store]
+    #[arg(short = 's', long = "store", global = true, value_name = "STORE")]
+    pub store: Option<PathBuf>,
+
+    /// Print machine-readable JSON instead of text
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Create a new, empty store in a new or empty directory
+    Init(InitArgs),
+    /// Mount a store (in the background unless -f)
+    #[command(after_help = MOUNT_HELP)]
+    Mount(MountArgs),
+    /// Unmount a mounted store and wait until its daemon has finished writing
+    Umount {
+        /// The mount point
+        mountpoint: PathBuf,
+        /// Detach now even if files are open (the daemon exits when they close)
+        #[arg(short, long)]
+        lazy: bool,
+    },
+    /// Create, list, inspect, change and delete containers
+    #[command(subcommand)]
+    Container(ContainerCmd),
+    /// Show logical and physical usage, dedup and compression ratios
+    Stats {
+        /// Only this container
+        container: Option<String>,
+    },
+}
+
+const MOUNT_HELP: &str = "\
+Mount options (-o, comma-separated, repeatable):
+  ro, rw                 read-only / read-write (default rw)
+  allow_other, allow_root  let other users (or root) access the mount
+  default_permissions    accepted; permissions are always checked by the kernel
+  fsname=NAME, subtype=T what mount(8) and df show (default: the store path, fuse.dedupfs)
+  dev, nodev, suid, nosuid, exec, noexec, noatime, sync, dirsync, auto_unmount
+  source=STORE           the store (for mount -t fuse.dedupfs and fstab)
+  threads=N              FUSE worker threads
+  cache_size=SIZE        decompressed chunk cache (default 48M)
+  dirty_limit=SIZE       buffered writes before writers wait (default 96M)
+  no_writeback_cache     disable the kernel writeback cache
+  attr_timeout=S, entry_timeout=S  kernel attribute/entry cache lifetimes (default 1)
+  lock_wait=S            wait up to S seconds for another process to release the store
+  log=PATH               daemon log (default STORE/dedupfs.log)
+fstab options like defaults, noauto, nofail, _netdev and x-* are accepted and ignored.
+
+Data acknowledged by fsync survives a crash of the daemon or the machine; other writes
+become durable within about 10 seconds of reaching the daemon.";
+
+#[derive(Args, Debug)]
+pub struct InitArgs {
+    /// Directory for the new store (created if missing; must be empty)
+    pub store: PathBuf,
+    /// Smallest chunk
+    #[arg(long, default_value = "8K", value_name = "SIZE")]
+    pub chunk_min: String,
+    /// Average chunk (content-defined boundaries aim at this size)
+    #[arg(long, default_value = "32K", value_name = "SIZE")]
+    pub chunk_avg: String,
+    /// Largest chunk
+    #[arg(long, default_value = "128K", value_name = "SIZE")]
+    pub chunk_max: String,
+    /// Size at which pack files roll over
+    #[arg(long, default_value = "64M", value_name = "SIZE")]
+    pub pack_size: String,
+    /// Compare bytes whenever a chunk matches one already stored
+    #[arg(long)]
+    pub verify_dedup: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    /// The store to mount
+    pub store: Option<PathBuf>,
+    /// Where to mount it
+    pub mountpoint: Option<PathBuf>,
+    /// Stay in the foreground (logs to stderr; Ctrl-C unmounts)
+    #[arg(short, long)]
+    pub foreground: bool,
+    /// Mount options, see below
+    #[arg(short = 'o', value_name = "OPTIONS")]
+    pub options: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ContainerCmd {
+    /// Create a container (also: mkdir at the mount root)
+    Create {
+        name: String,
+        /// off, or zstd:LEVEL with LEVEL 1..19
+        #[arg(long, default_value = "zstd:1")]
+        compression: String,
+    },
+    /// List containers with their usage
+    List,
+    /// Show a container's settings and usage
+    Show { name: String },
+    /// Change a container's settings
+    Set {
+        name: String,
+        /// off, or zstd:LEVEL with LEVEL 1..19 (applies to data written from now on)
+        #[arg(long)]
+        compression: Option<String>,
+    },
+    /// Delete a container with all its data and history
+    Delete {
+        name: String,
+        /// Delete even if it holds files
+        #[arg(long)]
+        force: bool,
+    },
+}

@@ -1,0 +1,447 @@
+//! `dedupfs mount`: checks, the background daemon, signals and the FUSE session.
+//!
+//! In the background mode (the default) the command re-executes itself in the foreground
+//! mode as a detached child (new session, stdin from /dev/null, output to the store's log)
+//! and returns once the child reports over a pipe that the mount is live — or prints the
+//! child's error. SIGINT/SIGTERM/SIGHUP unmount cleanly: buffered writes are flushed and
+//! made durable before the process exits.
+
+use crate::fuse::{AdapterOptions, DedupFuse};
+use crate::locate::{self, MountRecord};
+use crate::ops;
+use crate::options::MountOpts;
+use crate::{CliError, ExitKind};
+use dedupfs_core::fs::{Fs, FsOptions};
+use dedupfs_core::store::{OpenOptions, Store};
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+const READY_FD_ENV: &str = "DEDUPFS_READY_FD";
+
+fn mount_err(msg: String) -> CliError {
+    CliError::new(ExitKind::Mount, msg)
+}
+
+/// Checks the mount point: exists, is a directory, is not already a mount.
+pub fn check_mountpoint(mnt: &Path) -> Result<PathBuf, CliError> {
+    match std::fs::metadata(mnt) {
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            return Err(mount_err(format!(
+                "{} is a dead FUSE mount (transport endpoint is not connected); clean it with `dedupfs umount {}`",
+                mnt.display(),
+                mnt.display()
+            )))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(mount_err(format!("mount point {} does not exist", mnt.display())))
+        }
+        Err(e) => return Err(mount_err(format!("mount point {}: {e}", mnt.display()))),
+        Ok(m) if !m.is_dir() => return Err(mount_err(format!("mount point {} is not a directory", mnt.display()))),
+        Ok(_) => {}
+    }
+    let canon = std::fs::canonicalize(mnt)
+        .map_err(|e| mount_err(format!("mount point {}: {e}", mnt.display())))?;
+    if let Some(m) = locate::mount_at(&canon) {
+        if m.mountpoint == canon {
+            return Err(mount_err(format!(
+                "mount point {} is busy: {} ({}) is already mounted there",
+                canon.display(),
+                m.source,
+                m.fstype
+            )));
+        }
+    }
+    Ok(canon)
+}
+
+/// Checks that FUSE is usable by this process.
+pub fn check_fuse() -> Result<(), CliError> {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")
+    {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(mount_err(
+                "no /dev/fuse: load the fuse kernel module (modprobe fuse) or install fuse3".into(),
+            ))
+        }
+        Err(e) => return Err(mount_err(format!("cannot open /dev/fuse: {e}"))),
+    }
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        let found = std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).any(|d| d.join("fusermount3").is_file()))
+            .unwrap_or(false);
+        if !found {
+            return Err(mount_err(
+                "fusermount3 not found in PATH: install fuse3 (apt-get install fuse3)".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Blocks the termination signals in this thread and every thread it starts, so that one
+/// thread can take them with `sigwait`.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: the sigset is initialised by sigemptyset before use; pthread_sigmask only
+    // changes this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_signal(set: &libc::sigset_t) -> i32 {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is a valid, initialised signal set; `sig` is a valid out pointer.
+    unsafe { libc::sigwait(set, &mut sig) };
+    sig
+}
+
+fn report_ready(msg: &str) {
+    if let Some(fd) = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|s| s.parse::<RawFd>().ok())
+    {
+        // SAFETY: the parent handed us this pipe fd for exactly this message; we own it now
+        // and close it after writing.
+        let mut f = unsafe { std::fs::File::from_raw_fd(fd) };
+        let _ = f.write_all(msg.as_bytes());
+        std::env::remove_var(READY_FD_ENV);
+    }
+}
+
+/// `dedupfs mount` in the background: start the daemon and wait for its verdict.
+pub fn mount_background(store: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError> {
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: pipe writes two fds into the array we pass.
+    if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+        return Err(CliError::new(
+            ExitKind::Failed,
+            format!("pipe: {}", std::io::Error::last_os_error()),
+        ));
+    }
+    let (rfd, wfd) = (fds[0], fds[1]);
+    let log_path = opts
+        .log
+        .clone()
+        .unwrap_or_else(|| store.join("dedupfs.log"));
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| {
+            CliError::new(
+                ExitKind::Store,
+                format!("cannot open log {}: {e}", log_path.display()),
+            )
+        })?;
+    let exe = std::env::current_exe()
+        .map_err(|e| CliError::new(ExitKind::Failed, format!("current_exe: {e}")))?;
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("mount").arg(store).arg(mnt).arg("--foreground");
+    if !opts.raw.is_empty() {
+        cmd.arg("-o").arg(opts.raw.join(","));
+    }
+    cmd.env(READY_FD_ENV, wfd.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(
+            log.try_clone()
+                .map_err(|e| CliError::new(ExitKind::Failed, e.to_string()))?,
+        )
+        .stderr(log);
+    if std::env::var_os("RUST_LOG").is_none() {
+        // fuser warns when its own unmount finds the mount already gone (after `umount`).
+        cmd.env("RUST_LOG", "info,fuser=error");
+    }
+    // SAFETY: setsid and fcntl are async-signal-safe and touch only the child's own state.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            libc::close(rfd);
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| CliError::new(ExitKind::Failed, format!("cannot start the daemon: {e}")));
+    // SAFETY: wfd is our copy of the pipe's write end; the child has its own.
+    unsafe { libc::close(wfd) };
+    // SAFETY: rfd is the pipe's read end, owned here from now on.
+    let mut r = unsafe { std::fs::File::from_raw_fd(rfd) };
+    let mut child = child?;
+    let mut msg = String::new();
+    let _ = r.read_to_string(&mut msg);
+    let msg = msg.trim();
+    if msg == "ok" {
+        return Ok(());
+    }
+    let _ = child.wait();
+    if let Some(rest) = msg.strip_prefix("error ") {
+        let (code, text) = rest.split_once(' ').unwrap_or(("1", rest));
+        return Err(CliError::new(
+            ExitKind::from_code(code.parse().unwrap_or(1)),
+            text.to_string(),
+        ));
+    }
+    Err(CliError::new(
+        ExitKind::Failed,
+        format!(
+            "the daemon exited before mounting; see {}",
+            log_path.display()
+        ),
+    ))
+}
+
+/// `dedupfs mount --foreground`: mount and serve until unmounted or signalled.
+pub fn mount_foreground(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError> {
+    let r = serve(store_path, mnt, opts);
+    if let Err(e) = &r {
+        report_ready(&format!("error {} {}\n", e.kind.code(), e.message));
+    }
+    r
+}
+
+fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError> {
+    let sigset = block_signals();
+    let mnt = check_mountpoint(mnt)?;
+    check_fuse()?;
+    let open = OpenOptions {
+        lock_wait: opts.lock_wait,
+        purpose: format!("mounted at {}", mnt.display()),
+        cache_bytes: opts.cache_size.unwrap_or(48 << 20),
+        ..Default::default()
+    };
+    let store = Arc::new(Store::open(store_path, &open).map_err(CliError::from_store)?);
+    let store_root = store.root().to_path_buf();
+    let mut fs_opts = FsOptions {
+        read_only: opts.read_only,
+        ..Default::default()
+    };
+    if let Some(d) = opts.dirty_limit {
+        fs_opts.dirty_limit = d;
+    }
+    let fs = Arc::new(Fs::new(store.clone(), fs_opts));
+    let adapter = DedupFuse::new(
+        fs.clone(),
+        AdapterOptions {
+            attr_ttl: opts.attr_timeout,
+            entry_ttl: opts.entry_timeout,
+            writeback_cache: opts.writeback && !opts.read_only,
+            ..Default::default()
+        },
+    );
+    let config = fuse_config(opts, &store_root);
+    let mut session = fuser::Session::new(adapter, &mnt, &config).map_err(|e| {
+        mount_err(match e.raw_os_error() {
+            Some(libc::EBUSY) => format!("mount point {} is busy", mnt.display()),
+            Some(libc::EPERM) | Some(libc::EACCES) => {
+                format!("not allowed to mount at {}: {e}", mnt.display())
+            }
+            _ => format!("mounting at {} failed: {e}", mnt.display()),
+        })
+    })?;
+    let mut unmounter = session.unmount_callable();
+    let notifier = session.notifier();
+
+    // Control socket and registry entry.
+    let _ = std::fs::create_dir_all(locate::run_dir());
+    let sock = locate::socket_path(&store_root);
+    let _ = std::fs::remove_file(&sock);
+    match UnixListener::bind(&sock) {
+        Ok(listener) => {
+            let ctx = Arc::new(ops::Ctx {
+                store: store.clone(),
+                fs: Some(fs.clone()),
+                notifier: Some(notifier),
+            });
+            let _ = std::thread::Builder::new()
+                .name("control-accept".into())
+                .spawn(move || crate::control::serve(listener, ctx));
+        }
+        Err(e) => log::warn!(
+            "control socket {}: {e}; store commands will not reach this mount",
+            sock.display()
+        ),
+    }
+    let rec = MountRecord {
+        store: store_root.clone(),
+        mountpoint: mnt.clone(),
+        pid: std::process::id(),
+    };
+    if let Err(e) = locate::register(&rec) {
+        log::warn!(
+            "cannot register the mount in {}: {e}",
+            locate::run_dir().display()
+        );
+    }
+
+    // Signals unmount.
+    let mnt_sig = mnt.clone();
+    let _ = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let sig = wait_signal(&sigset);
+            log::info!("signal {sig}: unmounting {}", mnt_sig.display());
+            if let Err(e) = unmounter.unmount() {
+                log::warn!("unmount failed ({e}); detaching lazily");
+                let c = std::ffi::CString::new(mnt_sig.as_os_str().as_encoded_bytes())
+                    .unwrap_or_default();
+                // SAFETY: c is a NUL-terminated path; umount2 does not retain it.
+                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+            }
+        });
+
+    log::info!("{} mounted at {}", store_root.display(), mnt.display());
+    report_ready("ok\n");
+    let r = session.run();
+    locate::unregister(&store_root);
+    drop(fs);
+    log::info!("{} unmounted", mnt.display());
+    r.map_err(|e| {
+        CliError::new(
+            ExitKind::Failed,
+            format!("FUSE session ended with an error: {e}"),
+        )
+    })
+}
+
+fn fuse_config(opts: &MountOpts, store_root: &Path) -> fuser::Config {
+    use fuser::MountOption as M;
+    let mut mo = vec![
+        M::FSName(
+            opts.fsname
+                .clone()
+                .unwrap_or_else(|| store_root.display().to_string()),
+        ),
+        M::DefaultPermissions,
+    ];
+    match &opts.subtype {
+        Some(s) if s.is_empty() => {}
+        Some(s) => mo.push(M::Subtype(s.clone())),
+        None => mo.push(M::Subtype("dedupfs".into())),
+    }
+    if opts.read_only {
+        mo.push(M::RO);
+    }
+    mo.push(if opts.dev { M::Dev } else { M::NoDev });
+    mo.push(if opts.suid { M::Suid } else { M::NoSuid });
+    mo.push(if opts.exec { M::Exec } else { M::NoExec });
+    if opts.noatime {
+        mo.push(M::NoAtime);
+    }
+    if opts.sync {
+        mo.push(M::Sync);
+    }
+    if opts.dirsync {
+        mo.push(M::DirSync);
+    }
+    if opts.auto_unmount {
+        mo.push(M::AutoUnmount);
+    }
+    let mut c = fuser::Config::default();
+    c.mount_options = mo;
+    c.acl = if opts.allow_other {
+        fuser::SessionACL::All
+    } else if opts.allow_root || opts.auto_unmount {
+        fuser::SessionACL::RootAndOwner
+    } else {
+        fuser::SessionACL::Owner
+    };
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    c.n_threads = Some(opts.threads.unwrap_or((n * 2).clamp(4, 16)));
+    c.clone_fd = true;
+    c
+}
+
+/// `dedupfs umount`: unmount and wait for the daemon to release the store.
+pub fn umount(mnt: &Path, lazy: bool) -> Result<(), CliError> {
+    let info = locate::mount_at(mnt)
+        .ok_or_else(|| mount_err(format!("{} is not mounted", mnt.display())))?;
+    let target = info.mountpoint.clone();
+    let rec = locate::mounts()
+        .into_iter()
+        .find(|m| m.mountpoint == target);
+    let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
+        .map_err(|_| mount_err("bad path".into()))?;
+    // SAFETY: geteuid has no preconditions; umount2 gets a NUL-terminated path.
+    let rc = if unsafe { libc::geteuid() } == 0 {
+        unsafe { libc::umount2(c.as_ptr(), if lazy { libc::MNT_DETACH } else { 0 }) }
+    } else {
+        let mut cmd = std::process::Command::new("fusermount3");
+        cmd.arg("-u");
+        if lazy {
+            cmd.arg("-z");
+        }
+        let st = cmd
+            .arg(&target)
+            .status()
+            .map_err(|e| mount_err(format!("fusermount3: {e}")))?;
+        if st.success() {
+            0
+        } else {
+            -1
+        }
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::EBUSY) {
+            return Err(mount_err(format!(
+                "{} is busy (files are open); close them or use --lazy",
+                target.display()
+            )));
+        }
+        return Err(mount_err(format!(
+            "unmounting {} failed: {e}",
+            target.display()
+        )));
+    }
+    if let Some(r) = rec {
+        // The daemon flushes and syncs after the kernel lets go; wait for it to finish.
+        if !wait_exit(r.pid, std::time::Duration::from_secs(120)) {
+            return Err(CliError::new(
+                ExitKind::Failed,
+                format!("daemon {} did not exit within 120 s", r.pid),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Waits for process `pid` to exit (true), or for `timeout` (false).
+pub fn wait_exit(pid: u32, timeout: std::time::Duration) -> bool {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as RawFd;
+    if fd < 0 {
+        return true; // no such process
+    }
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: pfd is a valid pollfd for the duration of the call; fd is closed after.
+    let n = unsafe {
+        libc::poll(
+            &mut pfd,
+            1,
+            timeout.as_millis().min(i32::MAX as u128) as i32,
+        )
+    };
+    unsafe { libc::close(fd) };
+    n > 0
+}

@@ -1,0 +1,468 @@
+//! The `dedupfs` command.
+
+mod cli;
+mod control;
+mod daemon;
+mod errno;
+mod fuse;
+mod locate;
+mod ops;
+mod options;
+mod output;
+
+use clap::Parser;
+use cli::{Cli, Cmd, ContainerCmd};
+use dedupfs_core::chunker::ChunkParams;
+use dedupfs_core::store::{InitOptions, OpenOptions, Store, StoreError};
+use ops::{ErrorKind, OpError, Request};
+use options::{parse_size, MountOpts};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Why the command failed, which decides the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitKind {
+    Failed,
+    Usage,
+    Store,
+    Mount,
+    NotFound,
+}
+
+impl ExitKind {
+    pub fn code(self) -> i32 {
+        match self {
+            ExitKind::Failed => 1,
+            ExitKind::Usage => 2,
+            ExitKind::Store => 3,
+            ExitKind::Mount => 4,
+            ExitKind::NotFound => 5,
+        }
+    }
+    pub fn from_code(c: i32) -> ExitKind {
+        match c {
+            2 => ExitKind::Usage,
+            3 => ExitKind::Store,
+            4 => ExitKind::Mount,
+            5 => ExitKind::NotFound,
+            _ => ExitKind::Failed,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct CliError {
+    pub kind: ExitKind,
+    pub message: String,
+}
+
+impl CliError {
+    pub fn new(kind: ExitKind, message: String) -> CliError {
+        CliError { kind, message }
+    }
+    pub fn usage(message: String) -> CliError {
+        CliError::new(ExitKind::Usage, message)
+    }
+    pub fn from_store(e: StoreError) -> CliError {
+        CliError::from_op(OpError::from(e))
+    }
+    pub fn from_op(e: OpError) -> CliError {
+        let kind = match e.kind {
+            ErrorKind::NotFound => ExitKind::NotFound,
+            ErrorKind::Invalid => ExitKind::Usage,
+            ErrorKind::Store => ExitKind::Store,
+            ErrorKind::Exists | ErrorKind::Busy | ErrorKind::Io => ExitKind::Failed,
+        };
+        CliError::new(kind, e.message)
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let default_level = match &cli.cmd {
+        Cmd::Mount(m) if m.foreground => "info,fuser=error",
+        _ => "warn",
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default_level))
+        .format_timestamp_millis()
+        .init();
+    let json = cli.json;
+    if let Err(e) = run(cli) {
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({ "error": { "code": e.kind.code(), "message": e.message } })
+            );
+        } else {
+            eprintln!("dedupfs: error: {}", e.message);
+        }
+        std::process::exit(e.kind.code());
+    }
+}
+
+fn chunk_size(name: &str, v: &str) -> Result<u32, CliError> {
+    let n = parse_size(v).map_err(|e| CliError::usage(format!("--{name}: {e}")))?;
+    u32::try_from(n).map_err(|_| CliError::usage(format!("--{name}: {v} is too large")))
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.cmd {
+        Cmd::Init(a) => {
+            let opts = InitOptions {
+                chunking: ChunkParams {
+                    min: chunk_size("chunk-min", &a.chunk_min)?,
+                    avg: chunk_size("chunk-avg", &a.chunk_avg)?,
+                    max: chunk_size("chunk-max", &a.chunk_max)?,
+                },
+                pack_target_size: parse_size(&a.pack_size)
+                    .map_err(|e| CliError::usage(format!("--pack-size: {e}")))?,
+                verify_dedup: a.verify_dedup,
+            };
+            let cfg = Store::init(&a.store, &opts).map_err(|e| match e {
+                StoreError::BadConfig { reason, .. } => CliError::usage(reason),
+                other => CliError::from_store(other),
+            })?;
+            if cli.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "store": a.store, "format": cfg.format, "chunking": cfg.chunking })
+                );
+            } else {
+                println!(
+                    "initialized dedupfs store {} (chunks {}/{}/{} min/avg/max)",
+                    a.store.display(),
+                    output::size(cfg.chunking.min as u64),
+                    output::size(cfg.chunking.avg as u64),
+                    output::size(cfg.chunking.max as u64)
+                );
+            }
+            Ok(())
+        }
+        Cmd::Mount(m) => {
+            let opts = MountOpts::parse(&m.options).map_err(CliError::usage)?;
+            let store = m
+                .store
+                .clone()
+                .or(opts.source.clone())
+                .ok_or_else(|| CliError::usage("mount needs STORE and MOUNTPOINT".into()))?;
+            let mnt = m
+                .mountpoint
+                .clone()
+                .ok_or_else(|| CliError::usage("mount needs a MOUNTPOINT".into()))?;
+            // Fail fast, in the caller's terminal, on what can be checked before forking.
+            let store = std::fs::canonicalize(&store)
+                .map_err(|_| CliError::from_store(StoreError::NotFound(store.clone())))?;
+            Store::read_config(&store).map_err(CliError::from_store)?;
+            daemon::check_mountpoint(&mnt)?;
+            daemon::check_fuse()?;
+            if let Some(holder) = dedupfs_core::store::lock::holder(&store) {
+                if opts.lock_wait.is_zero() {
+                    return Err(CliError::from_store(StoreError::Locked {
+                        path: store,
+                        holder,
+                    }));
+                }
+            }
+            if m.foreground {
+                daemon::mount_foreground(&store, &mnt, &opts)
+            } else {
+                daemon::mount_background(&store, &mnt, &opts)
+            }
+        }
+        Cmd::Umount { mountpoint, lazy } => daemon::umount(&mountpoint, lazy),
+        Cmd::Container(c) => {
+            let json = cli.json;
+            let store = resolve_store(cli.store)?;
+            match c {
+                ContainerCmd::Create { name, compression } => {
+                    let v = store_cmd(
+                        &store,
+                        Request::ContainerCreate {
+                            name,
+                            compression: Some(compression),
+                        },
+                        "container create",
+                    )?;
+                    print_container(&v, json);
+                }
+                ContainerCmd::List => {
+                    let v = store_cmd(&store, Request::ContainerList, "container list")?;
+                    print_list(&v, json);
+                }
+                ContainerCmd::Show { name } => print_container(
+                    &store_cmd(&store, Request::ContainerShow { name }, "container show")?,
+                    json,
+                ),
+                ContainerCmd::Set { name, compression } => {
+                    if compression.is_none() {
+                        return Err(CliError::usage(
+                            "container set needs a setting to change (e.g. --compression zstd:3)"
+                                .into(),
+                        ));
+                    }
+                    print_container(
+                        &store_cmd(
+                            &store,
+                            Request::ContainerSet { name, compression },
+                            "container set",
+                        )?,
+                        json,
+                    )
+                }
+                ContainerCmd::Delete { name, force } => {
+                    let v = store_cmd(
+                        &store,
+                        Request::ContainerDelete {
+                            name: name.clone(),
+                            force,
+                        },
+                        "container delete",
+                    )?;
+                    if json {
+                        println!("{v}");
+                    } else {
+                        println!("deleted container '{name}'");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Cmd::Stats { container } => {
+            let store = resolve_store(cli.store)?;
+            let v = store_cmd(
+                &store,
+                Request::Stats {
+                    container: container.clone(),
+                },
+                "stats",
+            )?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else if container.is_some() {
+                print_container_stats(&v);
+            } else {
+                print_store_stats(&v);
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Which store a command means: --store (a store or a mount point), $DEDUPFS_STORE, or
+/// the only mounted store.
+fn resolve_store(arg: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    let arg = arg.or_else(|| {
+        std::env::var_os("DEDUPFS_STORE")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from)
+    });
+    match arg {
+        Some(p) => {
+            if !p.exists() {
+                return Err(CliError::from_store(StoreError::NotFound(p)));
+            }
+            if p.join(dedupfs_core::store::config::CONFIG_FILE).exists() {
+                return std::fs::canonicalize(&p)
+                    .map_err(|e| CliError::new(ExitKind::Store, format!("{}: {e}", p.display())));
+            }
+            let canon = std::fs::canonicalize(&p).unwrap_or(p.clone());
+            if let Some(m) = locate::mounts().into_iter().find(|m| m.mountpoint == canon) {
+                return Ok(m.store);
+            }
+            Err(CliError::from_store(StoreError::NotAStore(p)))
+        }
+        None => {
+            let mounts = locate::mounts();
+            match mounts.len() {
+                1 => Ok(mounts[0].store.clone()),
+                0 => Err(CliError::usage(
+                    "which store? pass --store STORE (or set DEDUPFS_STORE); no dedupfs is mounted"
+                        .into(),
+                )),
+                _ => Err(CliError::usage(format!(
+                    "several stores are mounted ({}); pass --store",
+                    mounts
+                        .iter()
+                        .map(|m| m.mountpoint.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))),
+            }
+        }
+    }
+}
+
+/// Runs a store command through the mounted daemon, or on the store directly.
+fn store_cmd(store: &Path, req: Request, what: &str) -> Result<serde_json::Value, CliError> {
+    let pb = output::progress(what);
+    let mut on_progress = |p: &ops::Progress| {
+        pb.set_message(p.what.clone());
+        pb.set_position(p.done);
+    };
+    let r = if let Some(conn) = control::connect(store) {
+        control::call(conn, &req, &mut on_progress).map_err(CliError::from_op)
+    } else {
+        let s = Store::open(
+            store,
+            &OpenOptions {
+                purpose: format!("dedupfs {what}"),
+                ..Default::default()
+            },
+        )
+        .map_err(CliError::from_store)?;
+        let ctx = ops::Ctx {
+            store: Arc::new(s),
+            fs: None,
+            notifier: None,
+        };
+        ops::execute(&ctx, req, &mut on_progress).map_err(CliError::from_op)
+    };
+    pb.finish_and_clear();
+    r
+}
+
+fn num(v: &serde_json::Value, k: &str) -> u64 {
+    v.get(k).and_then(|x| x.as_u64()).unwrap_or(0)
+}
+
+fn float(v: &serde_json::Value, k: &str) -> f64 {
+    v.get(k).and_then(|x| x.as_f64()).unwrap_or(f64::INFINITY)
+}
+
+fn print_container(v: &serde_json::Value, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        return;
+    }
+    println!("container   {}", v["name"].as_str().unwrap_or("?"));
+    println!(
+        "compression {}",
+        v["settings"]["compression"].as_str().unwrap_or("?")
+    );
+    print_container_stats(&v["stats"]);
+}
+
+fn print_container_stats(s: &serde_json::Value) {
+    println!("files       {}", num(s, "files"));
+    println!("logical     {}", output::size(num(s, "logical_bytes")));
+    println!(
+        "unique      {}  (dedup {})",
+        output::size(num(s, "unique_bytes")),
+        output::ratio(float(s, "dedup_ratio"))
+    );
+    println!(
+        "stored      {}  (compression {})",
+        output::size(num(s, "stored_bytes")),
+        output::ratio(float(s, "compression_ratio"))
+    );
+    println!(
+        "added       {}  (savings {:.1} %)",
+        output::size(num(s, "added_bytes")),
+        s["savings_pct"].as_f64().unwrap_or(0.0)
+    );
+}
+
+fn print_list(v: &serde_json::Value, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        return;
+    }
+    let rows: Vec<Vec<String>> = v
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|c| {
+                    let s = &c["stats"];
+                    vec![
+                        c["name"].as_str().unwrap_or("?").to_string(),
+                        c["settings"]["compression"]
+                            .as_str()
+                            .unwrap_or("?")
+                            .to_string(),
+                        num(s, "files").to_string(),
+                        output::size(num(s, "logical_bytes")),
+                        output::size(num(s, "added_bytes")),
+                        format!("{:.1} %", s["savings_pct"].as_f64().unwrap_or(0.0)),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if rows.is_empty() {
+        println!("no containers (create one with `dedupfs container create NAME` or mkdir at the mount root)");
+        return;
+    }
+    output::table(
+        &[
+            "NAME",
+            "COMPRESSION",
+            "FILES",
+            "LOGICAL",
+            "ADDED",
+            "SAVINGS",
+        ],
+        &rows,
+    );
+}
+
+fn print_store_stats(v: &serde_json::Value) {
+    println!("store        {}", v["store"].as_str().unwrap_or("?"));
+    println!("files        {}", num(v, "files"));
+    println!("logical      {}", output::size(num(v, "logical_bytes")));
+    println!(
+        "unique       {}  (dedup {})",
+        output::size(num(v, "unique_bytes")),
+        output::ratio(float(v, "dedup_ratio"))
+    );
+    println!(
+        "stored       {}  (compression {})",
+        output::size(num(v, "stored_bytes")),
+        output::ratio(float(v, "compression_ratio"))
+    );
+    println!(
+        "on disk      {}  (packs {} in {} files, metadata {})",
+        output::size(num(v, "physical_bytes")),
+        output::size(num(v, "pack_bytes")),
+        num(v, "packs"),
+        output::size(num(v, "metadata_bytes"))
+    );
+    println!(
+        "savings      {:.1} %  (reduction {})",
+        v["savings_pct"].as_f64().unwrap_or(0.0),
+        output::ratio(float(v, "reduction_factor"))
+    );
+    println!("reclaimable  {}", output::size(num(v, "reclaimable_bytes")));
+    if let Some(cs) = v["containers"].as_array() {
+        if !cs.is_empty() {
+            println!();
+            let rows: Vec<Vec<String>> = cs
+                .iter()
+                .map(|c| {
+                    vec![
+                        c["name"].as_str().unwrap_or("?").to_string(),
+                        num(c, "files").to_string(),
+                        output::size(num(c, "logical_bytes")),
+                        output::size(num(c, "unique_bytes")),
+                        output::size(num(c, "stored_bytes")),
+                        output::size(num(c, "added_bytes")),
+                        output::ratio(float(c, "dedup_ratio")),
+                        format!("{:.1} %", c["savings_pct"].as_f64().unwrap_or(0.0)),
+                    ]
+                })
+                .collect();
+            output::table(
+                &[
+                    "CONTAINER",
+                    "FILES",
+                    "LOGICAL",
+                    "UNIQUE",
+                    "STORED",
+                    "ADDED",
+                    "DEDUP",
+                    "SAVINGS",
+                ],
+                &rows,
+            );
+        }
+    }
+}

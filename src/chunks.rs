@@ -1,0 +1,569 @@
+//! The deduplicating chunk store: identity → location, with reference counts.
+//!
+//! Owns the chunk index (`Cf::Chunks`) and the pack writer/reader. Storing file data is two
+//! phases: [`ChunkStore::prepare`] (outside the commit lock) looks each chunk up, compresses
+//! and appends the new ones to a pack and hands the bytes to the kernel; then, inside the
+//! metadata commit, [`ChunkStore::add_refs`] creates index entries for new chunks and adjusts
+//! reference counts in the same batch as the extents that use them.
+//!
+//! Invariants:
+//! - An index entry exists only for bytes already written to a pack.
+//! - `refs` counts extent records (of every kept version) that name the chunk.
+//! - A chunk prepared but not yet committed is in `pending`, so a concurrent writer of the
+//!   same content reuses it instead of storing it twice.
+//! - A read returns the chunk's exact bytes or an error: the record checksum, the decoded
+//!   length and the keyed hash of the content are all checked.
+
+use crate::cache::ChunkCache;
+use crate::chunker::ChunkHasher;
+use crate::ids::{ChunkId, ContainerId, PackId};
+use crate::kv::{Cf, Kv, KvError, Txn};
+use crate::pack::{PackError, PackReader, PackWriter, RecordLoc, RECORD_HEADER_LEN};
+use crate::records::{ChunkRec, COMPRESSION_NONE, COMPRESSION_ZSTD};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ChunkError {
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    #[error(transparent)]
+    Kv(#[from] KvError),
+    #[error("chunk {chunk} is not in the index")]
+    NotIndexed { chunk: ChunkId },
+    #[error("chunk {chunk} in pack {pack} at offset {offset}: {reason}")]
+    Damaged {
+        chunk: ChunkId,
+        pack: PackId,
+        offset: u64,
+        reason: String,
+    },
+    #[error("chunk index entry {chunk}: {reason}")]
+    BadIndex { chunk: ChunkId, reason: String },
+    #[error("chunk {chunk} vanished before its first reference was committed")]
+    Vanished { chunk: ChunkId },
+    #[error("two different chunks hash to {chunk} (verify_dedup caught a collision)")]
+    Collision { chunk: ChunkId },
+}
+
+/// How a container compresses the chunks it stores first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Compression {
+    Off,
+    Zstd(i32),
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Compression::Zstd(1)
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Compression::Off => write!(f, "off"),
+            Compression::Zstd(l) => write!(f, "zstd:{l}"),
+        }
+    }
+}
+
+impl From<Compression> for String {
+    fn from(c: Compression) -> String {
+        c.to_string()
+    }
+}
+
+impl TryFrom<String> for Compression {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl FromStr for Compression {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "off" | "none" => Ok(Compression::Off),
+            "zstd" => Ok(Compression::Zstd(1)),
+            _ => {
+                let level = s
+                    .strip_prefix("zstd:")
+                    .and_then(|l| l.parse::<i32>().ok())
+                    .filter(|l| (1..=19).contains(l))
+                    .ok_or_else(|| format!("invalid compression '{s}': expected 'off' or 'zstd:LEVEL' with LEVEL 1..19"))?;
+                Ok(Compression::Zstd(level))
+            }
+        }
+    }
+}
+
+/// What `prepare` found or did for one chunk.
+#[derive(Clone, Copy, Debug)]
+pub struct Prepared {
+    pub id: ChunkId,
+    pub raw_len: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    loc: RecordLoc,
+    stored_len: u32,
+    raw_len: u32,
+    encoding: u8,
+    users: u32,
+}
+
+/// A set of chunks held pending by one writer until its commit (or failure) releases them.
+#[must_use]
+#[derive(Default, Debug)]
+pub struct PendingClaim {
+    ids: Vec<ChunkId>,
+}
+
+/// Changes of store-wide and per-container counters made by a commit.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StoreCounters {
+    /// Chunks in the index.
+    pub chunks: u64,
+    /// Uncompressed bytes of those chunks.
+    pub raw_bytes: u64,
+    /// Bytes their records occupy in packs (headers included).
+    pub stored_bytes: u64,
+    /// Chunks whose reference count fell to zero (reclaimable by GC).
+    pub dead_chunks: u64,
+    /// Pack bytes of those chunks.
+    pub dead_stored_bytes: u64,
+}
+
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ContainerCounters {
+    /// Sum of the sizes of the container's live regular files.
+    pub logical_bytes: u64,
+    /// Live regular files.
+    pub files: u64,
+    /// Distinct chunks referenced by the container (live state and kept history).
+    pub chunks: u64,
+    /// Uncompressed bytes of those chunks.
+    pub unique_bytes: u64,
+    /// Bytes those chunks occupy in packs.
+    pub stored_bytes: u64,
+    /// Pack bytes of the chunks this container stored first (what it added to the store).
+    pub added_bytes: u64,
+}
+
+pub struct ChunkStore {
+    kv: Arc<dyn Kv>,
+    writer: PackWriter,
+    reader: PackReader,
+    cache: ChunkCache,
+    hasher: ChunkHasher,
+    pending: Mutex<HashMap<ChunkId, Pending>>,
+    verify_dedup: bool,
+}
+
+thread_local! {
+    static ZSTD_C: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+    static ZSTD_D: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Compresses one chunk; `None` when compression does not pay (stored raw instead).
+fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    ZSTD_C.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().map(|(l, _)| *l) != Some(level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        let (_, comp) = c.as_mut()?;
+        let out = comp.compress(data).ok()?;
+        // Keep raw unless compression saves at least 1/32: decompressing costs reads.
+        (out.len() < data.len() - data.len() / 32).then_some(out)
+    })
+}
+
+fn decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
+    ZSTD_D.with(|d| {
+        let mut d = d.borrow_mut();
+        if d.is_none() {
+            *d = Some(zstd::bulk::Decompressor::new().map_err(|e| e.to_string())?);
+        }
+        let dec = d.as_mut().ok_or("no decompressor")?;
+        dec.decompress(data, raw_len).map_err(|e| e.to_string())
+    })
+}
+
+/// Runs `f` over `items` on up to `threads` threads (the caller's included).
+pub fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    if threads <= 1 || items.len() <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<R>>> = items.iter().map(|_| Mutex::new(None)).collect();
+    let work = || loop {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if i >= items.len() {
+            break;
+        }
+        *results[i].lock() = Some(f(&items[i]));
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads.min(items.len()) {
+            s.spawn(work);
+        }
+        work();
+    });
+    results.into_iter().filter_map(|m| m.into_inner()).collect()
+}
+
+impl ChunkStore {
+    pub fn new(
+        kv: Arc<dyn Kv>,
+        writer: PackWriter,
+        reader: PackReader,
+        cache_bytes: usize,
+        hasher: ChunkHasher,
+        verify_dedup: bool,
+    ) -> Self {
+        ChunkStore {
+            kv,
+            writer,
+            reader,
+            cache: ChunkCache::new(cache_bytes),
+            hasher,
+            pending: Mutex::new(HashMap::new()),
+            verify_dedup,
+        }
+    }
+
+    pub fn hasher(&self) -> &ChunkHasher {
+        &self.hasher
+    }
+
+    pub fn writer(&self) -> &PackWriter {
+        &self.writer
+    }
+
+    pub fn reader(&self) -> &PackReader {
+        &self.reader
+    }
+
+    pub fn cache(&self) -> &ChunkCache {
+        &self.cache
+    }
+
+    pub fn lookup(&self, id: ChunkId) -> Result<Option<ChunkRec>, ChunkError> {
+        match self.kv.get(Cf::Chunks, &id.to_bytes())? {
+            None => Ok(None),
+            Some(v) => ChunkRec::decode(&v)
+                .map(Some)
+                .map_err(|e| ChunkError::BadIndex {
+                    chunk: id,
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// Makes every chunk of `chunks` (id and content) present in a pack, storing those the
+    /// store does not hold yet. The returned claim must be released with [`Self::release`]
+    /// after the commit that references them (whether it succeeded or not).
+    pub fn prepare(
+        &self,
+        chunks: &[(ChunkId, &[u8])],
+        compression: Compression,
+        threads: usize,
+    ) -> Result<PendingClaim, ChunkError> {
+        let mut claim = PendingClaim::default();
+        let mut to_store: Vec<(ChunkId, &[u8])> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for &(id, data) in chunks {
+            if !seen.insert(id) {
+                continue;
+            }
+            {
+                let mut p = self.pending.lock();
+                if let Some(e) = p.get_mut(&id) {
+                    e.users += 1;
+                    claim.ids.push(id);
+                    continue;
+                }
+            }
+            if let Some(rec) = self.lookup(id)? {
+                if self.verify_dedup {
+                    let existing = self.read_rec(id, &rec)?;
+                    if existing.as_ref() != data {
+                        return Err(ChunkError::Collision { chunk: id });
+                    }
+                }
+                continue;
+            }
+            to_store.push((id, data));
+        }
+        let encoded: Vec<(u8, Option<Vec<u8>>)> =
+            parallel_map(&to_store, threads, |(_, data)| match compression {
+                Compression::Off => (COMPRESSION_NONE, None),
+                Compression::Zstd(level) => match compress(data, level) {
+                    Some(c) => (COMPRESSION_ZSTD, Some(c)),
+                    None => (COMPRESSION_NONE, None),
+                },
+            });
+        let result = (|| {
+            for ((id, data), (encoding, comp)) in to_store.iter().zip(encoded.iter()) {
+                let stored: &[u8] = comp.as_deref().unwrap_or(data);
+                // Another writer may have stored it while we compressed.
+                {
+                    let mut p = self.pending.lock();
+                    if let Some(e) = p.get_mut(id) {
+                        e.users += 1;
+                        claim.ids.push(*id);
+                        continue;
+                    }
+                }
+                let (loc, _) = self
+                    .writer
+                    .append(*id, *encoding, data.len() as u32, stored)?;
+                self.pending.lock().insert(
+                    *id,
+                    Pending {
+                        loc,
+                        stored_len: stored.len() as u32,
+                        raw_len: data.len() as u32,
+                        encoding: *encoding,
+                        users: 1,
+                    },
+                );
+                claim.ids.push(*id);
+            }
+            self.writer.flush()?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            self.release(claim);
+            return Err(e);
+        }
+        Ok(claim)
+    }
+
+    /// Drops a writer's hold on pending chunks.
+    pub fn release(&self, claim: PendingClaim) {
+        let mut p = self.pending.lock();
+        for id in claim.ids {
+            if let Some(e) = p.get_mut(&id) {
+                e.users -= 1;
+                if e.users == 0 {
+                    p.remove(&id);
+                }
+            }
+        }
+    }
+
+    /// Inside a commit: applies reference-count changes, creating index entries for chunks
+    /// referenced for the first time. Updates the store and container counters accordingly.
+    pub fn add_refs(
+        &self,
+        txn: &mut Txn<'_>,
+        container: ContainerId,
+        deltas: &HashMap<ChunkId, i64>,
+        store: &mut StoreCounters,
+        cont: &mut ContainerCounters,
+    ) -> Result<(), ChunkError> {
+        let mut ids: Vec<&ChunkId> = deltas.keys().collect();
+        ids.sort();
+        for id in ids {
+            let d = deltas[id];
+            if d == 0 {
+                continue;
+            }
+            let key = id.to_bytes().to_vec();
+            let (rec, existed) = match txn.get(Cf::Chunks, &key)? {
+                Some(v) => (
+                    ChunkRec::decode(&v).map_err(|e| ChunkError::BadIndex {
+                        chunk: *id,
+                        reason: e.to_string(),
+                    })?,
+                    true,
+                ),
+                None => {
+                    let p = self
+                        .pending
+                        .lock()
+                        .get(id)
+                        .copied()
+                        .ok_or(ChunkError::Vanished { chunk: *id })?;
+                    store.chunks += 1;
+                    store.raw_bytes += p.raw_len as u64;
+                    store.stored_bytes += RECORD_HEADER_LEN + p.stored_len as u64;
+                    cont.added_bytes += RECORD_HEADER_LEN + p.stored_len as u64;
+                    let rec = ChunkRec {
+                        pack: p.loc.pack,
+                        offset: p.loc.offset,
+                        stored_len: p.stored_len,
+                        raw_len: p.raw_len,
+                        compression: p.encoding,
+                        refs: 0,
+                        owner: container.0,
+                    };
+                    (rec, false)
+                }
+            };
+            let refs = (rec.refs as i64 + d).max(0) as u64;
+            let stored = RECORD_HEADER_LEN + rec.stored_len as u64;
+            if rec.refs > 0 && refs == 0 {
+                store.dead_chunks += 1;
+                store.dead_stored_bytes += stored;
+            } else if existed && rec.refs == 0 && refs > 0 {
+                // A dead chunk that new data deduplicated against lives again.
+                store.dead_chunks = store.dead_chunks.saturating_sub(1);
+                store.dead_stored_bytes = store.dead_stored_bytes.saturating_sub(stored);
+            }
+            txn.put(Cf::Chunks, key, ChunkRec { refs, ..rec }.encode());
+
+            let ckey = crate::codec::Enc::new()
+                .u32(container.0)
+                .u128(id.0)
+                .finish();
+            let before = match txn.get(Cf::ContainerRefs, &ckey)? {
+                Some(v) if v.len() == 8 => {
+                    u64::from_be_bytes(v.as_slice().try_into().unwrap_or([0; 8]))
+                }
+                _ => 0,
+            };
+            let after = (before as i64 + d).max(0) as u64;
+            if before == 0 && after > 0 {
+                cont.chunks += 1;
+                cont.unique_bytes += rec.raw_len as u64;
+                cont.stored_bytes += stored;
+            } else if before > 0 && after == 0 {
+                cont.chunks = cont.chunks.saturating_sub(1);
+                cont.unique_bytes = cont.unique_bytes.saturating_sub(rec.raw_len as u64);
+                cont.stored_bytes = cont.stored_bytes.saturating_sub(stored);
+            }
+            if after == 0 {
+                txn.delete(Cf::ContainerRefs, ckey);
+            } else {
+                txn.put(Cf::ContainerRefs, ckey, after.to_be_bytes().to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    /// The content of a chunk.
+    pub fn read(&self, id: ChunkId) -> Result<Arc<[u8]>, ChunkError> {
+        if let Some(d) = self.cache.get(id) {
+            return Ok(d);
+        }
+        let rec = self
+            .lookup(id)?
+            .ok_or(ChunkError::NotIndexed { chunk: id })?;
+        self.read_rec(id, &rec)
+    }
+
+    fn read_rec(&self, id: ChunkId, rec: &ChunkRec) -> Result<Arc<[u8]>, ChunkError> {
+        if let Some(d) = self.cache.get(id) {
+            return Ok(d);
+        }
+        let damaged = |reason: String| ChunkError::Damaged {
+            chunk: id,
+            pack: rec.pack,
+            offset: rec.offset,
+            reason,
+        };
+        let r = self
+            .reader
+            .read(
+                RecordLoc {
+                    pack: rec.pack,
+                    offset: rec.offset,
+                },
+                rec.stored_len,
+            )
+            .map_err(|e| match e {
+                PackError::Missing { .. } | PackError::Corrupt { .. } => damaged(e.to_string()),
+                other => ChunkError::Pack(other),
+            })?;
+        if r.chunk != id {
+            return Err(damaged(format!("record holds chunk {}", r.chunk)));
+        }
+        let raw = match r.encoding {
+            COMPRESSION_NONE => r.stored,
+            COMPRESSION_ZSTD => decompress(&r.stored, rec.raw_len as usize)
+                .map_err(|e| damaged(format!("zstd: {e}")))?,
+            other => return Err(damaged(format!("unknown encoding {other}"))),
+        };
+        if raw.len() != rec.raw_len as usize {
+            return Err(damaged(format!(
+                "decoded {} bytes, expected {}",
+                raw.len(),
+                rec.raw_len
+            )));
+        }
+        if self.hasher.id(&raw) != id {
+            return Err(damaged("content does not match its hash".into()));
+        }
+        let data: Arc<[u8]> = raw.into();
+        self.cache.insert(id, data.clone());
+        Ok(data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compression_parses() {
+        assert_eq!("off".parse::<Compression>().unwrap(), Compression::Off);
+        assert_eq!(
+            "zstd:3".parse::<Compression>().unwrap(),
+            Compression::Zstd(3)
+        );
+        assert!("zstd:0".parse::<Compression>().is_err());
+        assert!("zstd:20".parse::<Compression>().is_err());
+        assert!("lz4".parse::<Compression>().is_err());
+        assert_eq!(
+            Compression::Zstd(7)
+                .to_string()
+                .parse::<Compression>()
+                .unwrap(),
+            Compression::Zstd(7)
+        );
+    }
+
+    #[test]
+    fn incompressible_data_is_kept_raw() {
+        let mut x = 1u64;
+        let random: Vec<u8> = (0..65536)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        assert!(compress(&random, 1).is_none());
+        let text = b"abcabcabc".repeat(1000);
+        let c = compress(&text, 3).unwrap();
+        assert_eq!(decompress(&c, text.len()).unwrap(), text);
+    }
+
+    #[test]
+    fn parallel_map_keeps_order() {
+        let v: Vec<u32> = (0..100).collect();
+        assert_eq!(
+            parallel_map(&v, 3, |x| x * 2),
+            (0..100).map(|x| x * 2).collect::<Vec<_>>()
+        );
+    }
+}

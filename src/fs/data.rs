@@ -1,0 +1,1072 @@
+//! File data: open files, buffered writes, flushes into chunks, reads, truncate,
+//! fallocate and `lseek` for data and holes.
+//!
+//! A write lands in the file's [`DirtyMap`]; it becomes chunks when a flush runs (a long
+//! contiguous run while the writer streams, everything at fsync, close, age or memory
+//! pressure). A flush re-chunks only the affected region: the dirty bytes extended to the
+//! neighbouring extent boundaries (and, for an append, back over a tail chunk that was cut
+//! only because the file ended there), so unchanged chunks keep their identity.
+//!
+//! Invariants:
+//! - At every version, the visible extents of a file are disjoint and lie below its size.
+//! - Bytes being flushed stay readable (in-flight overlay) until their commit is visible.
+//! - A failed flush puts its bytes back (under any newer writes) and latches the error,
+//!   which the next write, fsync or close of the file reports.
+
+use super::dirty::{overlay_spans, DirtyMap};
+use super::*;
+use crate::chunker::is_zero;
+use crate::ids::{ChunkId, ContainerId};
+use crate::records::{ExtentRec, FileKind, Timestamp, EXTENT_TAIL};
+
+/// Largest file size (the kernel's limit for FUSE files is also 2^63-1).
+pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
+/// Spans shorter than this are not taken by a streaming flush (the tail stays buffered).
+const STREAM_TAKE_DIVISOR: usize = 2;
+
+#[derive(Debug, Default)]
+struct FileInner {
+    size: u64,
+    mtime: Option<Timestamp>,
+    ctime: Option<Timestamp>,
+    dirty: DirtyMap,
+    inflight: Vec<(u64, Arc<Vec<u8>>)>,
+    opens: u32,
+    dirty_since: Option<Instant>,
+    unlinked: bool,
+    error: Option<FsError>,
+}
+
+/// In-memory state of a file that is open or has buffered writes.
+pub(crate) struct FileState {
+    pub key: FileKey,
+    pub container: ContainerId,
+    flush_lock: Mutex<()>,
+    inner: Mutex<FileInner>,
+}
+
+pub(crate) struct OverlayAttrs {
+    pub size: u64,
+    pub mtime: Option<Timestamp>,
+    pub ctime: Option<Timestamp>,
+    pub buffered: usize,
+}
+
+impl FileState {
+    fn new(key: FileKey, container: ContainerId, size: u64) -> FileState {
+        FileState {
+            key,
+            container,
+            flush_lock: Mutex::new(()),
+            inner: Mutex::new(FileInner {
+                size,
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub fn overlay_attrs(&self) -> OverlayAttrs {
+        let g = self.inner.lock();
+        OverlayAttrs {
+            size: g.size,
+            mtime: g.mtime,
+            ctime: g.ctime,
+            buffered: g.dirty.bytes() + g.inflight.iter().map(|(_, d)| d.len()).sum::<usize>(),
+        }
+    }
+
+    pub fn mark_unlinked_if_open(&self) -> bool {
+        let mut g = self.inner.lock();
+        if g.opens > 0 {
+            g.unlinked = true;
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn times_committed(&self, mtime: bool, ctime: Option<Timestamp>) {
+        let mut g = self.inner.lock();
+        if mtime {
+            g.mtime = None;
+        }
+        if ctime.is_some() {
+            g.ctime = None;
+        }
+    }
+
+    pub fn dirty_since(&self) -> Option<Instant> {
+        self.inner.lock().dirty_since
+    }
+}
+
+/// A new extent produced by a flush.
+#[derive(Clone, Copy, Debug)]
+struct NewExtent {
+    off: u64,
+    rec: ExtentRec,
+}
+
+/// A region of a file re-chunked by a flush: the bytes of [start, start+commit_len) are
+/// committed as `extents`; the rest stays buffered.
+struct Region {
+    start: u64,
+    commit_len: u64,
+    extents: Vec<NewExtent>,
+    buf: Vec<u8>,
+    cuts: Vec<(usize, usize)>,
+}
+
+fn rd_err(node_desc: &str, e: FsError) -> FsError {
+    if let FsError::Corrupt(m) = &e {
+        log::error!("{node_desc}: {m}");
+    }
+    e
+}
+
+impl FsCore {
+    fn file_state(&self, ci: &ContainerInfo, ino: Ino, size: u64) -> Arc<FileState> {
+        let key = (ci.branch(), ino);
+        self.files
+            .lock()
+            .entry(key)
+            .or_insert_with(|| Arc::new(FileState::new(key, ci.id(), size)))
+            .clone()
+    }
+
+    /// Drops the in-memory state of a file nobody has open and nothing buffered.
+    fn maybe_evict(&self, key: FileKey) {
+        let mut m = self.files.lock();
+        if let Some(f) = m.get(&key) {
+            let g = f.inner.lock();
+            if g.opens == 0 && g.dirty.is_empty() && g.inflight.is_empty() {
+                drop(g);
+                m.remove(&key);
+            }
+        }
+    }
+
+    fn adjust_buffered(&self, delta: isize) {
+        if delta >= 0 {
+            self.buffered.fetch_add(delta as usize, Ordering::AcqRel);
+        } else {
+            self.buffered.fetch_sub((-delta) as usize, Ordering::AcqRel);
+            self.space.1.notify_all();
+        }
+    }
+
+    pub fn open(&self, _ctx: &Ctx, node: u64, flags: OpenFlags) -> FsResult<u64> {
+        if flags.write {
+            self.check_writable()?;
+        }
+        let (ci, ino) = self.resolve_node(node)?;
+        let rec = self.inode(&ci.read_point, ino)?;
+        match rec.kind {
+            FileKind::Directory if flags.write => return Err(FsError::IsDir),
+            FileKind::RegularFile => {
+                let f = self.file_state(&ci, ino, rec.size);
+                f.inner.lock().opens += 1;
+            }
+            _ => {}
+        }
+        Ok(self.new_fh(Handle::File {
+            key: (ci.branch(), ino),
+            node,
+            flags,
+        }))
+    }
+
+    pub fn create(
+        &self,
+        ctx: &Ctx,
+        parent: u64,
+        name: &[u8],
+        mode: u32,
+        flags: OpenFlags,
+    ) -> FsResult<(Attr, u64)> {
+        let attr = self.create_node(
+            ctx,
+            parent,
+            name,
+            namespace::NewNode {
+                kind: FileKind::RegularFile,
+                perm: (mode & 0o7777) as u16,
+                rdev: 0,
+                target: &[],
+            },
+        )?;
+        let fh = self.open(
+            ctx,
+            attr.node,
+            OpenFlags {
+                write: flags.write,
+                read: flags.read,
+                ..flags
+            },
+        )?;
+        Ok((attr, fh))
+    }
+
+    /// `close` of one file descriptor: reports a write error latched by a background flush.
+    pub fn flush(&self, _node: u64, fh: u64) -> FsResult<()> {
+        if let Handle::File { key, .. } = self.handle(fh)? {
+            if let Some(f) = self.files.lock().get(&key).cloned() {
+                if let Some(e) = f.inner.lock().error.clone() {
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Last close of a handle: buffered data is flushed in the background; an unlinked file
+    /// is deleted once nobody has it open.
+    pub fn release(&self, fh: u64) -> FsResult<()> {
+        let Some(Handle::File { key, .. }) = self.drop_handle(fh) else {
+            return Ok(());
+        };
+        let Some(f) = self.files.lock().get(&key).cloned() else {
+            return Ok(());
+        };
+        let (last, unlinked, dirty) = {
+            let mut g = f.inner.lock();
+            g.opens = g.opens.saturating_sub(1);
+            (g.opens == 0, g.unlinked, !g.dirty.is_empty())
+        };
+        if last && unlinked {
+            let _fl = f.flush_lock.lock();
+            let delta = {
+                let mut g = f.inner.lock();
+                let d = -(g.dirty.bytes() as isize);
+                g.dirty = DirtyMap::default();
+                g.dirty_since = None;
+                d
+            };
+            self.adjust_buffered(delta);
+            let (branch, ino) = key;
+            let ci = self.store.registry().get(f.container);
+            if let Some(ci) = ci {
+                self.store.committer.commit(|c| {
+                    if let Some(rec) = Self::txn_inode(c, &ci.read_point, ino)? {
+                        if rec.nlink == 0 {
+                            Self::put_inode(c, &ci.read_point, ino, None);
+                        }
+                    }
+                    c.txn
+                        .delete(Cf::Orphans, crate::store::orphan_key(branch, ino));
+                    Ok::<_, FsError>(())
+                })?;
+            }
+        } else if last && dirty {
+            if self.opts.background {
+                self.enqueue(key, FlushMode::Force);
+            } else {
+                self.flush_key(key, FlushMode::Force)?;
+            }
+        }
+        self.maybe_evict(key);
+        Ok(())
+    }
+
+    pub fn write(&self, node: u64, fh: u64, off: u64, data: &[u8]) -> FsResult<u32> {
+        self.check_writable()?;
+        let key = match self.handle(fh)? {
+            Handle::File { key, flags, .. } if flags.write => key,
+            _ => return Err(FsError::BadHandle),
+        };
+        let end = off
+            .checked_add(data.len() as u64)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or(FsError::FileTooLarge)?;
+        let f = self
+            .files
+            .lock()
+            .get(&key)
+            .cloned()
+            .ok_or(FsError::BadHandle)?;
+        let _ = node;
+        let now = Timestamp::now();
+        let (delta, span) = {
+            let mut g = f.inner.lock();
+            if let Some(e) = g.error.clone() {
+                return Err(e);
+            }
+            let d = g.dirty.write(off, data);
+            g.size = g.size.max(end);
+            g.mtime = Some(now);
+            g.ctime = Some(now);
+            g.dirty_since.get_or_insert_with(Instant::now);
+            (d, g.dirty.span_len_at(off))
+        };
+        self.adjust_buffered(delta);
+        if span >= self.opts.stream_trigger {
+            if self.opts.background {
+                self.enqueue(key, FlushMode::Stream);
+            } else {
+                self.flush_key(key, FlushMode::Stream)?;
+            }
+        }
+        self.throttle(key)?;
+        Ok(data.len() as u32)
+    }
+
+    /// Holds a writer back while buffered data exceeds the limit.
+    fn throttle(&self, key: FileKey) -> FsResult<()> {
+        let limit = self.opts.dirty_limit;
+        if self.buffered.load(Ordering::Acquire) <= limit {
+            return Ok(());
+        }
+        if !self.opts.background {
+            return self.flush_key(key, FlushMode::Force);
+        }
+        self.enqueue(key, FlushMode::Force);
+        let mut g = self.space.0.lock();
+        while self.buffered.load(Ordering::Acquire) > limit {
+            if self.out_of_space.load(Ordering::Acquire) {
+                return Err(FsError::NoSpace);
+            }
+            if self.shutdown.load(Ordering::Acquire) {
+                break;
+            }
+            self.space.1.wait_for(&mut g, Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    /// Visible extents of a file overlapping [from, to).
+    fn extents_overlapping(
+        &self,
+        rp: &ReadPoint,
+        ino: Ino,
+        gen: u64,
+        from: u64,
+        to: u64,
+    ) -> FsResult<Vec<(u64, ExtentRec)>> {
+        let kv: &dyn crate::kv::Kv = &**self.store.kv();
+        let max = self.store.chunker.params().max as u64;
+        Ok(crate::extents::overlapping(
+            &kv, rp, ino, gen, from, to, max,
+        )?)
+    }
+
+    /// Copies the bytes of `exts` that fall in [off, off+buf.len()) into `buf`.
+    fn fill_from_extents(
+        &self,
+        exts: &[(u64, ExtentRec)],
+        off: u64,
+        buf: &mut [u8],
+    ) -> FsResult<()> {
+        let end = off + buf.len() as u64;
+        for (o, e) in exts {
+            let eend = o + e.len as u64;
+            if eend <= off || *o >= end {
+                continue;
+            }
+            let data = self.store.chunks.read(e.chunk)?;
+            let s = (*o).max(off);
+            let t = eend.min(end);
+            let from = e.chunk_off as usize + (s - o) as usize;
+            let to = from + (t - s) as usize;
+            let src = data.get(from..to).ok_or_else(|| {
+                FsError::Corrupt(format!(
+                    "extent at {o} reaches past the end of chunk {} ({} bytes)",
+                    e.chunk,
+                    data.len()
+                ))
+            })?;
+            buf[(s - off) as usize..(t - off) as usize].copy_from_slice(src);
+        }
+        Ok(())
+    }
+
+    pub fn read(&self, node: u64, _fh: u64, off: u64, size: u32) -> FsResult<Vec<u8>> {
+        let (ci, ino) = self.resolve_node(node)?;
+        let rec = self.inode(&ci.read_point, ino)?;
+        if rec.kind == FileKind::Directory {
+            return Err(FsError::IsDir);
+        }
+        let key = (ci.branch(), ino);
+        let f = self.files.lock().get(&key).cloned();
+        let (fsize, dirty, inflight) = match &f {
+            Some(f) => {
+                let g = f.inner.lock();
+                let end = off.saturating_add(size as u64);
+                let dirty: Vec<(u64, Vec<u8>)> = g
+                    .dirty
+                    .spans()
+                    .filter(|(o, v)| o + v.len() as u64 > off && *o < end)
+                    .map(|(o, v)| {
+                        let s = o.max(off);
+                        let e = (o + v.len() as u64).min(end);
+                        (s, v[(s - o) as usize..(e - o) as usize].to_vec())
+                    })
+                    .collect();
+                (g.size, dirty, g.inflight.clone())
+            }
+            None => (rec.size, Vec::new(), Vec::new()),
+        };
+        if off >= fsize {
+            return Ok(Vec::new());
+        }
+        let len = (size as u64).min(fsize - off) as usize;
+        let mut buf = vec![0u8; len];
+        let covered = dirty.iter().map(|(_, d)| d.len()).sum::<usize>() == len;
+        if !covered {
+            let exts =
+                self.extents_overlapping(&ci.read_point, ino, rec.data_gen, off, off + len as u64)?;
+            self.fill_from_extents(&exts, off, &mut buf).map_err(|e| {
+                rd_err(
+                    &format!("read of inode {ino} in container '{}'", ci.rec.name),
+                    e,
+                )
+            })?;
+        }
+        overlay_spans(
+            inflight.iter().map(|(o, d)| (*o, d.as_slice())),
+            off,
+            &mut buf,
+        );
+        overlay_spans(dirty.iter().map(|(o, d)| (*o, d.as_slice())), off, &mut buf);
+        Ok(buf)
+    }
+
+    pub fn fsync(&self, node: u64, _fh: u64, _datasync: bool) -> FsResult<()> {
+        if let Ok((ci, ino)) = self.resolve_node(node) {
+            let key = (ci.branch(), ino);
+            if self.files.lock().contains_key(&key) {
+                self.flush_key(key, FlushMode::Force)?;
+            }
+        }
+        self.store.sync()?;
+        Ok(())
+    }
+
+    pub fn fsyncdir(&self, _node: u64) -> FsResult<()> {
+        self.store.sync()?;
+        Ok(())
+    }
+
+    /// Flushes every file's buffered writes.
+    pub fn flush_all(&self) -> FsResult<()> {
+        let keys: Vec<FileKey> = self.files.lock().keys().copied().collect();
+        let mut first = Ok(());
+        for k in keys {
+            if let Err(e) = self.flush_key(k, FlushMode::Force) {
+                if first.is_ok() {
+                    first = Err(e);
+                }
+            }
+        }
+        first
+    }
+
+    /// Flushes one file, latching a failure on it; wakes throttled writers.
+    pub(crate) fn flush_key(&self, key: FileKey, mode: FlushMode) -> FsResult<()> {
+        let Some(f) = self.files.lock().get(&key).cloned() else {
+            return Ok(());
+        };
+        let r = self.flush_file(&f, mode);
+        match &r {
+            Err(e) => {
+                log::warn!("flush of inode {} failed: {e}", key.1);
+                if *e == FsError::NoSpace {
+                    self.out_of_space.store(true, Ordering::Release);
+                }
+                f.inner.lock().error = Some(e.clone());
+            }
+            Ok(()) => {
+                self.out_of_space.store(false, Ordering::Release);
+                if mode == FlushMode::Force {
+                    f.inner.lock().error = None;
+                }
+            }
+        }
+        self.space.1.notify_all();
+        self.maybe_evict(key);
+        r
+    }
+
+    fn flush_file(&self, f: &Arc<FileState>, mode: FlushMode) -> FsResult<()> {
+        let _fl = f.flush_lock.lock();
+        let Some(ci) = self.store.registry().get(f.container) else {
+            // The container is gone: nothing to keep.
+            let mut g = f.inner.lock();
+            let d = -(g.dirty.bytes() as isize);
+            g.dirty = DirtyMap::default();
+            drop(g);
+            self.adjust_buffered(d);
+            return Ok(());
+        };
+        let (spans, size, mtime, ctime) = {
+            let mut g = f.inner.lock();
+            let spans = match mode {
+                FlushMode::Force => g.dirty.take_all(),
+                FlushMode::Stream => g
+                    .dirty
+                    .take_large(self.opts.stream_trigger / STREAM_TAKE_DIVISOR),
+            };
+            if spans.is_empty() {
+                return Ok(());
+            }
+            g.inflight = spans.into_iter().map(|(o, v)| (o, Arc::new(v))).collect();
+            if g.dirty.is_empty() {
+                g.dirty_since = None;
+            }
+            (g.inflight.clone(), g.size, g.mtime, g.ctime)
+        };
+        let taken: usize = spans.iter().map(|(_, d)| d.len()).sum();
+        let result = self.flush_spans(f, &ci, &spans, size, mode, mtime, ctime);
+        let mut delta = -(taken as isize);
+        {
+            let mut g = f.inner.lock();
+            let back: Vec<(u64, Vec<u8>)> = match &result {
+                Ok(rest) => rest.clone(),
+                Err(_) => spans
+                    .iter()
+                    .map(|(o, d)| (*o, d.as_ref().clone()))
+                    .collect(),
+            };
+            for (o, d) in back {
+                delta += g.dirty.write_under(o, &d);
+            }
+            g.inflight.clear();
+            if !g.dirty.is_empty() && g.dirty_since.is_none() {
+                g.dirty_since = Some(Instant::now());
+            }
+        }
+        self.adjust_buffered(delta);
+        result.map(|_| ())
+    }
+
+    /// Chunks and commits `spans`; returns the bytes to keep buffered (undecided tails).
+    #[allow(clippy::too_many_arguments)]
+    fn flush_spans(
+        &self,
+        f: &FileState,
+        ci: &ContainerInfo,
+        spans: &[(u64, Arc<Vec<u8>>)],
+        size: u64,
+        mode: FlushMode,
+        mtime: Option<Timestamp>,
+        ctime: Option<Timestamp>,
+    ) -> FsResult<Vec<(u64, Vec<u8>)>> {
+        let ino = f.key.1;
+        let rp = &ci.read_point;
+        let rec = match self.inode(rp, ino) {
+            Ok(r) => r,
+            Err(FsError::NotFound) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let gen = rec.data_gen;
+        let lo = spans.first().map(|(o, _)| *o).unwrap_or(0);
+        let hi = spans.last().map(|(o, d)| o + d.len() as u64).unwrap_or(0);
+        let exts =
+            self.extents_overlapping(rp, ino, gen, lo.saturating_sub(1), hi.saturating_add(1))?;
+
+        // Regions: each span widened to the boundaries of the extents it cuts into.
+        let mut regions: Vec<(u64, u64)> = Vec::new();
+        for (a, d) in spans {
+            let (a, b) = (*a, a + d.len() as u64);
+            let (mut s, mut e) = (a, b);
+            for (o, x) in &exts {
+                let xe = o + x.len as u64;
+                if *o < a && (xe > a || (xe == a && x.flags & EXTENT_TAIL != 0)) {
+                    s = s.min(*o);
+                }
+                if *o < b && xe > b {
+                    e = e.max(xe);
+                }
+            }
+            regions.push((s, e));
+        }
+        regions.sort();
+        let mut merged: Vec<(u64, u64)> = Vec::new();
+        for (s, e) in regions {
+            match merged.last_mut() {
+                Some(last) if s < last.1 => last.1 = last.1.max(e),
+                _ => merged.push((s, e)),
+            }
+        }
+
+        let chunker = &self.store.chunker;
+        let hasher = self.store.chunks.hasher();
+        let n_regions = merged.len();
+        let mut built: Vec<Region> = Vec::with_capacity(n_regions);
+        for (i, (s, e)) in merged.into_iter().enumerate() {
+            let mut buf = vec![0u8; (e - s) as usize];
+            // Old bytes for the parts no span covers, then the spans on top.
+            let mut pos = s;
+            let mut gaps = Vec::new();
+            for (o, d) in spans
+                .iter()
+                .filter(|(o, d)| *o < e && o + d.len() as u64 > s)
+            {
+                if *o > pos {
+                    gaps.push((pos, *o));
+                }
+                pos = pos.max(o + d.len() as u64);
+            }
+            if pos < e {
+                gaps.push((pos, e));
+            }
+            for (gs, ge) in gaps {
+                let range = &mut buf[(gs - s) as usize..(ge - s) as usize];
+                self.fill_from_extents(&exts, gs, range).map_err(|err| {
+                    rd_err(
+                        &format!("re-chunking inode {ino} in container '{}'", ci.rec.name),
+                        err,
+                    )
+                })?;
+            }
+            overlay_spans(spans.iter().map(|(o, d)| (*o, d.as_slice())), s, &mut buf);
+
+            let streaming_tail = mode == FlushMode::Stream && i + 1 == n_regions && e >= size;
+            let lens = chunker.cut(&buf, !streaming_tail);
+            let mut cuts = Vec::with_capacity(lens.len());
+            let mut p = 0usize;
+            for n in lens {
+                cuts.push((p, n));
+                p += n;
+            }
+            let consumed = p as u64;
+            let mut extents = Vec::with_capacity(cuts.len());
+            for (k, &(p, n)) in cuts.iter().enumerate() {
+                let data = &buf[p..p + n];
+                if is_zero(data) {
+                    continue;
+                }
+                let end = s + (p + n) as u64;
+                let last = k + 1 == cuts.len();
+                let forced = last
+                    && !streaming_tail
+                    && end >= size
+                    && chunker.next_cut(data, false).is_none();
+                extents.push(NewExtent {
+                    off: s + p as u64,
+                    rec: ExtentRec {
+                        len: n as u32,
+                        chunk: hasher.id(data),
+                        chunk_off: 0,
+                        flags: if forced { EXTENT_TAIL } else { 0 },
+                    },
+                });
+            }
+            built.push(Region {
+                start: s,
+                commit_len: consumed,
+                extents,
+                buf,
+                cuts,
+            });
+        }
+
+        // Store new chunks (deduplicated, compressed in parallel), then commit.
+        let mut all: Vec<(ChunkId, &[u8])> = Vec::new();
+        for r in &built {
+            let mut ei = 0;
+            for &(p, n) in &r.cuts {
+                if let Some(x) = r.extents.get(ei) {
+                    if x.off == r.start + p as u64 {
+                        all.push((x.rec.chunk, &r.buf[p..p + n]));
+                        ei += 1;
+                    }
+                }
+            }
+        }
+        let compression = ci.rec.settings.compression;
+        let claim = self
+            .store
+            .chunks
+            .prepare(&all, compression, self.opts.compress_threads)?;
+        let flushed_end = built
+            .iter()
+            .map(|r| r.start + r.commit_len)
+            .max()
+            .unwrap_or(0);
+        let everything = mode == FlushMode::Force;
+        let res = self.store.committer.commit(|c| {
+            let Some(mut rec) = Self::txn_inode(c, rp, ino)? else {
+                return Ok(());
+            };
+            if rec.data_gen != gen {
+                return Ok(());
+            }
+            let mut deltas = HashMap::new();
+            for r in &built {
+                let (rm, add) = Self::replace_range(
+                    c,
+                    rp,
+                    ino,
+                    gen,
+                    r.start,
+                    r.start + r.commit_len,
+                    &r.extents,
+                    &mut deltas,
+                    self,
+                )?;
+                rec.data_bytes = rec.data_bytes.saturating_sub(rm) + add;
+            }
+            let old_size = rec.size;
+            rec.size = if everything {
+                size.max(rec.size)
+            } else {
+                rec.size.max(flushed_end.min(size))
+            };
+            if let Some(t) = mtime {
+                rec.mtime = t;
+            }
+            if let Some(t) = ctime {
+                rec.ctime = t;
+            }
+            Self::put_inode(c, rp, ino, Some(&rec));
+            let (txn, store, cont) = c.split(ci.id());
+            self.store
+                .chunks
+                .add_refs(txn, ci.id(), &deltas, store, cont)?;
+            if rec.nlink > 0 {
+                let cc = c.container_counters(ci.id());
+                cc.logical_bytes = (cc.logical_bytes + rec.size).saturating_sub(old_size);
+            }
+            Ok::<_, FsError>(())
+        });
+        self.store.chunks.release(claim);
+        res?;
+        Ok(built
+            .into_iter()
+            .filter(|r| (r.commit_len as usize) < r.buf.len())
+            .map(|mut r| {
+                let rest = r.buf.split_off(r.commit_len as usize);
+                (r.start + r.commit_len, rest)
+            })
+            .collect())
+    }
+
+    /// Inside a commit: makes [p, q) of the file consist of exactly `new` (holes
+    /// elsewhere), trimming extents that straddle the edges. Returns (bytes removed, bytes
+    /// added) of extent data and records reference changes in `deltas`.
+    #[allow(clippy::too_many_arguments)]
+    fn replace_range(
+        c: &mut Commit<'_>,
+        rp: &ReadPoint,
+        ino: Ino,
+        gen: u64,
+        p: u64,
+        q: u64,
+        new: &[NewExtent],
+        deltas: &mut HashMap<ChunkId, i64>,
+        fs: &FsCore,
+    ) -> FsResult<(u64, u64)> {
+        if p >= q && new.is_empty() {
+            return Ok((0, 0));
+        }
+        let max = fs.store.chunker.params().max as u64;
+        let old = crate::extents::overlapping(&c.txn, rp, ino, gen, p, q, max)?;
+        let mut writes: std::collections::BTreeMap<u64, Option<ExtentRec>> =
+            std::collections::BTreeMap::new();
+        let mut removed = 0u64;
+        for (o, e) in &old {
+            let end = o + e.len as u64;
+            if *o >= q {
+                continue;
+            }
+            removed += end.min(q) - (*o).max(p);
+            if *o < p {
+                writes.insert(
+                    *o,
+                    Some(ExtentRec {
+                        len: (p - o) as u32,
+                        flags: 0,
+                        ..*e
+                    }),
+                );
+            } else {
+                writes.insert(*o, None);
+            }
+            if end > q {
+                writes.insert(
+                    q,
+                    Some(ExtentRec {
+                        len: (end - q) as u32,
+                        chunk_off: e.chunk_off + (q - o) as u32,
+                        ..*e
+                    }),
+                );
+            }
+        }
+        let mut added = 0u64;
+        for n in new {
+            writes.insert(n.off, Some(n.rec));
+            added += n.rec.len as u64;
+        }
+        // Unchanged extents get no new version and no new reference.
+        writes.retain(|off, w| old.iter().find(|(o, _)| o == off).map(|(_, e)| *e) != *w);
+        for rec in writes.values().flatten() {
+            *deltas.entry(rec.chunk).or_default() += 1;
+        }
+        let v = c.version;
+        crate::extents::write(&mut c.txn, rp, ino, gen, v, &writes)?;
+        Ok((removed, added))
+    }
+
+    /// Sets a file's size: drops buffered and stored bytes beyond it (a new, empty extent
+    /// generation when it is zero, so this costs the same for any file size).
+    pub fn truncate(&self, node: u64, size: u64) -> FsResult<()> {
+        self.check_writable()?;
+        if size > MAX_FILE_SIZE {
+            return Err(FsError::FileTooLarge);
+        }
+        let (ci, ino) = self.resolve_node(node)?;
+        let rec = self.inode(&ci.read_point, ino)?;
+        match rec.kind {
+            FileKind::RegularFile => {}
+            FileKind::Directory => return Err(FsError::IsDir),
+            _ => return Err(FsError::Invalid("truncate of a special file")),
+        }
+        let f = self.file_state(&ci, ino, rec.size);
+        let r = self.edit_range(&f, &ci, Edit::Truncate(size));
+        self.maybe_evict(f.key);
+        r
+    }
+
+    /// Applies a truncate or hole punch with the file's flush lock held.
+    fn edit_range(&self, f: &Arc<FileState>, ci: &ContainerInfo, edit: Edit) -> FsResult<()> {
+        let _fl = f.flush_lock.lock();
+        let ino = f.key.1;
+        let rp = &ci.read_point;
+        let (from, to) = match edit {
+            Edit::Truncate(size) => (size, u64::MAX),
+            Edit::Zero { off, len, .. } => (off, off.saturating_add(len)),
+        };
+        {
+            let mut g = f.inner.lock();
+            let d = g.dirty.discard(from, to);
+            if let Edit::Truncate(size) = edit {
+                g.size = size;
+                g.mtime = None;
+                g.ctime = None;
+            }
+            if let Edit::Zero {
+                grow_to: Some(end), ..
+            } = edit
+            {
+                g.size = g.size.max(end);
+            }
+            drop(g);
+            self.adjust_buffered(d);
+        }
+        let mem_size = f.inner.lock().size;
+        self.store.committer.commit(|c| {
+            let mut rec = Self::txn_inode(c, rp, ino)?.ok_or(FsError::NotFound)?;
+            let old_size = rec.size;
+            let now = c.time;
+            let mut deltas = HashMap::new();
+            match edit {
+                Edit::Truncate(0) => {
+                    rec.data_gen = c.version.0;
+                    rec.data_bytes = 0;
+                    rec.size = 0;
+                }
+                Edit::Truncate(size) => {
+                    if size < rec.size {
+                        let (rm, _) = Self::replace_range(
+                            c,
+                            rp,
+                            ino,
+                            rec.data_gen,
+                            size,
+                            rec.size,
+                            &[],
+                            &mut deltas,
+                            self,
+                        )?;
+                        rec.data_bytes = rec.data_bytes.saturating_sub(rm);
+                    }
+                    rec.size = size;
+                }
+                Edit::Zero { off, len, .. } => {
+                    let end = off.saturating_add(len).min(rec.size);
+                    if off < end {
+                        let (rm, _) = Self::replace_range(
+                            c,
+                            rp,
+                            ino,
+                            rec.data_gen,
+                            off,
+                            end,
+                            &[],
+                            &mut deltas,
+                            self,
+                        )?;
+                        rec.data_bytes = rec.data_bytes.saturating_sub(rm);
+                    }
+                    // The size is the file's current size (writes not yet flushed may have
+                    // grown it; a zero-range may grow it further).
+                    rec.size = mem_size;
+                }
+            }
+            rec.mtime = now;
+            rec.ctime = now;
+            Self::put_inode(c, rp, ino, Some(&rec));
+            let (txn, store, cont) = c.split(ci.id());
+            self.store
+                .chunks
+                .add_refs(txn, ci.id(), &deltas, store, cont)?;
+            if rec.nlink > 0 {
+                let cc = c.container_counters(ci.id());
+                cc.logical_bytes = (cc.logical_bytes + rec.size).saturating_sub(old_size);
+            }
+            Ok(())
+        })
+    }
+
+    pub fn fallocate(
+        &self,
+        node: u64,
+        _fh: u64,
+        off: u64,
+        len: u64,
+        mode: Fallocate,
+    ) -> FsResult<()> {
+        self.check_writable()?;
+        let end = off
+            .checked_add(len)
+            .filter(|&e| e <= MAX_FILE_SIZE)
+            .ok_or(FsError::FileTooLarge)?;
+        if len == 0 {
+            return Err(FsError::Invalid("fallocate of zero bytes"));
+        }
+        let (ci, ino) = self.resolve_node(node)?;
+        let rec = self.inode(&ci.read_point, ino)?;
+        if rec.kind != FileKind::RegularFile {
+            return Err(if rec.kind == FileKind::Directory {
+                FsError::IsDir
+            } else {
+                FsError::NotSupported("fallocate of a special file")
+            });
+        }
+        let f = self.file_state(&ci, ino, rec.size);
+        let r = match mode {
+            Fallocate::Allocate { keep_size } => {
+                // Space is not reserved (data is deduplicated on write); only the size moves.
+                let cur = f.inner.lock().size;
+                if !keep_size && end > cur {
+                    self.edit_range(
+                        &f,
+                        &ci,
+                        Edit::Zero {
+                            off: cur,
+                            len: 0,
+                            grow_to: Some(end),
+                        },
+                    )
+                } else {
+                    Ok(())
+                }
+            }
+            Fallocate::PunchHole => self.edit_range(
+                &f,
+                &ci,
+                Edit::Zero {
+                    off,
+                    len,
+                    grow_to: None,
+                },
+            ),
+            Fallocate::ZeroRange { keep_size } => self.edit_range(
+                &f,
+                &ci,
+                Edit::Zero {
+                    off,
+                    len,
+                    grow_to: if keep_size { None } else { Some(end) },
+                },
+            ),
+        };
+        self.maybe_evict(f.key);
+        r
+    }
+
+    /// SEEK_DATA / SEEK_HOLE. Buffered writes are flushed first so extents tell the truth.
+    pub fn lseek(&self, node: u64, _fh: u64, off: u64, whence: SeekWhence) -> FsResult<u64> {
+        let (ci, ino) = self.resolve_node(node)?;
+        let key = (ci.branch(), ino);
+        if self.files.lock().contains_key(&key) {
+            self.flush_key(key, FlushMode::Force)?;
+        }
+        let rec = self.inode(&ci.read_point, ino)?;
+        let size = self
+            .files
+            .lock()
+            .get(&key)
+            .map(|f| f.inner.lock().size)
+            .unwrap_or(rec.size);
+        if off >= size {
+            return Err(FsError::OutOfRange);
+        }
+        let mut pos = off;
+        loop {
+            let exts = self.extents_overlapping(&ci.read_point, ino, rec.data_gen, pos, size)?;
+            match whence {
+                SeekWhence::Data => {
+                    return exts
+                        .first()
+                        .map(|(o, _)| (*o).max(pos))
+                        .ok_or(FsError::OutOfRange);
+                }
+                SeekWhence::Hole => {
+                    let mut moved = false;
+                    for (o, e) in &exts {
+                        if *o <= pos && o + e.len as u64 > pos {
+                            pos = o + e.len as u64;
+                            moved = true;
+                        } else if *o > pos {
+                            return Ok(pos.min(size));
+                        }
+                    }
+                    if !moved || pos >= size {
+                        return Ok(pos.min(size));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Copies bytes between files through the buffered write path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn copy_file_range(
+        &self,
+        node_in: u64,
+        fh_in: u64,
+        off_in: u64,
+        node_out: u64,
+        fh_out: u64,
+        off_out: u64,
+        len: u64,
+    ) -> FsResult<u64> {
+        let mut done = 0u64;
+        while done < len {
+            let step = (len - done).min(1 << 20) as u32;
+            let data = self.read(node_in, fh_in, off_in + done, step)?;
+            if data.is_empty() {
+                break;
+            }
+            self.write(node_out, fh_out, off_out + done, &data)?;
+            done += data.len() as u64;
+            if data.len() < step as usize {
+                break;
+            }
+        }
+        Ok(done)
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Edit {
+    Truncate(u64),
+    /// Zero [off, off+len) (as a hole); optionally grow the size to `grow_to`.
+    Zero {
+        off: u64,
+        len: u64,
+        grow_to: Option<u64>,
+    },
+}

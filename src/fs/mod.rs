@@ -1,0 +1,432 @@
+//! The filesystem core: POSIX operations on node ids, with no kernel in sight.
+//!
+//! Owns the live trees of the containers as the mount shows them, open-file state and the
+//! background work that turns buffered writes into chunks. The FUSE adapter calls these
+//! methods one-to-one and maps [`FsError`] to errno; tests call them directly.
+//!
+//! Submodules: `namespace` (lookup, create, unlink, rename, link, readdir), `attrs`
+//! (getattr, setattr, xattrs, statfs), `data` (open, read, write, flush, fsync, truncate,
+//! fallocate, lseek), `dirty` (write buffers).
+//!
+//! Concurrency: namespace changes run entirely under the commit lock (read, check, write
+//! in one batch). File data is buffered per file and committed by flushes, which hold the
+//! file's flush lock for their duration; truncate and fallocate take the same lock, so the
+//! extents of a file are only ever edited by one party at a time. Lock order: flush lock,
+//! then commit lock, then a file's state lock; the files map and handle table locks are
+//! leaves.
+
+mod attrs;
+mod data;
+pub mod dirty;
+pub mod error;
+mod namespace;
+pub mod types;
+
+#[cfg(test)]
+mod model_tests;
+
+pub use error::{FsError, FsResult};
+pub use types::*;
+
+use crate::commit::Commit;
+use crate::containers::{ContainerInfo, ROOT_BRANCH, ROOT_INO};
+use crate::ids::{BranchId, Ino, Version};
+use crate::kv::Cf;
+use crate::mvcc::{self, ReadPoint};
+use crate::records::{DirentRec, InodeRec};
+use crate::store::Store;
+use parking_lot::{Condvar, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Tuning of the filesystem core.
+#[derive(Clone, Debug)]
+pub struct FsOptions {
+    /// Refuse every change (mount -o ro).
+    pub read_only: bool,
+    /// Buffered write bytes (all files) above which writers wait for flushes.
+    pub dirty_limit: usize,
+    /// A contiguous run of buffered bytes this long is chunked without waiting for close.
+    pub stream_trigger: usize,
+    /// Buffered data older than this is flushed even if the file stays open.
+    pub flush_age: Duration,
+    /// Committed metadata and pack data are made durable at least this often.
+    pub sync_interval: Duration,
+    /// Threads that flush buffered writes.
+    pub flush_threads: usize,
+    /// Threads a flush uses to compress new chunks.
+    pub compress_threads: usize,
+    /// Run the flush and sync threads (tests may drive flushes by hand).
+    pub background: bool,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        let n = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        FsOptions {
+            read_only: false,
+            dirty_limit: 96 << 20,
+            stream_trigger: 8 << 20,
+            flush_age: Duration::from_secs(5),
+            sync_interval: Duration::from_secs(5),
+            flush_threads: n.max(2),
+            compress_threads: n,
+            background: true,
+        }
+    }
+}
+
+/// A file's identity in memory: its branch and inode.
+pub(crate) type FileKey = (BranchId, Ino);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FlushMode {
+    /// Chunk only long runs, keeping the undecided tail buffered (a writer is streaming).
+    Stream,
+    /// Chunk and commit everything buffered.
+    Force,
+}
+
+/// An open handle.
+#[derive(Clone, Debug)]
+pub(crate) enum Handle {
+    File {
+        key: FileKey,
+        node: u64,
+        flags: OpenFlags,
+    },
+    Dir {
+        node: u64,
+        cursor: Arc<Mutex<DirCursor>>,
+    },
+}
+
+/// Where a directory listing continues: the cookies of recently delivered entries and
+/// their keys, so that a listing resumes by seeking rather than rescanning. The kernel may
+/// resume from any entry of its last reply (when the reader's buffer filled mid-reply).
+#[derive(Debug, Default)]
+pub(crate) struct DirCursor {
+    pub recent: VecDeque<(u64, Vec<u8>)>,
+}
+
+impl DirCursor {
+    const KEEP: usize = 1024;
+    pub fn remember(&mut self, cookie: u64, suffix: &[u8]) {
+        if self.recent.len() >= Self::KEEP {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((cookie, suffix.to_vec()));
+    }
+    pub fn find(&self, cookie: u64) -> Option<&[u8]> {
+        self.recent
+            .iter()
+            .rev()
+            .find(|(c, _)| *c == cookie)
+            .map(|(_, s)| s.as_slice())
+    }
+}
+
+pub struct FsCore {
+    pub(crate) store: Arc<Store>,
+    pub(crate) opts: FsOptions,
+    pub(crate) files: Mutex<HashMap<FileKey, Arc<data::FileState>>>,
+    handles: Mutex<HashMap<u64, Handle>>,
+    next_fh: AtomicU64,
+    /// Bytes held by write buffers and in-flight flushes.
+    pub(crate) buffered: AtomicUsize,
+    pub(crate) space: (Mutex<()>, Condvar),
+    queue: Mutex<VecDeque<(FileKey, FlushMode)>>,
+    queue_cv: Condvar,
+    shutdown: AtomicBool,
+    /// Wakes the ticker early at shutdown.
+    tick: (Mutex<()>, Condvar),
+    /// Set when a flush failed for lack of space; writers fail fast until a flush succeeds.
+    pub(crate) out_of_space: AtomicBool,
+    last_sync: Mutex<Instant>,
+}
+
+/// The filesystem: the core plus its background threads.
+pub struct Fs {
+    core: Arc<FsCore>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::ops::Deref for Fs {
+    type Target = FsCore;
+    fn deref(&self) -> &FsCore {
+        &self.core
+    }
+}
+
+/// What a node id resolves to.
+pub(crate) enum Target {
+    Root,
+    Node(Arc<ContainerInfo>, Ino),
+}
+
+impl Fs {
+    pub fn new(store: Arc<Store>, opts: FsOptions) -> Fs {
+        let core = Arc::new(FsCore {
+            store,
+            opts: opts.clone(),
+            files: Mutex::new(HashMap::new()),
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            buffered: AtomicUsize::new(0),
+            space: (Mutex::new(()), Condvar::new()),
+            queue: Mutex::new(VecDeque::new()),
+            queue_cv: Condvar::new(),
+            shutdown: AtomicBool::new(false),
+            tick: (Mutex::new(()), Condvar::new()),
+            out_of_space: AtomicBool::new(false),
+            last_sync: Mutex::new(Instant::now()),
+        });
+        let mut threads = Vec::new();
+        if opts.background {
+            for i in 0..opts.flush_threads.max(1) {
+                let c = core.clone();
+                if let Ok(h) = std::thread::Builder::new()
+                    .name(format!("flush-{i}"))
+                    .spawn(move || c.flusher_loop())
+                {
+                    threads.push(h);
+                }
+            }
+            let c = core.clone();
+            if let Ok(h) = std::thread::Builder::new()
+                .name("ticker".into())
+                .spawn(move || c.ticker_loop())
+            {
+                threads.push(h);
+            }
+        }
+        Fs {
+            core,
+            threads: Mutex::new(threads),
+        }
+    }
+
+    pub fn core(&self) -> &Arc<FsCore> {
+        &self.core
+    }
+
+    /// Stops background work, flushes every buffered write and makes it durable.
+    pub fn shutdown(&self) -> FsResult<()> {
+        self.core.shutdown.store(true, Ordering::SeqCst);
+        self.core.queue_cv.notify_all();
+        self.core.tick.1.notify_all();
+        for t in self.threads.lock().drain(..) {
+            let _ = t.join();
+        }
+        self.core.flush_all()?;
+        self.core.store.sync()?;
+        Ok(())
+    }
+}
+
+impl Drop for Fs {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            log::error!("flushing at shutdown failed: {e}");
+        }
+    }
+}
+
+impl FsCore {
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    pub(crate) fn check_writable(&self) -> FsResult<()> {
+        if self.opts.read_only {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn resolve(&self, node: u64) -> FsResult<Target> {
+        match NodeRef::decode(node) {
+            Some(NodeRef::Root) => Ok(Target::Root),
+            Some(NodeRef::Live { container, ino }) => {
+                let ci = self.store.registry().get(container).ok_or(FsError::Stale)?;
+                Ok(Target::Node(ci, ino))
+            }
+            None => Err(FsError::Stale),
+        }
+    }
+
+    /// Resolves a node that must be inside a container.
+    pub(crate) fn resolve_node(&self, node: u64) -> FsResult<(Arc<ContainerInfo>, Ino)> {
+        match self.resolve(node)? {
+            Target::Node(ci, ino) => Ok((ci, ino)),
+            Target::Root => Err(FsError::NotPermitted(
+                "the mount root holds only containers",
+            )),
+        }
+    }
+
+    pub(crate) fn node_of(ci: &ContainerInfo, ino: Ino) -> u64 {
+        NodeRef::Live {
+            container: ci.id(),
+            ino,
+        }
+        .encode()
+    }
+
+    pub(crate) fn root_read_point() -> ReadPoint {
+        ReadPoint::single(ROOT_BRANCH, Version::LATEST)
+    }
+
+    /// The committed inode record (no buffered-write overlay).
+    pub(crate) fn inode(&self, rp: &ReadPoint, ino: Ino) -> FsResult<InodeRec> {
+        let raw = mvcc::get_live(&**self.store.kv(), Cf::Inodes, rp, ino, &[])?
+            .ok_or(FsError::NotFound)?;
+        Ok(InodeRec::decode(&raw)?)
+    }
+
+    pub(crate) fn txn_inode(
+        c: &Commit<'_>,
+        rp: &ReadPoint,
+        ino: Ino,
+    ) -> FsResult<Option<InodeRec>> {
+        match mvcc::txn_get_live(&c.txn, Cf::Inodes, rp, ino, &[], c.version)? {
+            Some(raw) => Ok(Some(InodeRec::decode(&raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn put_inode(c: &mut Commit<'_>, rp: &ReadPoint, ino: Ino, rec: Option<&InodeRec>) {
+        let v = c.version;
+        let enc = rec.map(|r| r.encode());
+        mvcc::put(&mut c.txn, Cf::Inodes, rp, ino, &[], v, enc.as_deref());
+    }
+
+    pub(crate) fn txn_dirent(
+        c: &Commit<'_>,
+        rp: &ReadPoint,
+        dir: Ino,
+        name: &[u8],
+    ) -> FsResult<Option<DirentRec>> {
+        let suffix = crate::records::dirent_suffix(name);
+        match mvcc::txn_get_live(&c.txn, Cf::Dirents, rp, dir, &suffix, c.version)? {
+            Some(raw) => Ok(Some(DirentRec::decode(&raw)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn put_dirent(
+        c: &mut Commit<'_>,
+        rp: &ReadPoint,
+        dir: Ino,
+        name: &[u8],
+        d: Option<&DirentRec>,
+    ) {
+        let v = c.version;
+        let suffix = crate::records::dirent_suffix(name);
+        let enc = d.map(|d| d.encode());
+        mvcc::put(&mut c.txn, Cf::Dirents, rp, dir, &suffix, v, enc.as_deref());
+    }
+
+    fn new_fh(&self, h: Handle) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, h);
+        fh
+    }
+
+    pub(crate) fn handle(&self, fh: u64) -> FsResult<Handle> {
+        self.handles
+            .lock()
+            .get(&fh)
+            .cloned()
+            .ok_or(FsError::BadHandle)
+    }
+
+    fn drop_handle(&self, fh: u64) -> Option<Handle> {
+        self.handles.lock().remove(&fh)
+    }
+
+    /// Number of open handles in a container (a container with open files cannot be deleted).
+    pub fn open_handles_in(&self, c: crate::ids::ContainerId) -> usize {
+        self.handles
+            .lock()
+            .values()
+            .filter(|h| {
+                let node = match h {
+                    Handle::File { node, .. } | Handle::Dir { node, .. } => *node,
+                };
+                matches!(NodeRef::decode(node), Some(NodeRef::Live { container, .. }) if container == c)
+            })
+            .count()
+    }
+
+    pub(crate) fn enqueue(&self, key: FileKey, mode: FlushMode) {
+        let mut q = self.queue.lock();
+        if !q
+            .iter()
+            .any(|(k, m)| *k == key && (*m == mode || *m == FlushMode::Force))
+        {
+            q.push_back((key, mode));
+        }
+        drop(q);
+        self.queue_cv.notify_one();
+    }
+
+    fn flusher_loop(self: Arc<Self>) {
+        loop {
+            let job = {
+                let mut q = self.queue.lock();
+                loop {
+                    if let Some(j) = q.pop_front() {
+                        break Some(j);
+                    }
+                    if self.shutdown.load(Ordering::SeqCst) {
+                        break None;
+                    }
+                    self.queue_cv.wait_for(&mut q, Duration::from_millis(500));
+                }
+            };
+            let Some((key, mode)) = job else { return };
+            // Failures are latched on the file and reported to its next fsync or close.
+            let _ = self.flush_key(key, mode);
+        }
+    }
+
+    fn ticker_loop(self: Arc<Self>) {
+        let tick = Duration::from_millis(250)
+            .min(self.opts.flush_age / 2)
+            .max(Duration::from_millis(10));
+        while !self.shutdown.load(Ordering::SeqCst) {
+            {
+                let mut g = self.tick.0.lock();
+                self.tick.1.wait_for(&mut g, tick);
+            }
+            let now = Instant::now();
+            let old: Vec<FileKey> = self
+                .files
+                .lock()
+                .iter()
+                .filter(|(_, f)| {
+                    f.dirty_since()
+                        .is_some_and(|t| now.duration_since(t) >= self.opts.flush_age)
+                })
+                .map(|(k, _)| *k)
+                .collect();
+            for k in old {
+                self.enqueue(k, FlushMode::Force);
+            }
+            let due = self.last_sync.lock().elapsed() >= self.opts.sync_interval;
+            if due {
+                if let Err(e) = self.store.sync() {
+                    log::error!("periodic sync failed: {e}");
+                }
+                *self.last_sync.lock() = Instant::now();
+            }
+        }
+    }
+}

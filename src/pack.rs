@@ -1,0 +1,524 @@
+//! Pack files: append-only containers of compressed chunks.
+//!
+//! Owns the on-disk pack format and its I/O. A pack starts with a 32-byte header (magic,
+//! format, pack id, store id); then records, each a 40-byte header (magic, encoding, raw and
+//! stored length, chunk id, xxh3-64 of the stored bytes) followed by the stored bytes.
+//!
+//! Invariants:
+//! - A pack is only ever appended to, by the session that created it; a new session starts a
+//!   new pack, so a torn tail left by a crash is never written after.
+//! - Bytes are handed to the kernel (`flush`) before any metadata that points at them is
+//!   committed, so a killed daemon never leaves a reference to bytes it had not written.
+//!   `sync` orders pack data before the metadata WAL for power-loss durability.
+//! - Every read checks the record header and checksum; a mismatch is an error naming the pack
+//!   and offset, never data.
+
+use crate::codec::{Dec, Enc};
+use crate::ids::{ChunkId, PackId};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use thiserror::Error;
+use xxhash_rust::xxh3::xxh3_64;
+
+const PACK_MAGIC: &[u8; 8] = b"DDFSPACK";
+const PACK_FORMAT: u32 = 1;
+pub const PACK_HEADER_LEN: u64 = 32;
+const RECORD_MAGIC: u32 = 0x4348_4e4b; // "CHNK"
+pub const RECORD_HEADER_LEN: u64 = 40;
+const WRITE_BUFFER: usize = 4 << 20;
+const MAX_OPEN_PACKS: usize = 256;
+
+#[derive(Debug, Error)]
+pub enum PackError {
+    #[error("pack {pack} is missing ({path})")]
+    Missing { pack: PackId, path: PathBuf },
+    #[error("pack {pack}: I/O error at offset {offset}: {source}")]
+    Io {
+        pack: PackId,
+        offset: u64,
+        source: std::io::Error,
+    },
+    #[error("pack {pack} is corrupt at offset {offset}: {reason}")]
+    Corrupt {
+        pack: PackId,
+        offset: u64,
+        reason: String,
+    },
+    #[error("no space left on device writing pack {pack}")]
+    NoSpace { pack: PackId },
+}
+
+impl PackError {
+    fn io(pack: PackId, offset: u64, e: std::io::Error) -> PackError {
+        if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
+            PackError::NoSpace { pack }
+        } else {
+            PackError::Io {
+                pack,
+                offset,
+                source: e,
+            }
+        }
+    }
+}
+
+/// Where a record landed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordLoc {
+    pub pack: PackId,
+    pub offset: u64,
+}
+
+/// One decoded record.
+#[derive(Debug)]
+pub struct Record {
+    pub chunk: ChunkId,
+    pub encoding: u8,
+    pub raw_len: u32,
+    pub stored: Vec<u8>,
+}
+
+pub fn pack_path(dir: &Path, id: PackId) -> PathBuf {
+    dir.join(format!("{:05x}", id.0 >> 10))
+        .join(format!("{:08x}.pack", id.0))
+}
+
+/// Lists the packs present under `dir` (used to pick the next id and by fsck/GC).
+pub fn list_packs(dir: &Path) -> std::io::Result<Vec<(PackId, u64)>> {
+    let mut out = Vec::new();
+    for shard in std::fs::read_dir(dir)? {
+        let shard = shard?;
+        if !shard.file_type()?.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(shard.path())? {
+            let f = f?;
+            let name = f.file_name();
+            let name = name.to_string_lossy();
+            if let Some(hex) = name.strip_suffix(".pack") {
+                if let Ok(id) = u32::from_str_radix(hex, 16) {
+                    out.push((PackId(id), f.metadata()?.len()));
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn record_header(chunk: ChunkId, encoding: u8, raw_len: u32, stored: &[u8]) -> Vec<u8> {
+    Enc::with_capacity(RECORD_HEADER_LEN as usize)
+        .u32(RECORD_MAGIC)
+        .u8(encoding)
+        .bytes(&[0, 0, 0])
+        .u32(raw_len)
+        .u32(stored.len() as u32)
+        .u128(chunk.0)
+        .u64(xxh3_64(stored))
+        .finish()
+}
+
+struct OpenPack {
+    id: PackId,
+    file: File,
+    /// Bytes handed to the kernel.
+    written: u64,
+    buf: Vec<u8>,
+}
+
+struct WriterState {
+    cur: Option<OpenPack>,
+    next_id: u32,
+    /// Packs with bytes not yet fdatasync'ed (closed ones keep their handle until synced).
+    unsynced: Vec<(PackId, File)>,
+    new_shards: bool,
+}
+
+/// Appends records to the current pack, rolling over to a new pack at `target_size`.
+pub struct PackWriter {
+    dir: PathBuf,
+    store_id: [u8; 16],
+    target_size: u64,
+    st: Mutex<WriterState>,
+}
+
+impl PackWriter {
+    pub fn new(dir: &Path, store_id: [u8; 16], target_size: u64, next_id: u32) -> PackWriter {
+        PackWriter {
+            dir: dir.to_path_buf(),
+            store_id,
+            target_size,
+            st: Mutex::new(WriterState {
+                cur: None,
+                next_id,
+                unsynced: Vec::new(),
+                new_shards: false,
+            }),
+        }
+    }
+
+    fn open_new(&self, st: &mut WriterState) -> Result<(), PackError> {
+        let id = PackId(st.next_id);
+        let path = pack_path(&self.dir, id);
+        if let Some(parent) = path.parent() {
+            if !parent.exists() {
+                std::fs::create_dir_all(parent).map_err(|e| PackError::io(id, 0, e))?;
+                st.new_shards = true;
+            }
+        }
+        let file = OpenOptions::new()
+            .create_new(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| PackError::io(id, 0, e))?;
+        st.next_id += 1;
+        st.new_shards = true; // the new directory entry needs a directory fsync
+        let header = Enc::new()
+            .bytes(PACK_MAGIC)
+            .u32(PACK_FORMAT)
+            .u32(id.0)
+            .bytes(&self.store_id)
+            .finish();
+        let mut p = OpenPack {
+            id,
+            file,
+            written: 0,
+            buf: Vec::with_capacity(WRITE_BUFFER),
+        };
+        p.buf.extend_from_slice(&header);
+        st.cur = Some(p);
+        Ok(())
+    }
+
+    fn flush_pack(p: &mut OpenPack) -> Result<(), PackError> {
+        if p.buf.is_empty() {
+            return Ok(());
+        }
+        p.file
+            .write_all(&p.buf)
+            .map_err(|e| PackError::io(p.id, p.written, e))?;
+        p.written += p.buf.len() as u64;
+        p.buf.clear();
+        Ok(())
+    }
+
+    /// Appends one record; returns its location and its total size on disk.
+    pub fn append(
+        &self,
+        chunk: ChunkId,
+        encoding: u8,
+        raw_len: u32,
+        stored: &[u8],
+    ) -> Result<(RecordLoc, u64), PackError> {
+        let mut st = self.st.lock();
+        let rec_len = RECORD_HEADER_LEN + stored.len() as u64;
+        let need_new = match &st.cur {
+            None => true,
+            // Roll before exceeding the target, unless the pack holds nothing yet.
+            Some(p) => {
+                let size = p.written + p.buf.len() as u64;
+                size > PACK_HEADER_LEN && size + rec_len > self.target_size
+            }
+        };
+        if need_new {
+            if let Some(mut old) = st.cur.take() {
+                Self::flush_pack(&mut old)?;
+                st.unsynced.push((old.id, old.file));
+            }
+            self.open_new(&mut st)?;
+        }
+        let p = st.cur.as_mut().ok_or_else(|| PackError::Corrupt {
+            pack: PackId(0),
+            offset: 0,
+            reason: "no open pack".into(),
+        })?;
+        let offset = p.written + p.buf.len() as u64;
+        let header = record_header(chunk, encoding, raw_len, stored);
+        if p.buf.len() + header.len() + stored.len() > WRITE_BUFFER {
+            Self::flush_pack(p)?;
+        }
+        if header.len() + stored.len() > WRITE_BUFFER {
+            p.file
+                .write_all(&header)
+                .map_err(|e| PackError::io(p.id, offset, e))?;
+            p.file
+                .write_all(stored)
+                .map_err(|e| PackError::io(p.id, offset, e))?;
+            p.written += (header.len() + stored.len()) as u64;
+        } else {
+            p.buf.extend_from_slice(&header);
+            p.buf.extend_from_slice(stored);
+        }
+        Ok((
+            RecordLoc { pack: p.id, offset },
+            RECORD_HEADER_LEN + stored.len() as u64,
+        ))
+    }
+
+    /// Hands every appended byte to the kernel. Must precede committing references to them.
+    pub fn flush(&self) -> Result<(), PackError> {
+        let mut st = self.st.lock();
+        match st.cur.as_mut() {
+            Some(p) => Self::flush_pack(p),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes every appended byte durable.
+    pub fn sync(&self) -> Result<(), PackError> {
+        let (cur, closed, dirs) = {
+            let mut st = self.st.lock();
+            let cur = match st.cur.as_mut() {
+                Some(p) => {
+                    Self::flush_pack(p)?;
+                    Some((
+                        p.id,
+                        p.file.try_clone().map_err(|e| PackError::io(p.id, 0, e))?,
+                    ))
+                }
+                None => None,
+            };
+            let dirs = std::mem::take(&mut st.new_shards);
+            (cur, std::mem::take(&mut st.unsynced), dirs)
+        };
+        for (id, f) in closed.iter().chain(cur.iter()) {
+            f.sync_data().map_err(|e| PackError::io(*id, 0, e))?;
+        }
+        if dirs {
+            let id = cur.as_ref().map(|c| c.0).unwrap_or(PackId(0));
+            sync_dir_tree(&self.dir).map_err(|e| PackError::io(id, 0, e))?;
+        }
+        Ok(())
+    }
+
+    /// Closes the current pack (the next append starts a new one).
+    pub fn roll(&self) -> Result<(), PackError> {
+        let mut st = self.st.lock();
+        if let Some(mut old) = st.cur.take() {
+            Self::flush_pack(&mut old)?;
+            st.unsynced.push((old.id, old.file));
+        }
+        Ok(())
+    }
+
+    /// The pack currently being appended to, if any.
+    pub fn current(&self) -> Option<PackId> {
+        self.st.lock().cur.as_ref().map(|p| p.id)
+    }
+}
+
+fn sync_dir_tree(dir: &Path) -> std::io::Result<()> {
+    for shard in std::fs::read_dir(dir)? {
+        let shard = shard?;
+        if shard.file_type()?.is_dir() {
+            File::open(shard.path())?.sync_all()?;
+        }
+    }
+    File::open(dir)?.sync_all()
+}
+
+/// Reads and verifies records, caching open pack handles.
+pub struct PackReader {
+    dir: PathBuf,
+    files: Mutex<HashMap<PackId, Arc<File>>>,
+}
+
+impl PackReader {
+    pub fn new(dir: &Path) -> PackReader {
+        PackReader {
+            dir: dir.to_path_buf(),
+            files: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn file(&self, id: PackId) -> Result<Arc<File>, PackError> {
+        if let Some(f) = self.files.lock().get(&id) {
+            return Ok(f.clone());
+        }
+        let path = pack_path(&self.dir, id);
+        let f = match File::open(&path) {
+            Ok(f) => Arc::new(f),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PackError::Missing { pack: id, path })
+            }
+            Err(e) => return Err(PackError::io(id, 0, e)),
+        };
+        let mut files = self.files.lock();
+        if files.len() >= MAX_OPEN_PACKS {
+            files.clear();
+        }
+        files.insert(id, f.clone());
+        Ok(f)
+    }
+
+    /// Forgets a cached handle (after a pack is deleted or rewritten).
+    pub fn forget(&self, id: PackId) {
+        self.files.lock().remove(&id);
+    }
+
+    /// Reads the record at `loc`, whose payload is `stored_len` bytes, and checks it.
+    pub fn read(&self, loc: RecordLoc, stored_len: u32) -> Result<Record, PackError> {
+        let f = self.file(loc.pack)?;
+        let total = RECORD_HEADER_LEN as usize + stored_len as usize;
+        let mut buf = vec![0u8; total];
+        let mut got = 0;
+        while got < total {
+            match f.read_at(&mut buf[got..], loc.offset + got as u64) {
+                Ok(0) => {
+                    return Err(PackError::Corrupt {
+                        pack: loc.pack,
+                        offset: loc.offset,
+                        reason: format!("record truncated: {got} of {total} bytes present"),
+                    })
+                }
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(PackError::io(loc.pack, loc.offset, e)),
+            }
+        }
+        let rec = decode_record(&buf, loc)?;
+        if rec.stored.len() != stored_len as usize {
+            return Err(PackError::Corrupt {
+                pack: loc.pack,
+                offset: loc.offset,
+                reason: format!(
+                    "record holds {} bytes, index says {}",
+                    rec.stored.len(),
+                    stored_len
+                ),
+            });
+        }
+        Ok(rec)
+    }
+}
+
+fn decode_record(buf: &[u8], loc: RecordLoc) -> Result<Record, PackError> {
+    let corrupt = |reason: String| PackError::Corrupt {
+        pack: loc.pack,
+        offset: loc.offset,
+        reason,
+    };
+    let mut d = Dec::new(buf, "pack record");
+    let magic = d.u32().map_err(|e| corrupt(e.to_string()))?;
+    if magic != RECORD_MAGIC {
+        return Err(corrupt(format!("bad record magic {magic:#x}")));
+    }
+    let encoding = d.u8().map_err(|e| corrupt(e.to_string()))?;
+    d.bytes(3).map_err(|e| corrupt(e.to_string()))?;
+    let raw_len = d.u32().map_err(|e| corrupt(e.to_string()))?;
+    let stored_len = d.u32().map_err(|e| corrupt(e.to_string()))?;
+    let chunk = ChunkId(d.u128().map_err(|e| corrupt(e.to_string()))?);
+    let sum = d.u64().map_err(|e| corrupt(e.to_string()))?;
+    let stored = d
+        .bytes(stored_len as usize)
+        .map_err(|e| corrupt(e.to_string()))?;
+    if xxh3_64(stored) != sum {
+        return Err(corrupt(format!("checksum mismatch for chunk {chunk}")));
+    }
+    Ok(Record {
+        chunk,
+        encoding,
+        raw_len,
+        stored: stored.to_vec(),
+    })
+}
+
+/// Walks every record of a pack file (for fsck and GC). Stops at the first undecodable
+/// record and reports it with the offset where the valid prefix ends.
+pub fn scan_pack(
+    path: &Path,
+    pack: PackId,
+    mut visit: impl FnMut(RecordLoc, &Record),
+) -> Result<u64, PackError> {
+    let data = std::fs::read(path).map_err(|e| PackError::io(pack, 0, e))?;
+    if data.len() < PACK_HEADER_LEN as usize || &data[..8] != PACK_MAGIC {
+        return Err(PackError::Corrupt {
+            pack,
+            offset: 0,
+            reason: "bad pack header".into(),
+        });
+    }
+    let mut off = PACK_HEADER_LEN as usize;
+    while off < data.len() {
+        let loc = RecordLoc {
+            pack,
+            offset: off as u64,
+        };
+        if data.len() - off < RECORD_HEADER_LEN as usize {
+            return Err(PackError::Corrupt {
+                pack,
+                offset: off as u64,
+                reason: "torn record header".into(),
+            });
+        }
+        let stored_len = u32::from_be_bytes([
+            data[off + 12],
+            data[off + 13],
+            data[off + 14],
+            data[off + 15],
+        ]) as usize;
+        let end = off + RECORD_HEADER_LEN as usize + stored_len;
+        if end > data.len() {
+            return Err(PackError::Corrupt {
+                pack,
+                offset: off as u64,
+                reason: "torn record".into(),
+            });
+        }
+        let rec = decode_record(&data[off..end], loc)?;
+        visit(loc, &rec);
+        off = end;
+    }
+    Ok(off as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_read_roll_and_detect_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = PackWriter::new(dir.path(), [1; 16], 200, 1);
+        let (a, _) = w.append(ChunkId(1), 0, 5, b"hello").unwrap();
+        let (b, _) = w.append(ChunkId(2), 0, 5, b"world").unwrap();
+        w.flush().unwrap();
+        let (c, size) = w.append(ChunkId(3), 0, 200, &[7u8; 200]).unwrap();
+        assert_eq!(size, 240);
+        w.sync().unwrap();
+        assert_eq!(a.pack, b.pack);
+        assert_ne!(c.pack, a.pack, "rolled over past the target size");
+        let r = PackReader::new(dir.path());
+        let rec = r.read(b, 5).unwrap();
+        assert_eq!(
+            (rec.chunk, rec.stored.as_slice()),
+            (ChunkId(2), &b"world"[..])
+        );
+        assert_eq!(r.read(c, 200).unwrap().stored, vec![7u8; 200]);
+        let mut n = 0;
+        scan_pack(&pack_path(dir.path(), a.pack), a.pack, |_, _| n += 1).unwrap();
+        assert_eq!(n, 2);
+        assert_eq!(list_packs(dir.path()).unwrap().len(), 2);
+
+        // flip a payload bit: the read fails naming the pack
+        let p = pack_path(dir.path(), a.pack);
+        let mut bytes = std::fs::read(&p).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&p, &bytes).unwrap();
+        let r = PackReader::new(dir.path());
+        let err = r.read(b, 5).unwrap_err();
+        assert!(matches!(err, PackError::Corrupt { .. }), "{err}");
+        assert!(r.read(a, 5).is_ok(), "the other record is still readable");
+
+        // a missing pack is reported as such
+        std::fs::remove_file(&p).unwrap();
+        let r = PackReader::new(dir.path());
+        assert!(matches!(r.read(a, 5), Err(PackError::Missing { .. })));
+    }
+}

@@ -1,0 +1,409 @@
+//! Record layouts of the filesystem metadata: inodes, directory entries, extents, chunk
+//! index entries.
+//!
+//! Owns how each record is encoded into the value of its versioned key (see [`crate::mvcc`]).
+//! Every value starts with a layout byte; decoders reject anything else as corruption.
+
+use crate::codec::{CodecError, Dec, Enc};
+use crate::ids::{ChunkId, Ino, PackId};
+
+const INODE_LAYOUT: u8 = 1;
+const DIRENT_LAYOUT: u8 = 1;
+const EXTENT_LAYOUT: u8 = 1;
+const CHUNK_LAYOUT: u8 = 1;
+
+/// File types, with the numbering of `st_mode >> 12`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FileKind {
+    Fifo,
+    CharDevice,
+    Directory,
+    BlockDevice,
+    RegularFile,
+    Symlink,
+    Socket,
+}
+
+impl FileKind {
+    pub fn to_u8(self) -> u8 {
+        match self {
+            FileKind::Fifo => 1,
+            FileKind::CharDevice => 2,
+            FileKind::Directory => 4,
+            FileKind::BlockDevice => 6,
+            FileKind::RegularFile => 8,
+            FileKind::Symlink => 10,
+            FileKind::Socket => 12,
+        }
+    }
+    pub fn from_u8(v: u8) -> Option<FileKind> {
+        Some(match v {
+            1 => FileKind::Fifo,
+            2 => FileKind::CharDevice,
+            4 => FileKind::Directory,
+            6 => FileKind::BlockDevice,
+            8 => FileKind::RegularFile,
+            10 => FileKind::Symlink,
+            12 => FileKind::Socket,
+            _ => return None,
+        })
+    }
+    /// From the `S_IFMT` bits of a mode.
+    pub fn from_mode(mode: u32) -> Option<FileKind> {
+        FileKind::from_u8(((mode >> 12) & 0xf) as u8)
+    }
+    pub fn mode_bits(self) -> u32 {
+        (self.to_u8() as u32) << 12
+    }
+}
+
+/// A point in time: seconds and nanoseconds since the epoch (seconds may be negative).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Timestamp {
+    pub sec: i64,
+    pub nsec: u32,
+}
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        Timestamp::from_system(std::time::SystemTime::now())
+    }
+    pub fn from_system(t: std::time::SystemTime) -> Timestamp {
+        match t.duration_since(std::time::UNIX_EPOCH) {
+            Ok(d) => Timestamp {
+                sec: d.as_secs() as i64,
+                nsec: d.subsec_nanos(),
+            },
+            Err(e) => {
+                let d = e.duration();
+                if d.subsec_nanos() == 0 {
+                    Timestamp {
+                        sec: -(d.as_secs() as i64),
+                        nsec: 0,
+                    }
+                } else {
+                    Timestamp {
+                        sec: -(d.as_secs() as i64) - 1,
+                        nsec: 1_000_000_000 - d.subsec_nanos(),
+                    }
+                }
+            }
+        }
+    }
+    pub fn to_system(self) -> std::time::SystemTime {
+        let base = std::time::UNIX_EPOCH;
+        if self.sec >= 0 {
+            base + std::time::Duration::new(self.sec as u64, self.nsec)
+        } else {
+            base - std::time::Duration::from_secs(self.sec.unsigned_abs())
+                + std::time::Duration::from_nanos(self.nsec as u64)
+        }
+    }
+    pub fn as_nanos(self) -> i128 {
+        self.sec as i128 * 1_000_000_000 + self.nsec as i128
+    }
+}
+
+/// Attributes of one inode. For directories `size` counts entries; for symlinks `target`
+/// holds the link text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InodeRec {
+    pub kind: FileKind,
+    /// Permission bits including setuid/setgid/sticky (mode & 0o7777).
+    pub perm: u16,
+    pub uid: u32,
+    pub gid: u32,
+    pub nlink: u32,
+    pub size: u64,
+    pub atime: Timestamp,
+    pub mtime: Timestamp,
+    pub ctime: Timestamp,
+    pub btime: Timestamp,
+    pub rdev: u32,
+    /// For directories: the parent directory (for `..`); 0 otherwise.
+    pub parent: Ino,
+    /// For regular files: the generation of the extent set (changes on truncate to zero, so
+    /// that truncation does not rewrite every extent).
+    pub data_gen: u64,
+    /// Bytes of the file that are not holes (drives `st_blocks`).
+    pub data_bytes: u64,
+    /// Inode flags (`FS_IOC_GETFLAGS` style).
+    pub flags: u32,
+    pub target: Vec<u8>,
+}
+
+impl InodeRec {
+    pub fn encode(&self) -> Vec<u8> {
+        Enc::with_capacity(128 + self.target.len())
+            .u8(INODE_LAYOUT)
+            .u8(self.kind.to_u8())
+            .u16(self.perm)
+            .u32(self.uid)
+            .u32(self.gid)
+            .u32(self.nlink)
+            .u64(self.size)
+            .i64(self.atime.sec)
+            .u32(self.atime.nsec)
+            .i64(self.mtime.sec)
+            .u32(self.mtime.nsec)
+            .i64(self.ctime.sec)
+            .u32(self.ctime.nsec)
+            .i64(self.btime.sec)
+            .u32(self.btime.nsec)
+            .u32(self.rdev)
+            .u64(self.parent.0)
+            .u64(self.data_gen)
+            .u64(self.data_bytes)
+            .u32(self.flags)
+            .blob(&self.target)
+            .finish()
+    }
+
+    pub fn decode(b: &[u8]) -> Result<InodeRec, CodecError> {
+        let mut d = Dec::new(b, "inode record");
+        d.layout(INODE_LAYOUT)?;
+        let k = d.u8()?;
+        let kind = FileKind::from_u8(k)
+            .ok_or_else(|| CodecError::new("inode record", format!("file kind {k}")))?;
+        let ts = |d: &mut Dec<'_>| -> Result<Timestamp, CodecError> {
+            Ok(Timestamp {
+                sec: d.i64()?,
+                nsec: d.u32()?,
+            })
+        };
+        let perm = d.u16()?;
+        let uid = d.u32()?;
+        let gid = d.u32()?;
+        let nlink = d.u32()?;
+        let size = d.u64()?;
+        let atime = ts(&mut d)?;
+        let mtime = ts(&mut d)?;
+        let ctime = ts(&mut d)?;
+        let btime = ts(&mut d)?;
+        let r = InodeRec {
+            kind,
+            perm,
+            uid,
+            gid,
+            nlink,
+            size,
+            atime,
+            mtime,
+            ctime,
+            btime,
+            rdev: d.u32()?,
+            parent: Ino(d.u64()?),
+            data_gen: d.u64()?,
+            data_bytes: d.u64()?,
+            flags: d.u32()?,
+            target: d.blob()?.to_vec(),
+        };
+        d.end()?;
+        Ok(r)
+    }
+}
+
+/// A directory entry: the child inode and its type (for `readdir` without a lookup).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DirentRec {
+    pub ino: Ino,
+    pub kind: FileKind,
+}
+
+impl DirentRec {
+    pub fn encode(&self) -> Vec<u8> {
+        Enc::with_capacity(10)
+            .u8(DIRENT_LAYOUT)
+            .u64(self.ino.0)
+            .u8(self.kind.to_u8())
+            .finish()
+    }
+    pub fn decode(b: &[u8]) -> Result<DirentRec, CodecError> {
+        let mut d = Dec::new(b, "directory entry");
+        d.layout(DIRENT_LAYOUT)?;
+        let ino = Ino(d.u64()?);
+        let k = d.u8()?;
+        let kind = FileKind::from_u8(k)
+            .ok_or_else(|| CodecError::new("directory entry", format!("file kind {k}")))?;
+        d.end()?;
+        Ok(DirentRec { ino, kind })
+    }
+}
+
+/// The key suffix of a directory entry.
+pub fn dirent_suffix(name: &[u8]) -> Vec<u8> {
+    Enc::with_capacity(2 + name.len()).name(name).finish()
+}
+
+pub fn dirent_name_from_suffix(suffix: &[u8]) -> Result<&[u8], CodecError> {
+    let mut d = Dec::new(suffix, "directory entry key");
+    let n = d.name()?;
+    d.end()?;
+    Ok(n)
+}
+
+/// Extent flag: the extent's end was cut because the file ended there, not at a content
+/// boundary; an append re-chunks from the extent's start.
+pub const EXTENT_TAIL: u8 = 1;
+
+/// A run of file bytes stored in (part of) one chunk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtentRec {
+    pub len: u32,
+    pub chunk: ChunkId,
+    /// Offset of the run inside the chunk's uncompressed bytes.
+    pub chunk_off: u32,
+    pub flags: u8,
+}
+
+impl ExtentRec {
+    pub fn encode(&self) -> Vec<u8> {
+        Enc::with_capacity(26)
+            .u8(EXTENT_LAYOUT)
+            .u32(self.len)
+            .u128(self.chunk.0)
+            .u32(self.chunk_off)
+            .u8(self.flags)
+            .finish()
+    }
+    pub fn decode(b: &[u8]) -> Result<ExtentRec, CodecError> {
+        let mut d = Dec::new(b, "extent");
+        d.layout(EXTENT_LAYOUT)?;
+        let r = ExtentRec {
+            len: d.u32()?,
+            chunk: ChunkId(d.u128()?),
+            chunk_off: d.u32()?,
+            flags: d.u8()?,
+        };
+        d.end()?;
+        Ok(r)
+    }
+}
+
+/// The key suffix of an extent: (data generation, file offset).
+pub fn extent_suffix(gen: u64, offset: u64) -> Vec<u8> {
+    Enc::with_capacity(16).u64(gen).u64(offset).finish()
+}
+
+pub fn extent_offset_from_suffix(suffix: &[u8]) -> Result<(u64, u64), CodecError> {
+    let mut d = Dec::new(suffix, "extent key");
+    let g = d.u64()?;
+    let o = d.u64()?;
+    d.end()?;
+    Ok((g, o))
+}
+
+/// Chunk payload encodings in packs.
+pub const COMPRESSION_NONE: u8 = 0;
+pub const COMPRESSION_ZSTD: u8 = 1;
+
+/// Where a chunk lives and how many extent records reference it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkRec {
+    pub pack: PackId,
+    /// Offset of the chunk's record header in the pack.
+    pub offset: u64,
+    /// Payload bytes in the pack (after compression), excluding the record header.
+    pub stored_len: u32,
+    pub raw_len: u32,
+    pub compression: u8,
+    /// Extent records (of any version still kept) that reference this chunk.
+    pub refs: u64,
+    /// The container whose write stored the chunk first.
+    pub owner: u32,
+}
+
+impl ChunkRec {
+    pub fn encode(&self) -> Vec<u8> {
+        Enc::with_capacity(32)
+            .u8(CHUNK_LAYOUT)
+            .u32(self.pack.0)
+            .u64(self.offset)
+            .u32(self.stored_len)
+            .u32(self.raw_len)
+            .u8(self.compression)
+            .u64(self.refs)
+            .u32(self.owner)
+            .finish()
+    }
+    pub fn decode(b: &[u8]) -> Result<ChunkRec, CodecError> {
+        let mut d = Dec::new(b, "chunk index entry");
+        d.layout(CHUNK_LAYOUT)?;
+        let r = ChunkRec {
+            pack: PackId(d.u32()?),
+            offset: d.u64()?,
+            stored_len: d.u32()?,
+            raw_len: d.u32()?,
+            compression: d.u8()?,
+            refs: d.u64()?,
+            owner: d.u32()?,
+        };
+        d.end()?;
+        Ok(r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inode_roundtrip() {
+        let r = InodeRec {
+            kind: FileKind::Symlink,
+            perm: 0o4755,
+            uid: 1,
+            gid: 2,
+            nlink: 3,
+            size: 1 << 40,
+            atime: Timestamp { sec: -5, nsec: 7 },
+            mtime: Timestamp {
+                sec: 1 << 40,
+                nsec: 999_999_999,
+            },
+            ctime: Timestamp::default(),
+            btime: Timestamp::default(),
+            rdev: 9,
+            parent: Ino(4),
+            data_gen: 11,
+            data_bytes: 12,
+            flags: 0,
+            target: b"/some/where".to_vec(),
+        };
+        assert_eq!(InodeRec::decode(&r.encode()).unwrap(), r);
+        let mut bad = r.encode();
+        bad.truncate(20);
+        assert!(InodeRec::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn timestamps_before_epoch() {
+        let t = Timestamp { sec: -2, nsec: 500 };
+        assert_eq!(Timestamp::from_system(t.to_system()), t);
+    }
+
+    #[test]
+    fn extent_and_chunk_roundtrip() {
+        let e = ExtentRec {
+            len: 5,
+            chunk: ChunkId(77),
+            chunk_off: 3,
+            flags: EXTENT_TAIL,
+        };
+        assert_eq!(ExtentRec::decode(&e.encode()).unwrap(), e);
+        let c = ChunkRec {
+            pack: PackId(1),
+            offset: 2,
+            stored_len: 3,
+            raw_len: 4,
+            compression: 1,
+            refs: 5,
+            owner: 6,
+        };
+        assert_eq!(ChunkRec::decode(&c.encode()).unwrap(), c);
+        assert_eq!(
+            extent_offset_from_suffix(&extent_suffix(3, 9)).unwrap(),
+            (3, 9)
+        );
+    }
+}

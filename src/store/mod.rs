@@ -1,0 +1,533 @@
+//! A store on disk: its layout, lifecycle and the services every operation uses.
+//!
+//! Owns `STORE/` — `dedupfs.json` (identity, format, chunking), `meta/` (RocksDB), `packs/`
+//! and `lock`. Opening checks, in order: the directory exists, it is a store, its format is
+//! one this build reads, no other process holds it; each failure is a distinct
+//! [`StoreError`] whose message names the problem and the path.
+//!
+//! After opening, interrupted container deletes are finished and inodes that were unlinked
+//! while open when the previous process died are removed.
+
+pub mod config;
+pub mod lock;
+
+use crate::chunker::{ChunkHasher, ChunkParams, Chunker};
+use crate::chunks::{ChunkError, ChunkStore};
+use crate::commit::Committer;
+use crate::containers::{self, ContainerError, Registry, RootOwner, ROOT_BRANCH, ROOT_INO};
+use crate::ids::{BranchId, ContainerId, Ino, Version};
+use crate::kv::rocks::{RocksKv, RocksTuning};
+use crate::kv::{mem::MemKv, Cf, Kv, KvError};
+use crate::mvcc::{self, ReadPoint};
+use crate::pack::{self, PackError, PackReader, PackWriter};
+use crate::records::InodeRec;
+use config::{to_hex, StoreConfig, CONFIG_FILE, FORMAT_VERSION};
+use lock::{LockFailure, StoreLock};
+use parking_lot::RwLock;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+pub const META_DIR: &str = "meta";
+pub const PACKS_DIR: &str = "packs";
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("{0}: no such directory")]
+    NotFound(PathBuf),
+    #[error("{0} is not a dedupfs store (no {CONFIG_FILE}); create one with `dedupfs init {0}`")]
+    NotAStore(PathBuf),
+    #[error("{path} is not empty; `dedupfs init` needs a new or empty directory")]
+    NotEmpty { path: PathBuf },
+    #[error("{path} is already a dedupfs store")]
+    AlreadyAStore { path: PathBuf },
+    #[error("{path} uses store format {found}, newer than this dedupfs supports ({supported}); upgrade dedupfs")]
+    NewerFormat {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
+    #[error("{path}: bad store configuration: {reason}")]
+    BadConfig { path: PathBuf, reason: String },
+    #[error("store {path} is in use by {holder}")]
+    Locked { path: PathBuf, holder: String },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("store {path}: {source}")]
+    Meta { path: PathBuf, source: KvError },
+    #[error(transparent)]
+    Pack(#[from] PackError),
+    #[error(transparent)]
+    Container(#[from] ContainerError),
+    #[error(transparent)]
+    Chunk(#[from] ChunkError),
+}
+
+impl From<KvError> for StoreError {
+    fn from(e: KvError) -> Self {
+        StoreError::Meta {
+            path: PathBuf::new(),
+            source: e,
+        }
+    }
+}
+
+/// How `init` lays out a new store.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub chunking: ChunkParams,
+    pub pack_target_size: u64,
+    pub verify_dedup: bool,
+}
+
+impl Default for InitOptions {
+    fn default() -> Self {
+        InitOptions {
+            chunking: ChunkParams::default(),
+            pack_target_size: 64 << 20,
+            verify_dedup: false,
+        }
+    }
+}
+
+/// How `open` behaves.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Wait this long for another process to release the store.
+    pub lock_wait: Duration,
+    /// Shown to a process refused by the lock.
+    pub purpose: String,
+    /// Budget of the decompressed-chunk cache.
+    pub cache_bytes: usize,
+    pub tuning: RocksTuning,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            lock_wait: Duration::ZERO,
+            purpose: "dedupfs".into(),
+            cache_bytes: 48 << 20,
+            tuning: RocksTuning::default(),
+        }
+    }
+}
+
+pub struct Store {
+    root: PathBuf,
+    config: StoreConfig,
+    kv: Arc<dyn Kv>,
+    pub chunks: ChunkStore,
+    pub committer: Committer,
+    pub chunker: Chunker,
+    registry: RwLock<Registry>,
+    lock: parking_lot::Mutex<Option<StoreLock>>,
+}
+
+fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
+    let mut v = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut v)?;
+    Ok(v)
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
+    move |e| StoreError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    }
+}
+
+fn fsync_dir(p: &Path) -> std::io::Result<()> {
+    std::fs::File::open(p)?.sync_all()
+}
+
+impl Store {
+    /// Creates a new store at `path` (a missing or empty directory).
+    pub fn init(path: &Path, opts: &InitOptions) -> Result<StoreConfig, StoreError> {
+        opts.chunking
+            .validate()
+            .map_err(|reason| StoreError::BadConfig {
+                path: path.to_path_buf(),
+                reason,
+            })?;
+        if path.join(CONFIG_FILE).exists() {
+            return Err(StoreError::AlreadyAStore {
+                path: path.to_path_buf(),
+            });
+        }
+        if path.exists() {
+            if !path.is_dir() {
+                return Err(StoreError::NotEmpty {
+                    path: path.to_path_buf(),
+                });
+            }
+            if std::fs::read_dir(path)
+                .map_err(io_err(path))?
+                .next()
+                .is_some()
+            {
+                return Err(StoreError::NotEmpty {
+                    path: path.to_path_buf(),
+                });
+            }
+        } else {
+            std::fs::create_dir_all(path).map_err(io_err(path))?;
+        }
+        let rnd = random_bytes(192 + 16 + 8).map_err(io_err(Path::new("/dev/urandom")))?;
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&rnd[208..216]);
+        let config = StoreConfig {
+            format: FORMAT_VERSION,
+            store_id: to_hex(&rnd[192..208]),
+            created: crate::records::Timestamp::now().sec,
+            chunking: opts.chunking,
+            gear_seed: u64::from_le_bytes(seed),
+            secret: to_hex(&rnd[..192]),
+            pack_target_size: opts.pack_target_size,
+            verify_dedup: opts.verify_dedup,
+        };
+        std::fs::create_dir_all(path.join(PACKS_DIR)).map_err(io_err(path))?;
+        let kv =
+            RocksKv::open(&path.join(META_DIR), true, RocksTuning::default()).map_err(|e| {
+                StoreError::Meta {
+                    path: path.to_path_buf(),
+                    source: e,
+                }
+            })?;
+        let kv: Arc<dyn Kv> = Arc::new(kv);
+        Self::write_root(&kv)?;
+        kv.sync()?;
+        drop(kv);
+        // The config file goes last: a directory with it is a complete store.
+        let tmp = path.join(format!("{CONFIG_FILE}.tmp"));
+        let json = serde_json::to_vec_pretty(&config).unwrap_or_default();
+        {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(true)
+                .write(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io_err(&tmp))?;
+            f.write_all(&json).map_err(io_err(&tmp))?;
+            f.sync_all().map_err(io_err(&tmp))?;
+        }
+        std::fs::rename(&tmp, path.join(CONFIG_FILE)).map_err(io_err(path))?;
+        fsync_dir(path).map_err(io_err(path))?;
+        Ok(config)
+    }
+
+    fn write_root(kv: &Arc<dyn Kv>) -> Result<(), StoreError> {
+        let c = Committer::open(kv.clone())?;
+        c.commit(|cm| {
+            let now = cm.time;
+            let rec = containers::new_dir_inode(RootOwner::default(), ROOT_INO, now);
+            let v = cm.version;
+            mvcc::put(
+                &mut cm.txn,
+                Cf::Inodes,
+                &ReadPoint::single(ROOT_BRANCH, Version::LATEST),
+                ROOT_INO,
+                &[],
+                v,
+                Some(&rec.encode()),
+            );
+            Ok::<_, StoreError>(())
+        })
+    }
+
+    /// Reads and checks `dedupfs.json` without opening anything else.
+    pub fn read_config(path: &Path) -> Result<StoreConfig, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::NotFound(path.to_path_buf()));
+        }
+        if !path.is_dir() {
+            return Err(StoreError::NotAStore(path.to_path_buf()));
+        }
+        let cfg_path = path.join(CONFIG_FILE);
+        let raw = match std::fs::read(&cfg_path) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotAStore(path.to_path_buf()))
+            }
+            Err(e) => {
+                return Err(StoreError::Io {
+                    path: cfg_path,
+                    source: e,
+                })
+            }
+        };
+        #[derive(serde::Deserialize)]
+        struct FormatOnly {
+            format: u32,
+        }
+        let f: FormatOnly = serde_json::from_slice(&raw).map_err(|e| StoreError::BadConfig {
+            path: cfg_path.clone(),
+            reason: e.to_string(),
+        })?;
+        if f.format > FORMAT_VERSION {
+            return Err(StoreError::NewerFormat {
+                path: path.to_path_buf(),
+                found: f.format,
+                supported: FORMAT_VERSION,
+            });
+        }
+        let config: StoreConfig =
+            serde_json::from_slice(&raw).map_err(|e| StoreError::BadConfig {
+                path: cfg_path.clone(),
+                reason: e.to_string(),
+            })?;
+        config
+            .chunking
+            .validate()
+            .map_err(|reason| StoreError::BadConfig {
+                path: cfg_path.clone(),
+                reason,
+            })?;
+        if config.secret_bytes().is_none_or(|s| s.len() < 136) {
+            return Err(StoreError::BadConfig {
+                path: cfg_path,
+                reason: "secret missing or too short".into(),
+            });
+        }
+        Ok(config)
+    }
+
+    /// Opens the store at `path` for exclusive use by this process.
+    pub fn open(path: &Path, opts: &OpenOptions) -> Result<Store, StoreError> {
+        let path =
+            std::fs::canonicalize(path).map_err(|_| StoreError::NotFound(path.to_path_buf()))?;
+        let config = Self::read_config(&path)?;
+        let lock =
+            StoreLock::acquire(&path, &opts.purpose, opts.lock_wait).map_err(|f| match f {
+                LockFailure::Held { holder } => StoreError::Locked {
+                    path: path.clone(),
+                    holder,
+                },
+                LockFailure::Io(e) => StoreError::Io {
+                    path: path.join(lock::LOCK_FILE),
+                    source: e,
+                },
+            })?;
+        let meta = path.join(META_DIR);
+        if !meta.is_dir() {
+            return Err(StoreError::Meta {
+                path: path.clone(),
+                source: KvError::Corrupt(format!("{} is missing", meta.display())),
+            });
+        }
+        let kv = RocksKv::open(&meta, false, opts.tuning).map_err(|e| StoreError::Meta {
+            path: path.clone(),
+            source: e,
+        })?;
+        Self::assemble(path, config, Arc::new(kv), opts, Some(lock))
+    }
+
+    /// A store whose metadata lives in memory (packs still go to `dir`). For tests.
+    pub fn open_in_memory(dir: &Path, chunking: ChunkParams) -> Result<Store, StoreError> {
+        Self::open_with_kv(dir, chunking, Arc::new(MemKv::new()))
+    }
+
+    /// A store on a given metadata backend (a fresh one is initialised). For tests that
+    /// reopen an in-memory store.
+    pub fn open_with_kv(
+        dir: &Path,
+        chunking: ChunkParams,
+        kv: Arc<dyn Kv>,
+    ) -> Result<Store, StoreError> {
+        let config = StoreConfig {
+            format: FORMAT_VERSION,
+            store_id: to_hex(&[7; 16]),
+            created: 0,
+            chunking,
+            gear_seed: 12345,
+            secret: to_hex(&(0..192u32).map(|i| (i * 31 + 7) as u8).collect::<Vec<u8>>()),
+            pack_target_size: 8 << 20,
+            verify_dedup: true,
+        };
+        std::fs::create_dir_all(dir.join(PACKS_DIR)).map_err(io_err(dir))?;
+        if mvcc::get(
+            &*kv,
+            Cf::Inodes,
+            &ReadPoint::single(ROOT_BRANCH, Version::LATEST),
+            ROOT_INO,
+            &[],
+        )?
+        .is_none()
+        {
+            Self::write_root(&kv)?;
+        }
+        Self::assemble(dir.to_path_buf(), config, kv, &OpenOptions::default(), None)
+    }
+
+    fn assemble(
+        root: PathBuf,
+        config: StoreConfig,
+        kv: Arc<dyn Kv>,
+        opts: &OpenOptions,
+        lock: Option<StoreLock>,
+    ) -> Result<Store, StoreError> {
+        let packs = root.join(PACKS_DIR);
+        let next_pack = pack::list_packs(&packs)
+            .map_err(io_err(&packs))?
+            .last()
+            .map(|(id, _)| id.0 + 1)
+            .unwrap_or(1);
+        let secret = config.secret_bytes().unwrap_or_default();
+        let hasher = ChunkHasher::new(secret).ok_or_else(|| StoreError::BadConfig {
+            path: root.join(CONFIG_FILE),
+            reason: "secret too short".into(),
+        })?;
+        let writer = PackWriter::new(
+            &packs,
+            config.store_id_bytes(),
+            config.pack_target_size,
+            next_pack,
+        );
+        let chunks = ChunkStore::new(
+            kv.clone(),
+            writer,
+            PackReader::new(&packs),
+            opts.cache_bytes,
+            hasher,
+            config.verify_dedup,
+        );
+        let committer = Committer::open(kv.clone()).map_err(|e| StoreError::Meta {
+            path: root.clone(),
+            source: e,
+        })?;
+        let registry = Registry::load(&*kv)?;
+        let chunker = Chunker::new(config.chunking, config.gear_seed);
+        let store = Store {
+            root,
+            config,
+            kv,
+            chunks,
+            committer,
+            chunker,
+            registry: RwLock::new(registry),
+            lock: parking_lot::Mutex::new(lock),
+        };
+        store.finish_deletes(&mut |_, _| {})?;
+        store.clean_orphans()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub fn kv(&self) -> &Arc<dyn Kv> {
+        &self.kv
+    }
+
+    pub fn registry(&self) -> parking_lot::RwLockReadGuard<'_, Registry> {
+        self.registry.read()
+    }
+
+    pub fn registry_mut(&self) -> parking_lot::RwLockWriteGuard<'_, Registry> {
+        self.registry.write()
+    }
+
+    /// Updates the note telling other processes who holds the store.
+    pub fn describe_holder(&self, purpose: &str) {
+        if let Some(l) = self.lock.lock().as_mut() {
+            l.describe(purpose);
+        }
+    }
+
+    /// Makes everything committed so far durable: pack bytes first, then the metadata log.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.committer
+            .sync(|| self.chunks.writer().sync().map_err(StoreError::from))
+    }
+
+    /// Bytes of pack files on disk and their count.
+    pub fn pack_usage(&self) -> Result<(u64, u64), StoreError> {
+        let dir = self.root.join(PACKS_DIR);
+        let packs = pack::list_packs(&dir).map_err(io_err(&dir))?;
+        Ok((packs.iter().map(|(_, n)| n).sum(), packs.len() as u64))
+    }
+
+    /// Runs interrupted container deletes to completion.
+    pub fn finish_deletes(&self, progress: &mut dyn FnMut(&str, u64)) -> Result<(), StoreError> {
+        let pending = self.registry().pending_deletes();
+        for rec in pending {
+            let branches = self.registry().branches_of(ContainerId(rec.id));
+            let mut released = 0u64;
+            loop {
+                let step = self
+                    .committer
+                    .commit(|c| containers::purge_step(c, &self.chunks, &rec, &branches))?;
+                match step {
+                    containers::PurgeProgress::Released(n) => {
+                        released += n;
+                        progress(&rec.name, released);
+                    }
+                    containers::PurgeProgress::Done => break,
+                }
+            }
+            containers::registry_forget(&mut self.registry_mut(), ContainerId(rec.id));
+            log::info!(
+                "container '{}' deleted ({} extent records released)",
+                rec.name,
+                released
+            );
+        }
+        Ok(())
+    }
+
+    /// Removes inodes that were unlinked while open when the previous process stopped.
+    fn clean_orphans(&self) -> Result<(), StoreError> {
+        let orphans = crate::kv::collect_range(&*self.kv, Cf::Orphans, vec![], None)?;
+        if orphans.is_empty() {
+            return Ok(());
+        }
+        let reg = self.registry().clone();
+        self.committer.commit(|c| {
+            for (k, v) in &orphans {
+                c.txn.delete(Cf::Orphans, k.clone());
+                if k.len() != 16 || v.len() != 4 {
+                    continue;
+                }
+                let branch = BranchId(u64::from_be_bytes(k[..8].try_into().unwrap_or([0; 8])));
+                let ino = Ino(u64::from_be_bytes(k[8..].try_into().unwrap_or([0; 8])));
+                let cid = ContainerId(u32::from_be_bytes(v[..4].try_into().unwrap_or([0; 4])));
+                let rp = reg.read_point(branch, Version::LATEST);
+                let Some(raw) = mvcc::txn_get_live(&c.txn, Cf::Inodes, &rp, ino, &[], c.version)?
+                else {
+                    continue;
+                };
+                let rec = InodeRec::decode(&raw).map_err(|e| KvError::Corrupt(e.to_string()))?;
+                // Counters already left the file out when its last name went away.
+                let _ = cid;
+                if rec.nlink == 0 {
+                    let v = c.version;
+                    mvcc::put(&mut c.txn, Cf::Inodes, &rp, ino, &[], v, None);
+                }
+            }
+            Ok::<_, StoreError>(())
+        })?;
+        log::info!(
+            "removed {} inodes unlinked while open before the last shutdown",
+            orphans.len()
+        );
+        Ok(())
+    }
+}
+
+/// The key of an orphan record.
+pub fn orphan_key(branch: BranchId, ino: Ino) -> Vec<u8> {
+    crate::codec::Enc::new().u64(branch.0).u64(ino.0).finish()
+}

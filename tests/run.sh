@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The test command: sets up a bare machine (tests/setup.sh), checks formatting and lints,
+# then runs every test — unit and property tests of the core, end-to-end tests on real
+# mounts, pjdfstest and fsx. CI (.ci/run) calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/dedupfs-target}"
+bash tests/setup.sh --test-tools
+export PATH="$HOME/.cargo/bin:$PATH"
+
+echo "== format and lints"
+cargo fmt --all -- --check
+cargo clippy --release --workspace --all-targets -- -D warnings
+
+echo "== tests"
+# End-to-end tests mount real filesystems; two at a time suit a 2-core machine.
+RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}" cargo test --release --workspace
+echo "== all tests passed"

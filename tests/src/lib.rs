@@ -1,0 +1,238 @@
+//! Helpers for end-to-end tests: a store in a temporary directory, mounted for real with
+//! the `dedupfs` binary, driven by real programs.
+//!
+//! The binary is found next to the test executable's `deps/` directory (build it first:
+//! `cargo build --release -p dedupfs-mount`), or at `$DEDUPFS_BIN`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("DEDUPFS_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let p = dir.join("dedupfs");
+    assert!(
+        p.exists(),
+        "{} not found: run `cargo build --release -p dedupfs-mount` first (or set DEDUPFS_BIN)",
+        p.display()
+    );
+    p
+}
+
+/// Runs `dedupfs ARGS` and returns its output.
+pub fn dedupfs(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run dedupfs")
+}
+
+/// Runs a shell command, panicking with its output if it fails.
+pub fn sh(cmd: &str) -> String {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "`{cmd}` failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "dedupfs failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A store and a mount point under one temporary directory.
+pub struct TestStore {
+    pub dir: tempfile::TempDir,
+    pub store: PathBuf,
+    pub mnt: PathBuf,
+    mounted: bool,
+}
+
+impl TestStore {
+    /// A new store (with `init_args`), not mounted.
+    pub fn new_with(init_args: &[&str]) -> TestStore {
+        let dir = tempfile::Builder::new()
+            .prefix("dedupfs-test-")
+            .tempdir_in(test_root())
+            .expect("tempdir");
+        let store = dir.path().join("store");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).expect("mkdir mnt");
+        let mut args = vec!["init", store.to_str().expect("utf8")];
+        args.extend_from_slice(init_args);
+        ok(&dedupfs(&args));
+        TestStore {
+            dir,
+            store,
+            mnt,
+            mounted: false,
+        }
+    }
+
+    pub fn new() -> TestStore {
+        Self::new_with(&[])
+    }
+
+    /// A new store, mounted with `-o allow_other` plus `opts`.
+    pub fn mounted(opts: &str) -> TestStore {
+        let mut t = Self::new();
+        t.mount(opts);
+        t
+    }
+
+    pub fn mount(&mut self, opts: &str) {
+        let o = if opts.is_empty() {
+            "allow_other".to_string()
+        } else {
+            format!("allow_other,{opts}")
+        };
+        ok(&dedupfs(&[
+            "mount",
+            self.store.to_str().unwrap(),
+            self.mnt.to_str().unwrap(),
+            "-o",
+            &o,
+        ]));
+        self.mounted = true;
+    }
+
+    pub fn umount(&mut self) {
+        ok(&dedupfs(&["umount", self.mnt.to_str().unwrap()]));
+        self.mounted = false;
+    }
+
+    /// The daemon's pid (from the lock file note).
+    pub fn daemon_pid(&self) -> u32 {
+        let note = std::fs::read_to_string(self.store.join("lock")).expect("lock note");
+        note.split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .expect("pid in lock note")
+    }
+
+    /// Kills the daemon with SIGKILL and clears the dead mount.
+    pub fn kill9(&mut self) {
+        let pid = self.daemon_pid();
+        sh(&format!("kill -9 {pid}"));
+        wait_gone(pid);
+        // The kernel keeps a dead FUSE mount (ENOTCONN) until it is unmounted.
+        let _ = Command::new("umount").arg("-l").arg(&self.mnt).output();
+        self.mounted = false;
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.mnt.join(rel)
+    }
+
+    /// `dedupfs --store STORE ARGS`.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let mut a = vec!["--store", self.store.to_str().unwrap()];
+        a.extend_from_slice(args);
+        dedupfs(&a)
+    }
+
+    pub fn stats(&self) -> serde_json::Value {
+        let out = ok(&self.cli(&["stats", "--json"]));
+        serde_json::from_str(&out).expect("stats json")
+    }
+}
+
+impl Default for TestStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for TestStore {
+    fn drop(&mut self) {
+        if self.mounted {
+            let _ = Command::new(bin())
+                .args(["umount", self.mnt.to_str().unwrap()])
+                .output();
+            if is_mounted(&self.mnt) {
+                let _ = Command::new("umount").arg("-l").arg(&self.mnt).output();
+            }
+        }
+    }
+}
+
+pub fn is_mounted(p: &Path) -> bool {
+    let canon = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(canon.to_str().unwrap_or("")))
+}
+
+/// Waits for a process to exit (pidfd + poll; no sleeping).
+pub fn wait_gone(pid: u32) {
+    // SAFETY: pidfd_open with a pid; poll on the returned fd, closed afterwards.
+    unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) as i32;
+        if fd < 0 {
+            return;
+        }
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        libc::poll(&mut p, 1, 60_000);
+        libc::close(fd);
+    }
+}
+
+/// Where test stores live (override with $DEDUPFS_TEST_DIR; /var/tmp by default since /tmp
+/// may be a small tmpfs).
+pub fn test_root() -> PathBuf {
+    let p = std::env::var_os("DEDUPFS_TEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp"));
+    std::fs::create_dir_all(&p).expect("test root");
+    p
+}
+
+/// Deterministic pseudo-random bytes.
+pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut v = Vec::with_capacity(n + 8);
+    while v.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(n);
+    v
+}
+
+/// The backup corpus generator (the project's standard workload).
+pub fn backup_corpus() -> PathBuf {
+    if let Some(p) = std::env::var_os("BACKUP_CORPUS") {
+        return PathBuf::from(p);
+    }
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    here.parent()
+        .expect("repo")
+        .join("benches")
+        .join("backup-corpus")
+}

@@ -1,0 +1,516 @@
+//! POSIX semantics on a real mount, driven through the kernel with std and libc calls.
+//! Each test states one behaviour from SEMANTICS.md.
+
+use dedupfs_tests::*;
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+
+fn c(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_encoded_bytes()).unwrap()
+}
+
+fn errno() -> i32 {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+fn container(t: &TestStore) -> std::path::PathBuf {
+    let p = t.path("c");
+    fs::create_dir(&p).unwrap();
+    p
+}
+
+#[test]
+fn files_directories_symlinks_and_hard_links() {
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    fs::create_dir_all(d.join("a/b/c")).unwrap();
+    fs::write(d.join("a/b/c/f"), b"hello").unwrap();
+    assert_eq!(fs::read(d.join("a/b/c/f")).unwrap(), b"hello");
+    std::os::unix::fs::symlink("b/c/f", d.join("a/link")).unwrap();
+    assert_eq!(
+        fs::read_link(d.join("a/link")).unwrap().to_str(),
+        Some("b/c/f")
+    );
+    assert_eq!(fs::read(d.join("a/link")).unwrap(), b"hello");
+    fs::hard_link(d.join("a/b/c/f"), d.join("a/hard")).unwrap();
+    let (m1, m2) = (
+        fs::metadata(d.join("a/b/c/f")).unwrap(),
+        fs::metadata(d.join("a/hard")).unwrap(),
+    );
+    assert_eq!((m1.ino(), m1.nlink()), (m2.ino(), 2));
+    fs::remove_file(d.join("a/b/c/f")).unwrap();
+    assert_eq!(fs::metadata(d.join("a/hard")).unwrap().nlink(), 1);
+    assert_eq!(fs::read(d.join("a/hard")).unwrap(), b"hello");
+    assert_eq!(
+        fs::metadata(d.join("a")).unwrap().nlink(),
+        3,
+        "a holds one subdirectory"
+    );
+    let err = fs::remove_dir(d.join("a")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTEMPTY));
+}
+
+#[test]
+fn rename_noreplace_and_exchange() {
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    fs::write(d.join("x"), b"X").unwrap();
+    fs::write(d.join("y"), b"Y").unwrap();
+    let (x, y) = (c(&d.join("x")), c(&d.join("y")));
+    // SAFETY: valid NUL-terminated paths.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            x.as_ptr(),
+            libc::AT_FDCWD,
+            y.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    assert_eq!((rc, errno()), (-1, libc::EEXIST));
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            x.as_ptr(),
+            libc::AT_FDCWD,
+            y.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(rc, 0);
+    assert_eq!(fs::read(d.join("x")).unwrap(), b"Y");
+    assert_eq!(fs::read(d.join("y")).unwrap(), b"X");
+    fs::rename(d.join("x"), d.join("y")).unwrap();
+    assert_eq!(fs::read(d.join("y")).unwrap(), b"Y");
+    assert!(!d.join("x").exists());
+    fs::create_dir(d.join("dir")).unwrap();
+    let err = fs::rename(d.join("dir"), d.join("dir/sub")).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EINVAL));
+}
+
+#[test]
+fn an_unlinked_open_file_stays_readable_until_closed() {
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    fs::write(d.join("f"), pseudo_random(300_000, 1)).unwrap();
+    let mut f = File::open(d.join("f")).unwrap();
+    fs::remove_file(d.join("f")).unwrap();
+    assert!(!d.join("f").exists());
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).unwrap();
+    assert_eq!(buf, pseudo_random(300_000, 1));
+    assert_eq!(f.metadata().unwrap().nlink(), 0);
+}
+
+#[test]
+fn chmod_chown_and_utimens() {
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    let p = d.join("f");
+    fs::write(&p, b"x").unwrap();
+    fs::set_permissions(&p, fs::Permissions::from_mode(0o4751)).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().mode() & 0o7777, 0o4751);
+    std::os::unix::fs::chown(&p, Some(1234), Some(5678)).unwrap();
+    let m = fs::metadata(&p).unwrap();
+    assert_eq!((m.uid(), m.gid()), (1234, 5678));
+    let times = [
+        libc::timespec {
+            tv_sec: 1_000_000_000,
+            tv_nsec: 123,
+        },
+        libc::timespec {
+            tv_sec: 2_000_000_000,
+            tv_nsec: 456_789,
+        },
+    ];
+    // SAFETY: valid path and a two-element timespec array.
+    assert_eq!(
+        unsafe { libc::utimensat(libc::AT_FDCWD, c(&p).as_ptr(), times.as_ptr(), 0) },
+        0
+    );
+    let m = fs::metadata(&p).unwrap();
+    assert_eq!(
+        (m.atime(), m.atime_nsec(), m.mtime(), m.mtime_nsec()),
+        (1_000_000_000, 123, 2_000_000_000, 456_789)
+    );
+}
+
+#[test]
+fn truncate_up_and_down() {
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    let p = d.join("f");
+    let data = pseudo_random(1_000_000, 2);
+    fs::write(&p, &data).unwrap();
+    let f = OpenOptions::new().write(true).open(&p).unwrap();
+    f.set_len(300_001).unwrap();
+    f.set_len(700_000).unwrap();
+    drop(f);
+    let got = fs::read(&p).unwrap();
+    assert_eq!(got.len(), 700_000);
+    assert_eq!(&got[..300_001], &data[..300_001]);
+    assert!(
+        got[300_001..].iter().all(|&b| b == 0),
+        "bytes past a truncation read as zeros"
+    );
+}
+
+#[test]
+fn sparse_files_cost_nothing_and_read_as_zeros() {
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    let p = d.join("sparse");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .read(true)
+        .open(&p)
+        .unwrap();
+    f.write_all_at(b"head", 0).unwrap();
+    f.write_all_at(b"tail", (1 << 30) - 4).unwrap();
+    f.sync_all().unwrap();
+    let m = f.metadata().unwrap();
+    assert_eq!(m.len(), 1 << 30);
+    assert!(
+        m.blocks() * 512 < 1 << 20,
+        "a 1 GiB sparse file allocates {} blocks",
+        m.blocks()
+    );
+    let mut buf = vec![1u8; 65536];
+    f.read_exact_at(&mut buf, 500 << 20).unwrap();
+    assert!(buf.iter().all(|&b| b == 0));
+    // SEEK_HOLE / SEEK_DATA see the hole.
+    // SAFETY: lseek on an open fd.
+    let hole = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_HOLE) };
+    let data = unsafe { libc::lseek(f.as_raw_fd(), hole, libc::SEEK_DATA) };
+    assert!(hole > 0 && hole < 1 << 20, "first hole at {hole}");
+    assert!(data > 1000 << 20 && data < 1 << 30, "next data at {data}");
+    drop(f);
+    let s = t.stats();
+    assert!(
+        s["stored_bytes"].as_u64().unwrap() < 1 << 20,
+        "holes are not stored: {s}"
+    );
+}
+
+#[test]
+fn fallocate_extends_and_punches_holes() {
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    let p = d.join("f");
+    let data = pseudo_random(2 << 20, 3);
+    fs::write(&p, &data).unwrap();
+    let f = OpenOptions::new().write(true).read(true).open(&p).unwrap();
+    // SAFETY: fallocate on an open fd.
+    assert_eq!(
+        unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 3 << 20) },
+        0,
+        "errno {}",
+        errno()
+    );
+    assert_eq!(f.metadata().unwrap().len(), 3 << 20);
+    let rc = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            100_000,
+            500_000,
+        )
+    };
+    assert_eq!(rc, 0, "errno {}", errno());
+    assert_eq!(f.metadata().unwrap().len(), 3 << 20);
+    let mut got = vec![0u8; 2 << 20];
+    f.read_exact_at(&mut got, 0).unwrap();
+    assert_eq!(&got[..100_000], &data[..100_000]);
+    assert!(got[100_000..600_000].iter().all(|&b| b == 0));
+    assert_eq!(&got[600_000..], &data[600_000..]);
+}
+
+#[test]
+fn extended_attributes() {
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    let p = c(&d.join("f"));
+    fs::write(d.join("f"), b"x").unwrap();
+    let name = CString::new("user.backup-id").unwrap();
+    // SAFETY: valid paths, names and buffers of the given sizes.
+    unsafe {
+        assert_eq!(
+            libc::setxattr(
+                p.as_ptr(),
+                name.as_ptr(),
+                b"v1".as_ptr().cast(),
+                2,
+                libc::XATTR_CREATE
+            ),
+            0
+        );
+        assert_eq!(
+            libc::setxattr(
+                p.as_ptr(),
+                name.as_ptr(),
+                b"v2".as_ptr().cast(),
+                2,
+                libc::XATTR_CREATE
+            ),
+            -1
+        );
+        assert_eq!(errno(), libc::EEXIST);
+        let mut buf = [0u8; 16];
+        let n = libc::getxattr(
+            p.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        );
+        assert_eq!(&buf[..n as usize], b"v1");
+        let mut list = [0u8; 64];
+        let n = libc::listxattr(p.as_ptr(), list.as_mut_ptr().cast(), list.len());
+        assert_eq!(&list[..n as usize], b"user.backup-id\0");
+        assert_eq!(libc::removexattr(p.as_ptr(), name.as_ptr()), 0);
+        assert_eq!(
+            libc::getxattr(
+                p.as_ptr(),
+                name.as_ptr(),
+                buf.as_mut_ptr().cast(),
+                buf.len()
+            ),
+            -1
+        );
+        assert_eq!(errno(), libc::ENODATA);
+    }
+}
+
+#[test]
+fn statfs_reports_real_numbers() {
+    let t = TestStore::mounted("");
+    // SAFETY: statvfs fills the struct.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c(&t.mnt).as_ptr(), &mut s) }, 0);
+    let mut under: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(
+        unsafe { libc::statvfs(c(&t.store).as_ptr(), &mut under) },
+        0
+    );
+    assert!(s.f_blocks > 0 && s.f_bavail > 0 && s.f_bavail <= s.f_blocks);
+    assert_eq!(s.f_namemax, 255);
+    let size = |st: &libc::statvfs| st.f_blocks as u128 * st.f_frsize as u128;
+    assert_eq!(
+        size(&s) / (1 << 20),
+        size(&under) / (1 << 20),
+        "capacity is the store's filesystem's"
+    );
+}
+
+#[test]
+fn fsync_fdatasync_and_locks() {
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    let p = d.join("f");
+    let mut f = File::create(&p).unwrap();
+    f.write_all(b"data").unwrap();
+    f.sync_data().unwrap();
+    f.sync_all().unwrap();
+    // flock: exclusive lock conflicts with a second open file description.
+    let g = File::open(&p).unwrap();
+    // SAFETY: flock on open fds.
+    assert_eq!(
+        unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        0
+    );
+    assert_eq!(
+        unsafe { libc::flock(g.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) },
+        -1
+    );
+    assert_eq!(errno(), libc::EWOULDBLOCK);
+    assert_eq!(unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_UN) }, 0);
+    // fcntl record locks: another process sees the conflict.
+    let lk = libc::flock {
+        l_type: libc::F_WRLCK as i16,
+        l_whence: libc::SEEK_SET as i16,
+        l_start: 0,
+        l_len: 0,
+        l_pid: 0,
+    };
+    assert_eq!(unsafe { libc::fcntl(f.as_raw_fd(), libc::F_SETLK, &lk) }, 0);
+    let py = format!(
+        "import fcntl,sys\nf=open('{}','r+')\ntry:\n fcntl.lockf(f, fcntl.LOCK_EX|fcntl.LOCK_NB)\n sys.exit(0)\nexcept OSError:\n sys.exit(7)",
+        p.display()
+    );
+    let st = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(py)
+        .status()
+        .unwrap();
+    assert_eq!(
+        st.code(),
+        Some(7),
+        "the fcntl lock held here blocks another process"
+    );
+}
+
+#[test]
+fn shared_mmap_writes_reach_the_file() {
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    let p = d.join("m");
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    f.set_len(1 << 20).unwrap();
+    // SAFETY: a shared mapping of a 1 MiB file we own; unmapped below, no aliasing.
+    unsafe {
+        let m = libc::mmap(
+            std::ptr::null_mut(),
+            1 << 20,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            0,
+        );
+        assert_ne!(m, libc::MAP_FAILED);
+        let s = std::slice::from_raw_parts_mut(m as *mut u8, 1 << 20);
+        s[..5].copy_from_slice(b"mmap!");
+        s[(1 << 20) - 3..].copy_from_slice(b"end");
+        assert_eq!(libc::msync(m, 1 << 20, libc::MS_SYNC), 0);
+        libc::munmap(m, 1 << 20);
+    }
+    drop(f);
+    let got = fs::read(&p).unwrap();
+    assert_eq!(&got[..5], b"mmap!");
+    assert_eq!(&got[got.len() - 3..], b"end");
+}
+
+#[test]
+fn o_append_writes_go_to_the_end() {
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    let p = d.join("log");
+    let mut a = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .unwrap();
+    let mut b = OpenOptions::new().append(true).open(&p).unwrap();
+    a.write_all(b"one\n").unwrap();
+    b.write_all(b"two\n").unwrap();
+    a.write_all(b"three\n").unwrap();
+    drop((a, b));
+    assert_eq!(fs::read(&p).unwrap(), b"one\ntwo\nthree\n");
+}
+
+#[test]
+fn files_larger_than_4_gib() {
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    let p = d.join("big");
+    let mut f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&p)
+        .unwrap();
+    let off = 5u64 << 30;
+    f.seek(SeekFrom::Start(off)).unwrap();
+    let data = pseudo_random(3 << 20, 4);
+    f.write_all(&data).unwrap();
+    f.sync_all().unwrap();
+    drop(f);
+    assert_eq!(fs::metadata(&p).unwrap().len(), off + data.len() as u64);
+    let f = File::open(&p).unwrap();
+    let mut got = vec![0u8; data.len()];
+    f.read_exact_at(&mut got, off).unwrap();
+    assert!(got == data);
+}
+
+#[test]
+fn names_up_to_255_bytes() {
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    let ok_name = "n".repeat(255);
+    fs::write(d.join(&ok_name), b"x").unwrap();
+    assert!(fs::read_dir(&d)
+        .unwrap()
+        .any(|e| e.unwrap().file_name().len() == 255));
+    let err = fs::write(d.join("n".repeat(256)), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENAMETOOLONG));
+}
+
+#[test]
+fn a_directory_of_100000_entries_lists_and_looks_up() {
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    let big = d.join("big");
+    fs::create_dir(&big).unwrap();
+    for i in 0..100_000 {
+        File::create(big.join(format!("entry-{i:06}"))).unwrap();
+    }
+    let mut names: Vec<String> = fs::read_dir(&big)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names.len(), 100_000);
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 100_000, "no entry listed twice");
+    for i in (0..100_000).step_by(997) {
+        assert!(big.join(format!("entry-{i:06}")).exists());
+    }
+    assert!(!big.join("entry-100000").exists());
+    assert_eq!(fs::metadata(&big).unwrap().len(), 100_000);
+}
+
+#[test]
+fn inode_numbers_are_stable_across_remounts() {
+    let mut t = TestStore::mounted("");
+    let d = container(&t);
+    fs::create_dir(d.join("dir")).unwrap();
+    fs::write(d.join("dir/f"), b"x").unwrap();
+    let before: Vec<u64> = ["", "dir", "dir/f"]
+        .iter()
+        .map(|p| fs::metadata(d.join(p)).unwrap().ino())
+        .collect();
+    t.umount();
+    t.mount("");
+    let after: Vec<u64> = ["", "dir", "dir/f"]
+        .iter()
+        .map(|p| fs::metadata(t.path("c").join(p)).unwrap().ino())
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
+fn the_mount_root_holds_only_containers() {
+    let t = TestStore::mounted("");
+    let err = fs::write(t.path("file"), b"x").unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM));
+    fs::create_dir(t.path("nightly")).unwrap();
+    let list = ok(&t.cli(&["container", "list", "--json"]));
+    assert!(list.contains("\"nightly\""), "{list}");
+    fs::write(t.path("nightly/f"), b"x").unwrap();
+    assert_eq!(
+        fs::remove_dir(t.path("nightly"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::ENOTEMPTY)
+    );
+    fs::remove_file(t.path("nightly/f")).unwrap();
+    fs::remove_dir(t.path("nightly")).unwrap();
+    assert!(!ok(&t.cli(&["container", "list", "--json"])).contains("nightly"));
+    let err = fs::create_dir(t.path(".hidden")).unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::EINVAL),
+        "names starting with '.' are reserved at the root"
+    );
+}
