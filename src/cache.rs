@@ -12,7 +12,7 @@ use std::sync::Arc;
 const SHARDS: usize = 16;
 
 struct Entry {
-    data: Arc<[u8]>,
+    data: Arc<Vec<u8>>,
     referenced: bool,
 }
 
@@ -40,14 +40,14 @@ impl ChunkCache {
         &self.shards[(id.0 as usize) % SHARDS]
     }
 
-    pub fn get(&self, id: ChunkId) -> Option<Arc<[u8]>> {
+    pub fn get(&self, id: ChunkId) -> Option<Arc<Vec<u8>>> {
         let mut s = self.shard(id).lock();
         let e = s.map.get_mut(&id)?;
         e.referenced = true;
         Some(e.data.clone())
     }
 
-    pub fn insert(&self, id: ChunkId, data: Arc<[u8]>) {
+    pub fn insert(&self, id: ChunkId, data: Arc<Vec<u8>>) {
         if data.len() > self.shard_budget {
             return;
         }
@@ -105,9 +105,9 @@ mod tests {
     fn stays_within_budget_and_keeps_hot_entries() {
         let c = ChunkCache::new(16 * 1000);
         let hot = ChunkId(0);
-        c.insert(hot, vec![1u8; 100].into());
+        c.insert(hot, Arc::new(vec![1u8; 100]));
         for i in 1..2000u128 {
-            c.insert(ChunkId(i * SHARDS as u128), vec![0u8; 100].into());
+            c.insert(ChunkId(i * SHARDS as u128), Arc::new(vec![0u8; 100]));
             assert!(c.get(hot).is_some(), "hot entry evicted at {i}");
         }
         assert!(c.bytes() <= 16 * 1000);

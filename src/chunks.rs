@@ -51,6 +51,9 @@ pub enum ChunkError {
     Collision { chunk: ChunkId },
 }
 
+/// A chunk's decompressed bytes, shared with the cache.
+pub type ChunkData = Arc<Vec<u8>>;
+
 /// How a container compresses the chunks it stores first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -119,6 +122,16 @@ struct Pending {
     raw_len: u32,
     encoding: u8,
     users: u32,
+    next: Option<(ChunkId, u32)>,
+}
+
+/// A chunk handed to [`ChunkStore::prepare`]: identity, content, and the chunk that follows
+/// it in the data being written (remembered as its successor if the chunk is new).
+#[derive(Clone, Copy, Debug)]
+pub struct NewChunk<'a> {
+    pub id: ChunkId,
+    pub data: &'a [u8],
+    pub next: Option<(ChunkId, u32)>,
 }
 
 /// A set of chunks held pending by one writer until its commit (or failure) releases them.
@@ -176,8 +189,41 @@ thread_local! {
     static ZSTD_D: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> = const { std::cell::RefCell::new(None) };
 }
 
+/// Whether a chunk looks incompressible: the byte entropy of four 1 KiB samples spread
+/// over it is close to 8 bits in every one. Random and already-compressed data (encrypted
+/// backups, media, archives) then skip the compressor, which spends as long failing as it
+/// spends succeeding elsewhere; a chunk that is only partly random is still compressed.
+fn looks_incompressible(data: &[u8]) -> bool {
+    const SAMPLE: usize = 1024;
+    if data.len() < 4 * SAMPLE {
+        return false;
+    }
+    let step = (data.len() - SAMPLE) / 3;
+    (0..4).all(|k| {
+        let sample = &data[k * step..k * step + SAMPLE];
+        let mut hist = [0u32; 256];
+        for &b in sample {
+            hist[b as usize] += 1;
+        }
+        let entropy: f64 = hist
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = c as f64 / SAMPLE as f64;
+                -p * p.log2()
+            })
+            .sum();
+        // 1 KiB of uniform random bytes measures about 7.8 bits (the sample is small
+        // for 256 symbols); text and records stay below 6.5.
+        entropy > 7.6
+    })
+}
+
 /// Compresses one chunk; `None` when compression does not pay (stored raw instead).
 fn compress(data: &[u8], level: i32) -> Option<Vec<u8>> {
+    if looks_incompressible(data) {
+        return None;
+    }
     ZSTD_C.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().map(|(l, _)| *l) != Some(level) {
@@ -281,14 +327,14 @@ impl ChunkStore {
     /// after the commit that references them (whether it succeeded or not).
     pub fn prepare(
         &self,
-        chunks: &[(ChunkId, &[u8])],
+        chunks: &[NewChunk<'_>],
         compression: Compression,
         threads: usize,
     ) -> Result<PendingClaim, ChunkError> {
         let mut claim = PendingClaim::default();
-        let mut to_store: Vec<(ChunkId, &[u8])> = Vec::new();
+        let mut to_store: Vec<NewChunk<'_>> = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        for &(id, data) in chunks {
+        for &NewChunk { id, data, next } in chunks {
             if !seen.insert(id) {
                 continue;
             }
@@ -309,18 +355,20 @@ impl ChunkStore {
                 }
                 continue;
             }
-            to_store.push((id, data));
+            to_store.push(NewChunk { id, data, next });
         }
         let encoded: Vec<(u8, Option<Vec<u8>>)> =
-            parallel_map(&to_store, threads, |(_, data)| match compression {
+            parallel_map(&to_store, threads, |c| match compression {
                 Compression::Off => (COMPRESSION_NONE, None),
-                Compression::Zstd(level) => match compress(data, level) {
+                Compression::Zstd(level) => match compress(c.data, level) {
                     Some(c) => (COMPRESSION_ZSTD, Some(c)),
                     None => (COMPRESSION_NONE, None),
                 },
             });
         let result = (|| {
-            for ((id, data), (encoding, comp)) in to_store.iter().zip(encoded.iter()) {
+            for (NewChunk { id, data, next }, (encoding, comp)) in
+                to_store.iter().zip(encoded.iter())
+            {
                 let stored: &[u8] = comp.as_deref().unwrap_or(data);
                 // Another writer may have stored it while we compressed.
                 {
@@ -342,6 +390,7 @@ impl ChunkStore {
                         raw_len: data.len() as u32,
                         encoding: *encoding,
                         users: 1,
+                        next: *next,
                     },
                 );
                 claim.ids.push(*id);
@@ -414,6 +463,7 @@ impl ChunkStore {
                         compression: p.encoding,
                         refs: 0,
                         owner: container.0,
+                        next: p.next,
                     };
                     (rec, false)
                 }
@@ -459,8 +509,16 @@ impl ChunkStore {
         Ok(())
     }
 
+    /// The chunk that followed `id` when it was first stored, if known.
+    pub fn successor(&self, id: ChunkId) -> Option<(ChunkId, u32)> {
+        if let Some(p) = self.pending.lock().get(&id) {
+            return p.next;
+        }
+        self.lookup(id).ok().flatten().and_then(|r| r.next)
+    }
+
     /// The content of a chunk.
-    pub fn read(&self, id: ChunkId) -> Result<Arc<[u8]>, ChunkError> {
+    pub fn read(&self, id: ChunkId) -> Result<ChunkData, ChunkError> {
         if let Some(d) = self.cache.get(id) {
             return Ok(d);
         }
@@ -470,7 +528,7 @@ impl ChunkStore {
         self.read_rec(id, &rec)
     }
 
-    fn read_rec(&self, id: ChunkId, rec: &ChunkRec) -> Result<Arc<[u8]>, ChunkError> {
+    fn read_rec(&self, id: ChunkId, rec: &ChunkRec) -> Result<ChunkData, ChunkError> {
         if let Some(d) = self.cache.get(id) {
             return Ok(d);
         }
@@ -496,23 +554,36 @@ impl ChunkStore {
         if r.chunk != id {
             return Err(damaged(format!("record holds chunk {}", r.chunk)));
         }
+        // The content hash is the check; the record checksum only sharpens the message
+        // when something is wrong.
+        let explain = |r: &crate::pack::Record, what: String| match r.verify() {
+            Err(e) => damaged(e.to_string()),
+            Ok(()) => damaged(what),
+        };
         let raw = match r.encoding {
-            COMPRESSION_NONE => r.stored,
-            COMPRESSION_ZSTD => decompress(&r.stored, rec.raw_len as usize)
-                .map_err(|e| damaged(format!("zstd: {e}")))?,
+            COMPRESSION_NONE => {
+                if r.stored.len() != rec.raw_len as usize || self.hasher.id(&r.stored) != id {
+                    return Err(explain(&r, "content does not match its hash".into()));
+                }
+                r.stored
+            }
+            COMPRESSION_ZSTD => {
+                let raw = decompress(&r.stored, rec.raw_len as usize)
+                    .map_err(|e| explain(&r, format!("zstd: {e}")))?;
+                if raw.len() != rec.raw_len as usize {
+                    return Err(explain(
+                        &r,
+                        format!("decoded {} bytes, expected {}", raw.len(), rec.raw_len),
+                    ));
+                }
+                if self.hasher.id(&raw) != id {
+                    return Err(explain(&r, "content does not match its hash".into()));
+                }
+                raw
+            }
             other => return Err(damaged(format!("unknown encoding {other}"))),
         };
-        if raw.len() != rec.raw_len as usize {
-            return Err(damaged(format!(
-                "decoded {} bytes, expected {}",
-                raw.len(),
-                rec.raw_len
-            )));
-        }
-        if self.hasher.id(&raw) != id {
-            return Err(damaged("content does not match its hash".into()));
-        }
-        let data: Arc<[u8]> = raw.into();
+        let data: ChunkData = Arc::new(raw);
         self.cache.insert(id, data.clone());
         Ok(data)
     }
@@ -552,7 +623,17 @@ mod tests {
                 x as u8
             })
             .collect();
+        assert!(looks_incompressible(&random));
         assert!(compress(&random, 1).is_none());
+        let text: Vec<u8> = random
+            .iter()
+            .map(|b| b"etaoinshrdlu ETAON.,;"[(*b % 21) as usize])
+            .collect();
+        assert!(
+            !looks_incompressible(&text),
+            "text-like bytes are compressed"
+        );
+        assert!(compress(&text, 1).is_some());
         let text = b"abcabcabc".repeat(1000);
         let c = compress(&text, 3).unwrap();
         assert_eq!(decompress(&c, text.len()).unwrap(), text);

@@ -52,9 +52,16 @@ pub struct Commit<'a> {
     pub version: Version,
     pub time: Timestamp,
     st: CommitState,
+    after: Vec<Box<dyn FnOnce() + 'a>>,
 }
 
 impl<'a> Commit<'a> {
+    /// Runs `f` once the batch is durable in the log, still under the commit lock (so in
+    /// commit order); dropped if the commit fails. For caches of committed state.
+    pub fn after_commit(&mut self, f: impl FnOnce() + 'a) {
+        self.after.push(Box::new(f));
+    }
+
     pub fn alloc_ino(&mut self) -> Ino {
         let i = self.st.next_ino;
         self.st.next_ino += 1;
@@ -222,12 +229,14 @@ impl Committer {
             version: Version(guard.next_version),
             time,
             st: guard.clone(),
+            after: Vec::new(),
         };
         let r = f(&mut c)?;
         let Commit {
             mut txn,
             version,
             st,
+            after,
             ..
         } = c;
         if txn.is_empty() && st == *guard {
@@ -278,6 +287,9 @@ impl Committer {
             }
         }
         self.kv.write(txn.into_batch(), false)?;
+        for f in after {
+            f();
+        }
         *guard = CommitState {
             next_version: version.0 + 1,
             last_time: time,

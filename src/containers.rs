@@ -272,6 +272,7 @@ pub fn new_dir_inode(owner: RootOwner, parent: Ino, now: Timestamp) -> InodeRec 
         data_gen: 0,
         data_bytes: 0,
         flags: 0,
+        xattrs: 0,
         target: Vec::new(),
     }
 }

@@ -129,6 +129,9 @@ pub struct InodeRec {
     pub data_bytes: u64,
     /// Inode flags (`FS_IOC_GETFLAGS` style).
     pub flags: u32,
+    /// Number of extended attributes (so that asking for one on a file without any — the
+    /// kernel does on every write — costs no lookup).
+    pub xattrs: u32,
     pub target: Vec<u8>,
 }
 
@@ -155,6 +158,7 @@ impl InodeRec {
             .u64(self.data_gen)
             .u64(self.data_bytes)
             .u32(self.flags)
+            .u32(self.xattrs)
             .blob(&self.target)
             .finish()
     }
@@ -196,6 +200,7 @@ impl InodeRec {
             data_gen: d.u64()?,
             data_bytes: d.u64()?,
             flags: d.u32()?,
+            xattrs: d.u32()?,
             target: d.blob()?.to_vec(),
         };
         d.end()?;
@@ -311,6 +316,10 @@ pub struct ChunkRec {
     pub refs: u64,
     /// The container whose write stored the chunk first.
     pub owner: u32,
+    /// The chunk (and its length) that followed this one when it was first stored. Backups
+    /// repeat long runs of chunks; a writer that just matched this chunk checks whether the
+    /// next bytes are that successor before cutting them itself.
+    pub next: Option<(ChunkId, u32)>,
 }
 
 impl ChunkRec {
@@ -324,6 +333,9 @@ impl ChunkRec {
             .u8(self.compression)
             .u64(self.refs)
             .u32(self.owner)
+            .u8(self.next.is_some() as u8)
+            .u128(self.next.map(|n| n.0 .0).unwrap_or(0))
+            .u32(self.next.map(|n| n.1).unwrap_or(0))
             .finish()
     }
     pub fn decode(b: &[u8]) -> Result<ChunkRec, CodecError> {
@@ -337,6 +349,12 @@ impl ChunkRec {
             compression: d.u8()?,
             refs: d.u64()?,
             owner: d.u32()?,
+            next: {
+                let has = d.u8()? != 0;
+                let id = ChunkId(d.u128()?);
+                let len = d.u32()?;
+                has.then_some((id, len))
+            },
         };
         d.end()?;
         Ok(r)
@@ -368,6 +386,7 @@ mod tests {
             data_gen: 11,
             data_bytes: 12,
             flags: 0,
+            xattrs: 2,
             target: b"/some/where".to_vec(),
         };
         assert_eq!(InodeRec::decode(&r.encode()).unwrap(), r);
@@ -399,8 +418,11 @@ mod tests {
             compression: 1,
             refs: 5,
             owner: 6,
+            next: Some((ChunkId(9), 10)),
         };
         assert_eq!(ChunkRec::decode(&c.encode()).unwrap(), c);
+        let c2 = ChunkRec { next: None, ..c };
+        assert_eq!(ChunkRec::decode(&c2.encode()).unwrap(), c2);
         assert_eq!(
             extent_offset_from_suffix(&extent_suffix(3, 9)).unwrap(),
             (3, 9)

@@ -67,8 +67,8 @@ Mount options (-o, comma-separated, repeatable):
   dev, nodev, suid, nosuid, exec, noexec, noatime, sync, dirsync, auto_unmount
   source=STORE           the store (for mount -t fuse.dedupfs and fstab)
   threads=N              FUSE worker threads
-  cache_size=SIZE        decompressed chunk cache (default 48M)
-  dirty_limit=SIZE       buffered writes before writers wait (default 96M)
+  cache_size=SIZE        decompressed chunk cache (default 32M)
+  dirty_limit=SIZE       buffered writes before writers wait (default 48M)
   no_writeback_cache     disable the kernel writeback cache
   attr_timeout=S, entry_timeout=S  kernel attribute/entry cache lifetimes (default 1)
   lock_wait=S            wait up to S seconds for another process to release the store

@@ -136,7 +136,11 @@ impl DedupFuse {
 
 impl Filesystem for DedupFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let mut want = InitFlags::FUSE_EXPORT_SUPPORT | InitFlags::FUSE_PARALLEL_DIROPS;
+        // HANDLE_KILLPRIV_V2: we clear setuid/setgid ourselves, so the kernel need not ask
+        // for security.capability before every write (a request per write otherwise).
+        let mut want = InitFlags::FUSE_EXPORT_SUPPORT
+            | InitFlags::FUSE_PARALLEL_DIROPS
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
         if self.opts.writeback_cache {
             want |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
@@ -350,11 +354,16 @@ impl Filesystem for DedupFuse {
         fh: FileHandle,
         offset: u64,
         data: &[u8],
-        _write_flags: WriteFlags,
+        write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
+            if let Err(e) = self.fs.drop_privileges(ino.0) {
+                return reply.error(err(&e));
+            }
+        }
         match self.fs.write(ino.0, fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(err(&e)),

@@ -78,6 +78,9 @@ impl CliError {
 }
 
 fn main() {
+    // Die quietly on a closed pipe (`dedupfs stats | head`), as Unix tools do.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let default_level = match &cli.cmd {
         Cmd::Mount(m) if m.foreground => "info,fuser=error",

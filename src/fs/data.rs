@@ -14,10 +14,11 @@
 //!   which the next write, fsync or close of the file reports.
 
 use super::dirty::{overlay_spans, DirtyMap};
+use super::rechunk;
 use super::*;
-use crate::chunker::is_zero;
+use crate::chunks::NewChunk;
 use crate::ids::{ChunkId, ContainerId};
-use crate::records::{ExtentRec, FileKind, Timestamp, EXTENT_TAIL};
+use crate::records::{ExtentRec, FileKind, Timestamp};
 
 /// Largest file size (the kernel's limit for FUSE files is also 2^63-1).
 pub const MAX_FILE_SIZE: u64 = i64::MAX as u64;
@@ -27,14 +28,17 @@ const STREAM_TAKE_DIVISOR: usize = 2;
 #[derive(Debug, Default)]
 struct FileInner {
     size: u64,
-    mtime: Option<Timestamp>,
-    ctime: Option<Timestamp>,
+    /// Attribute changes not yet committed (they go with the next flush).
+    attrs: PendingAttrs,
     dirty: DirtyMap,
     inflight: Vec<(u64, Arc<Vec<u8>>)>,
     opens: u32,
     dirty_since: Option<Instant>,
     unlinked: bool,
     error: Option<FsError>,
+    /// End of the last read, and how far chunks have been read ahead.
+    last_read_end: u64,
+    read_ahead_until: u64,
 }
 
 /// In-memory state of a file that is open or has buffered writes.
@@ -47,8 +51,7 @@ pub(crate) struct FileState {
 
 pub(crate) struct OverlayAttrs {
     pub size: u64,
-    pub mtime: Option<Timestamp>,
-    pub ctime: Option<Timestamp>,
+    pub attrs: PendingAttrs,
     pub buffered: usize,
 }
 
@@ -69,8 +72,7 @@ impl FileState {
         let g = self.inner.lock();
         OverlayAttrs {
             size: g.size,
-            mtime: g.mtime,
-            ctime: g.ctime,
+            attrs: g.attrs,
             buffered: g.dirty.bytes() + g.inflight.iter().map(|(_, d)| d.len()).sum::<usize>(),
         }
     }
@@ -85,36 +87,41 @@ impl FileState {
         }
     }
 
-    pub fn times_committed(&self, mtime: bool, ctime: Option<Timestamp>) {
+    /// Takes an attribute change without a commit when the file has uncommitted state
+    /// anyway (the next flush commits it); false when it must be committed now.
+    pub fn buffer_attrs(&self, set: &SetAttr, now: Timestamp) -> bool {
         let mut g = self.inner.lock();
-        if mtime {
-            g.mtime = None;
+        if g.dirty.is_empty() && g.inflight.is_empty() && g.attrs.is_empty() {
+            return false;
         }
-        if ctime.is_some() {
-            g.ctime = None;
+        let a = &mut g.attrs;
+        if let Some(m) = set.mode {
+            a.perm = Some((m & 0o7777) as u16);
         }
+        if set.uid.is_some() {
+            a.uid = set.uid;
+        }
+        if set.gid.is_some() {
+            a.gid = set.gid;
+        }
+        let at = |t: SetTime| match t {
+            SetTime::Now => now,
+            SetTime::At(x) => x,
+        };
+        if let Some(t) = set.atime {
+            a.atime = Some(at(t));
+        }
+        if let Some(t) = set.mtime {
+            a.mtime = Some(at(t));
+        }
+        a.ctime = Some(set.ctime.unwrap_or(now));
+        g.dirty_since.get_or_insert_with(Instant::now);
+        true
     }
 
     pub fn dirty_since(&self) -> Option<Instant> {
         self.inner.lock().dirty_since
     }
-}
-
-/// A new extent produced by a flush.
-#[derive(Clone, Copy, Debug)]
-struct NewExtent {
-    off: u64,
-    rec: ExtentRec,
-}
-
-/// A region of a file re-chunked by a flush: the bytes of [start, start+commit_len) are
-/// committed as `extents`; the rest stays buffered.
-struct Region {
-    start: u64,
-    commit_len: u64,
-    extents: Vec<NewExtent>,
-    buf: Vec<u8>,
-    cuts: Vec<(usize, usize)>,
 }
 
 fn rd_err(node_desc: &str, e: FsError) -> FsError {
@@ -139,7 +146,7 @@ impl FsCore {
         let mut m = self.files.lock();
         if let Some(f) = m.get(&key) {
             let g = f.inner.lock();
-            if g.opens == 0 && g.dirty.is_empty() && g.inflight.is_empty() {
+            if g.opens == 0 && g.dirty.is_empty() && g.inflight.is_empty() && g.attrs.is_empty() {
                 drop(g);
                 m.remove(&key);
             }
@@ -238,7 +245,7 @@ impl FsCore {
             let delta = {
                 let mut g = f.inner.lock();
                 let d = -(g.dirty.bytes() as isize);
-                g.dirty = DirtyMap::default();
+                g.dirty.discard(0, u64::MAX);
                 g.dirty_since = None;
                 d
             };
@@ -247,9 +254,9 @@ impl FsCore {
             let ci = self.store.registry().get(f.container);
             if let Some(ci) = ci {
                 self.store.committer.commit(|c| {
-                    if let Some(rec) = Self::txn_inode(c, &ci.read_point, ino)? {
+                    if let Some(rec) = self.txn_inode(c, &ci.read_point, ino)? {
                         if rec.nlink == 0 {
-                            Self::put_inode(c, &ci.read_point, ino, None);
+                            self.put_inode(c, &ci.read_point, ino, None);
                         }
                     }
                     c.txn
@@ -265,6 +272,24 @@ impl FsCore {
             }
         }
         self.maybe_evict(key);
+        Ok(())
+    }
+
+    /// Clears setuid/setgid as a write by an unprivileged caller must (the kernel flags such
+    /// writes and leaves this to us).
+    pub fn drop_privileges(&self, node: u64) -> FsResult<()> {
+        let cur = self.getattr(node)?;
+        let killed = super::attrs::kill_suid_sgid(cur.perm);
+        if killed != cur.perm {
+            self.setattr(
+                &Ctx::root(),
+                node,
+                SetAttr {
+                    mode: Some(killed as u32),
+                    ..Default::default()
+                },
+            )?;
+        }
         Ok(())
     }
 
@@ -293,10 +318,10 @@ impl FsCore {
             }
             let d = g.dirty.write(off, data);
             g.size = g.size.max(end);
-            g.mtime = Some(now);
-            g.ctime = Some(now);
+            g.attrs.mtime = Some(now);
+            g.attrs.ctime = Some(now);
             g.dirty_since.get_or_insert_with(Instant::now);
-            (d, g.dirty.span_len_at(off))
+            (d, g.dirty.run_len_at(off))
         };
         self.adjust_buffered(delta);
         if span >= self.opts.stream_trigger {
@@ -347,6 +372,76 @@ impl FsCore {
         Ok(crate::extents::overlapping(
             &kv, rp, ino, gen, from, to, max,
         )?)
+    }
+
+    /// The `len` bytes from `off` described by sorted, disjoint `exts` (holes read as zeros),
+    /// assembled in order without zero-filling first.
+    fn bytes_of_extents(
+        &self,
+        exts: &[(u64, ExtentRec)],
+        off: u64,
+        len: usize,
+    ) -> FsResult<Vec<u8>> {
+        let end = off + len as u64;
+        let mut out = Vec::with_capacity(len);
+        for (o, e) in exts {
+            let eend = o + e.len as u64;
+            if eend <= off || *o >= end {
+                continue;
+            }
+            let s = (*o).max(off);
+            let t = eend.min(end);
+            out.resize((s - off) as usize, 0);
+            let data = self.store.chunks.read(e.chunk)?;
+            let from = e.chunk_off as usize + (s - o) as usize;
+            let src = data.get(from..from + (t - s) as usize).ok_or_else(|| {
+                FsError::Corrupt(format!(
+                    "extent at {o} reaches past the end of chunk {} ({} bytes)",
+                    e.chunk,
+                    data.len()
+                ))
+            })?;
+            out.extend_from_slice(src);
+        }
+        out.resize(len, 0);
+        Ok(out)
+    }
+
+    /// For a sequential reader, queues the chunks of the next window for decompression on
+    /// the read-ahead threads, so that they are in the cache when the reader gets there.
+    #[allow(clippy::too_many_arguments)]
+    fn read_ahead(
+        &self,
+        f: &FileState,
+        rp: &ReadPoint,
+        ino: Ino,
+        gen: u64,
+        off: u64,
+        len: u64,
+        size: u64,
+    ) {
+        const WINDOW: u64 = 8 << 20;
+        let from = {
+            let mut g = f.inner.lock();
+            let sequential =
+                off <= g.last_read_end + (1 << 20) && off + (1 << 20) >= g.last_read_end;
+            g.last_read_end = off + len;
+            let want = (off + len + WINDOW).min(size);
+            if !sequential || want <= g.read_ahead_until.max(off + len) {
+                return;
+            }
+            let from = g.read_ahead_until.max(off + len);
+            g.read_ahead_until = want;
+            (from, want)
+        };
+        let Some(ra) = &self.readahead else { return };
+        if let Ok(exts) = self.extents_overlapping(rp, ino, gen, from.0, from.1) {
+            ra.enqueue(
+                exts.into_iter()
+                    .map(|(_, e)| e.chunk)
+                    .filter(|c| self.store.chunks.cache().get(*c).is_none()),
+            );
+        }
     }
 
     /// Copies the bytes of `exts` that fall in [off, off+buf.len()) into `buf`.
@@ -409,17 +504,21 @@ impl FsCore {
             return Ok(Vec::new());
         }
         let len = (size as u64).min(fsize - off) as usize;
-        let mut buf = vec![0u8; len];
         let covered = dirty.iter().map(|(_, d)| d.len()).sum::<usize>() == len;
-        if !covered {
+        let mut buf = if covered {
+            vec![0u8; len]
+        } else {
             let exts =
                 self.extents_overlapping(&ci.read_point, ino, rec.data_gen, off, off + len as u64)?;
-            self.fill_from_extents(&exts, off, &mut buf).map_err(|e| {
+            self.bytes_of_extents(&exts, off, len).map_err(|e| {
                 rd_err(
                     &format!("read of inode {ino} in container '{}'", ci.rec.name),
                     e,
                 )
-            })?;
+            })?
+        };
+        if let Some(f) = &f {
+            self.read_ahead(f, &ci.read_point, ino, rec.data_gen, off, len as u64, fsize);
         }
         overlay_spans(
             inflight.iter().map(|(o, d)| (*o, d.as_slice())),
@@ -491,31 +590,28 @@ impl FsCore {
         let Some(ci) = self.store.registry().get(f.container) else {
             // The container is gone: nothing to keep.
             let mut g = f.inner.lock();
-            let d = -(g.dirty.bytes() as isize);
-            g.dirty = DirtyMap::default();
+            let d = g.dirty.discard(0, u64::MAX);
             drop(g);
             self.adjust_buffered(d);
             return Ok(());
         };
-        let (spans, size, mtime, ctime) = {
+        let (spans, size, attrs) = {
             let mut g = f.inner.lock();
             let spans = match mode {
                 FlushMode::Force => g.dirty.take_all(),
                 FlushMode::Stream => g
                     .dirty
-                    .take_large(self.opts.stream_trigger / STREAM_TAKE_DIVISOR),
+                    .take_first_run(self.opts.stream_trigger / STREAM_TAKE_DIVISOR),
             };
-            if spans.is_empty() {
+            // Buffered attribute changes alone are committed by a forced flush.
+            if spans.is_empty() && (mode == FlushMode::Stream || g.attrs.is_empty()) {
                 return Ok(());
             }
             g.inflight = spans.into_iter().map(|(o, v)| (o, Arc::new(v))).collect();
-            if g.dirty.is_empty() {
-                g.dirty_since = None;
-            }
-            (g.inflight.clone(), g.size, g.mtime, g.ctime)
+            (g.inflight.clone(), g.size, g.attrs)
         };
         let taken: usize = spans.iter().map(|(_, d)| d.len()).sum();
-        let result = self.flush_spans(f, &ci, &spans, size, mode, mtime, ctime);
+        let result = self.flush_spans(f, &ci, &spans, size, mode, attrs);
         let mut delta = -(taken as isize);
         {
             let mut g = f.inner.lock();
@@ -530,11 +626,21 @@ impl FsCore {
                 delta += g.dirty.write_under(o, &d);
             }
             g.inflight.clear();
-            if !g.dirty.is_empty() && g.dirty_since.is_none() {
+            if result.is_ok() {
+                g.attrs.clear_committed(&attrs);
+            }
+            if g.dirty.is_empty() && g.attrs.is_empty() {
+                g.dirty_since = None;
+            } else if g.dirty_since.is_none() {
                 g.dirty_since = Some(Instant::now());
             }
         }
         self.adjust_buffered(delta);
+        for (_, a) in spans {
+            if let Ok(v) = Arc::try_unwrap(a) {
+                self.pool.put(v);
+            }
+        }
         result.map(|_| ())
     }
 
@@ -547,8 +653,7 @@ impl FsCore {
         spans: &[(u64, Arc<Vec<u8>>)],
         size: u64,
         mode: FlushMode,
-        mtime: Option<Timestamp>,
-        ctime: Option<Timestamp>,
+        attrs: PendingAttrs,
     ) -> FsResult<Vec<(u64, Vec<u8>)>> {
         let ino = f.key.1;
         let rp = &ci.read_point;
@@ -563,116 +668,52 @@ impl FsCore {
         let exts =
             self.extents_overlapping(rp, ino, gen, lo.saturating_sub(1), hi.saturating_add(1))?;
 
-        // Regions: each span widened to the boundaries of the extents it cuts into.
-        let mut regions: Vec<(u64, u64)> = Vec::new();
-        for (a, d) in spans {
-            let (a, b) = (*a, a + d.len() as u64);
-            let (mut s, mut e) = (a, b);
-            for (o, x) in &exts {
-                let xe = o + x.len as u64;
-                if *o < a && (xe > a || (xe == a && x.flags & EXTENT_TAIL != 0)) {
-                    s = s.min(*o);
-                }
-                if *o < b && xe > b {
-                    e = e.max(xe);
-                }
-            }
-            regions.push((s, e));
-        }
-        regions.sort();
-        let mut merged: Vec<(u64, u64)> = Vec::new();
-        for (s, e) in regions {
-            match merged.last_mut() {
-                Some(last) if s < last.1 => last.1 = last.1.max(e),
-                _ => merged.push((s, e)),
-            }
-        }
-
         let chunker = &self.store.chunker;
         let hasher = self.store.chunks.hasher();
-        let n_regions = merged.len();
-        let mut built: Vec<Region> = Vec::with_capacity(n_regions);
-        for (i, (s, e)) in merged.into_iter().enumerate() {
-            let mut buf = vec![0u8; (e - s) as usize];
-            // Old bytes for the parts no span covers, then the spans on top.
-            let mut pos = s;
-            let mut gaps = Vec::new();
-            for (o, d) in spans
-                .iter()
-                .filter(|(o, d)| *o < e && o + d.len() as u64 > s)
-            {
-                if *o > pos {
-                    gaps.push((pos, *o));
-                }
-                pos = pos.max(o + d.len() as u64);
-            }
-            if pos < e {
-                gaps.push((pos, e));
-            }
-            for (gs, ge) in gaps {
-                let range = &mut buf[(gs - s) as usize..(ge - s) as usize];
-                self.fill_from_extents(&exts, gs, range).map_err(|err| {
+        let regions = rechunk::plan(spans, &exts);
+        let mut built: Vec<rechunk::Region> = Vec::with_capacity(regions.len());
+        for (s, e) in regions {
+            let parts = rechunk::assemble(s, e, spans, |off, buf| {
+                self.fill_from_extents(&exts, off, buf).map_err(|err| {
                     rd_err(
                         &format!("re-chunking inode {ino} in container '{}'", ci.rec.name),
                         err,
                     )
-                })?;
-            }
-            overlay_spans(spans.iter().map(|(o, d)| (*o, d.as_slice())), s, &mut buf);
-
-            let streaming_tail = mode == FlushMode::Stream && i + 1 == n_regions && e >= size;
-            let lens = chunker.cut(&buf, !streaming_tail);
-            let mut cuts = Vec::with_capacity(lens.len());
-            let mut p = 0usize;
-            for n in lens {
-                cuts.push((p, n));
-                p += n;
-            }
-            let consumed = p as u64;
-            let mut extents = Vec::with_capacity(cuts.len());
-            for (k, &(p, n)) in cuts.iter().enumerate() {
-                let data = &buf[p..p + n];
-                if is_zero(data) {
-                    continue;
-                }
-                let end = s + (p + n) as u64;
-                let last = k + 1 == cuts.len();
-                let forced = last
-                    && !streaming_tail
-                    && end >= size
-                    && chunker.next_cut(data, false).is_none();
-                extents.push(NewExtent {
-                    off: s + p as u64,
-                    rec: ExtentRec {
-                        len: n as u32,
-                        chunk: hasher.id(data),
-                        chunk_off: 0,
-                        flags: if forced { EXTENT_TAIL } else { 0 },
-                    },
-                });
-            }
-            built.push(Region {
-                start: s,
-                commit_len: consumed,
-                extents,
-                buf,
-                cuts,
-            });
+                })
+            })?;
+            // While streaming, a region that ends where the written bytes end keeps its
+            // undecided tail buffered (more bytes may follow); one widened to an old
+            // extent's end is cut there, a boundary the old chunking already made.
+            let dirty_end = spans
+                .iter()
+                .map(|(o, d)| o + d.len() as u64)
+                .filter(|&x| x <= e)
+                .max()
+                .unwrap_or(0);
+            let streaming_tail = mode == FlushMode::Stream && dirty_end == e;
+            let successor = |id: ChunkId| self.store.chunks.successor(id);
+            built.push(rechunk::cut(
+                chunker,
+                hasher,
+                &successor,
+                s,
+                parts,
+                !streaming_tail,
+                size,
+            ));
         }
 
         // Store new chunks (deduplicated, compressed in parallel), then commit.
-        let mut all: Vec<(ChunkId, &[u8])> = Vec::new();
-        for r in &built {
-            let mut ei = 0;
-            for &(p, n) in &r.cuts {
-                if let Some(x) = r.extents.get(ei) {
-                    if x.off == r.start + p as u64 {
-                        all.push((x.rec.chunk, &r.buf[p..p + n]));
-                        ei += 1;
-                    }
-                }
-            }
-        }
+        let all: Vec<NewChunk<'_>> = built
+            .iter()
+            .flat_map(|r| {
+                (0..r.extents.len()).map(move |i| NewChunk {
+                    id: r.extents[i].rec.chunk,
+                    data: r.chunk(i),
+                    next: r.next_of(i),
+                })
+            })
+            .collect();
         let compression = ci.rec.settings.compression;
         let claim = self
             .store
@@ -685,7 +726,7 @@ impl FsCore {
             .unwrap_or(0);
         let everything = mode == FlushMode::Force;
         let res = self.store.committer.commit(|c| {
-            let Some(mut rec) = Self::txn_inode(c, rp, ino)? else {
+            let Some(mut rec) = self.txn_inode(c, rp, ino)? else {
                 return Ok(());
             };
             if rec.data_gen != gen {
@@ -712,13 +753,8 @@ impl FsCore {
             } else {
                 rec.size.max(flushed_end.min(size))
             };
-            if let Some(t) = mtime {
-                rec.mtime = t;
-            }
-            if let Some(t) = ctime {
-                rec.ctime = t;
-            }
-            Self::put_inode(c, rp, ino, Some(&rec));
+            attrs.apply(&mut rec);
+            self.put_inode(c, rp, ino, Some(&rec));
             let (txn, store, cont) = c.split(ci.id());
             self.store
                 .chunks
@@ -731,14 +767,7 @@ impl FsCore {
         });
         self.store.chunks.release(claim);
         res?;
-        Ok(built
-            .into_iter()
-            .filter(|r| (r.commit_len as usize) < r.buf.len())
-            .map(|mut r| {
-                let rest = r.buf.split_off(r.commit_len as usize);
-                (r.start + r.commit_len, rest)
-            })
-            .collect())
+        Ok(built.into_iter().filter_map(|r| r.remainder).collect())
     }
 
     /// Inside a commit: makes [p, q) of the file consist of exactly `new` (holes
@@ -752,7 +781,7 @@ impl FsCore {
         gen: u64,
         p: u64,
         q: u64,
-        new: &[NewExtent],
+        new: &[rechunk::NewExtent],
         deltas: &mut HashMap<ChunkId, i64>,
         fs: &FsCore,
     ) -> FsResult<(u64, u64)> {
@@ -842,8 +871,8 @@ impl FsCore {
             let d = g.dirty.discard(from, to);
             if let Edit::Truncate(size) = edit {
                 g.size = size;
-                g.mtime = None;
-                g.ctime = None;
+                g.attrs.mtime = None;
+                g.attrs.ctime = None;
             }
             if let Edit::Zero {
                 grow_to: Some(end), ..
@@ -856,7 +885,7 @@ impl FsCore {
         }
         let mem_size = f.inner.lock().size;
         self.store.committer.commit(|c| {
-            let mut rec = Self::txn_inode(c, rp, ino)?.ok_or(FsError::NotFound)?;
+            let mut rec = self.txn_inode(c, rp, ino)?.ok_or(FsError::NotFound)?;
             let old_size = rec.size;
             let now = c.time;
             let mut deltas = HashMap::new();
@@ -906,7 +935,7 @@ impl FsCore {
             }
             rec.mtime = now;
             rec.ctime = now;
-            Self::put_inode(c, rp, ino, Some(&rec));
+            self.put_inode(c, rp, ino, Some(&rec));
             let (txn, store, cont) = c.split(ci.id());
             self.store
                 .chunks
@@ -1057,6 +1086,59 @@ impl FsCore {
             }
         }
         Ok(done)
+    }
+}
+
+/// Attribute changes buffered for the next commit of a file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct PendingAttrs {
+    pub perm: Option<u16>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub atime: Option<Timestamp>,
+    pub mtime: Option<Timestamp>,
+    pub ctime: Option<Timestamp>,
+}
+
+impl PendingAttrs {
+    pub fn is_empty(&self) -> bool {
+        *self == PendingAttrs::default()
+    }
+
+    pub fn apply(&self, rec: &mut InodeRec) {
+        if let Some(p) = self.perm {
+            rec.perm = p;
+        }
+        if let Some(u) = self.uid {
+            rec.uid = u;
+        }
+        if let Some(g) = self.gid {
+            rec.gid = g;
+        }
+        if let Some(t) = self.atime {
+            rec.atime = t;
+        }
+        if let Some(t) = self.mtime {
+            rec.mtime = t;
+        }
+        if let Some(t) = self.ctime {
+            rec.ctime = t;
+        }
+    }
+
+    /// Forgets the changes `done` committed, keeping any made since.
+    pub fn clear_committed(&mut self, done: &PendingAttrs) {
+        fn clear<T: PartialEq>(f: &mut Option<T>, d: &Option<T>) {
+            if d.is_some() && *f == *d {
+                *f = None;
+            }
+        }
+        clear(&mut self.perm, &done.perm);
+        clear(&mut self.uid, &done.uid);
+        clear(&mut self.gid, &done.gid);
+        clear(&mut self.atime, &done.atime);
+        clear(&mut self.mtime, &done.mtime);
+        clear(&mut self.ctime, &done.ctime);
     }
 }
 

@@ -1,18 +1,126 @@
 //! Bytes written to a file but not yet chunked and committed.
 //!
-//! Owns the write buffer of one open file: a set of disjoint, non-adjacent spans keyed by
-//! offset. Sequential writes extend the last span in place, so a streaming writer costs one
-//! `memcpy` per write. Invariant: spans never overlap or touch (touching spans are merged).
+//! Owns the write buffer of one open file: a set of disjoint spans keyed by offset.
+//! Sequential writes extend the last span in place, so a streaming writer costs one
+//! `memcpy` per write. Invariant: spans never overlap. Touching spans are merged when that
+//! is cheap; a full stream buffer is followed by a new span rather than regrown, and a
+//! large span is never copied into a small one before it. A *run* is a maximal sequence of
+//! touching spans; flushes take and chunk runs as a whole.
 
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Recycled stream buffers. A buffer the size of a flush is page-faulted in once and then
+/// reused, instead of being freshly mapped (and zeroed by the kernel) for every flush, which
+/// otherwise costs as much as the copying itself. Bounded: beyond `max_bytes` buffers are
+/// freed.
+#[derive(Debug)]
+pub struct BufPool {
+    bufs: Mutex<Vec<Vec<u8>>>,
+    max_bytes: usize,
+}
+
+impl BufPool {
+    pub fn new(max_bytes: usize) -> BufPool {
+        BufPool {
+            bufs: Mutex::new(Vec::new()),
+            max_bytes,
+        }
+    }
+
+    /// An empty buffer with at least `cap` bytes of capacity.
+    pub fn get(&self, cap: usize) -> Vec<u8> {
+        let mut b = self.bufs.lock();
+        match b.iter().position(|v| v.capacity() >= cap) {
+            Some(i) => b.swap_remove(i),
+            None => Vec::with_capacity(cap),
+        }
+    }
+
+    /// Returns a buffer for reuse (dropped if the pool is full or the buffer small).
+    pub fn put(&self, mut v: Vec<u8>) {
+        if v.capacity() < self.max_bytes / 8 {
+            return;
+        }
+        v.clear();
+        let mut b = self.bufs.lock();
+        let held: usize = b.iter().map(|x| x.capacity()).sum();
+        if held + v.capacity() <= self.max_bytes {
+            b.push(v);
+        }
+    }
+
+    pub fn held_bytes(&self) -> usize {
+        self.bufs.lock().iter().map(|x| x.capacity()).sum()
+    }
+}
 
 #[derive(Default, Debug)]
 pub struct DirtyMap {
     spans: BTreeMap<u64, Vec<u8>>,
     bytes: usize,
+    /// Capacity to give a span once it looks like a stream (see [`DirtyMap::with_stream_capacity`]).
+    stream_capacity: usize,
+    /// Length from which a span is treated as a stream.
+    stream_min: usize,
+    pool: Option<Arc<BufPool>>,
 }
 
+/// A span this long is a streaming writer's: it grows to the flush threshold at once
+/// instead of by doubling (each doubling copies the whole span).
+const STREAM_SPAN: usize = 1 << 20;
+
 impl DirtyMap {
+    pub fn with_stream_capacity(cap: usize, pool: Arc<BufPool>) -> DirtyMap {
+        DirtyMap {
+            stream_capacity: cap,
+            stream_min: STREAM_SPAN,
+            pool: Some(pool),
+            ..Default::default()
+        }
+    }
+
+    fn stream_min(&self) -> usize {
+        if self.stream_min == 0 {
+            STREAM_SPAN
+        } else {
+            self.stream_min
+        }
+    }
+
+    /// Moves a span that turned out to be a stream into a full-size (recycled) buffer.
+    fn grow_stream(&self, buf: &mut Vec<u8>, need: usize) {
+        let cap = self.stream_capacity.max(buf.len() + need);
+        let mut nb = match &self.pool {
+            Some(p) => p.get(cap),
+            None => Vec::with_capacity(cap),
+        };
+        nb.extend_from_slice(buf);
+        let old = std::mem::replace(buf, nb);
+        if let Some(p) = &self.pool {
+            p.put(old);
+        }
+    }
+
+    /// Appends `data` to a span, switching to a stream buffer when it grows large.
+    fn append(&self, buf: &mut Vec<u8>, data: &[u8]) {
+        if buf.capacity() - buf.len() < data.len()
+            && buf.len() + data.len() >= self.stream_min()
+            && self.stream_capacity > buf.len()
+        {
+            self.grow_stream(buf, data.len());
+        }
+        buf.extend_from_slice(data);
+    }
+
+    /// Gives a span's buffer back for reuse.
+    pub fn recycle(&self, v: Vec<u8>) {
+        if let Some(p) = &self.pool {
+            p.put(v);
+        }
+    }
+
     pub fn bytes(&self) -> usize {
         self.bytes
     }
@@ -29,61 +137,97 @@ impl DirtyMap {
             .map(|(o, v)| o + v.len() as u64)
     }
 
-    /// Length of the span containing `off`, if any.
-    pub fn span_len_at(&self, off: u64) -> usize {
-        match self.spans.range(..=off).next_back() {
-            Some((o, v)) if o + v.len() as u64 >= off => v.len(),
-            _ => 0,
+    /// Length of the run (touching spans) containing or ending at `off`, if any.
+    pub fn run_len_at(&self, off: u64) -> usize {
+        let Some((&s0, v0)) = self.spans.range(..=off).next_back() else {
+            return 0;
+        };
+        if s0 + (v0.len() as u64) < off {
+            return 0;
         }
+        let mut total = v0.len();
+        let mut start = s0;
+        while let Some((&s, v)) = self.spans.range(..start).next_back() {
+            if s + v.len() as u64 != start {
+                break;
+            }
+            total += v.len();
+            start = s;
+        }
+        let mut end = s0 + v0.len() as u64;
+        while let Some(v) = self.spans.get(&end) {
+            total += v.len();
+            end += v.len() as u64;
+        }
+        total
     }
 
     /// Writes `data` at `off`; returns the change in buffered bytes.
+    ///
+    /// The span that starts at or before `off` and reaches it is extended in place, unless it
+    /// is a full stream buffer and the write only appends to it (then a new span starts).
+    /// Spans the write overlaps on the right are absorbed; a span that merely touches its end
+    /// is absorbed only if small. Each byte is thus copied about once, even when the kernel
+    /// writes a stream back out of order with several threads.
     pub fn write(&mut self, off: u64, data: &[u8]) -> isize {
         if data.is_empty() {
             return 0;
         }
         let end = off + data.len() as u64;
-        // Fast path: appending to the span that ends exactly at `off`.
-        if let Some((&s, v)) = self.spans.range_mut(..=off).next_back() {
-            let vend = s + v.len() as u64;
-            if vend == off && self.spans.range(off + 1..=end).next().is_none() {
-                if let Some(v) = self.spans.get_mut(&s) {
-                    v.extend_from_slice(data);
-                }
-                self.bytes += data.len();
-                return data.len() as isize;
+        let before = self.bytes;
+        let left = match self.spans.range(..=off).next_back() {
+            Some((&s, v)) if s + v.len() as u64 > off => Some(s),
+            Some((&s, v)) if s + v.len() as u64 == off && !self.is_full_stream(v, data.len()) => {
+                Some(s)
             }
+            _ => None,
+        };
+        let (start, mut buf) = match left {
+            Some(s) => {
+                let v = self.spans.remove(&s).unwrap_or_default();
+                self.bytes -= v.len();
+                (s, v)
+            }
+            None => (off, Vec::new()),
+        };
+        let at = (off - start) as usize;
+        let overlap_end = buf.len().min(at + data.len());
+        if at < buf.len() {
+            buf[at..overlap_end].copy_from_slice(&data[..overlap_end - at]);
         }
-        // General case: merge every span overlapping or touching [off, end].
-        let mut start = off;
-        let mut new_end = end;
-        let touching: Vec<u64> = self
+        if at + data.len() > buf.len() {
+            let from = buf.len() - at.min(buf.len());
+            self.append(&mut buf, &data[from..]);
+        }
+        // Spans starting inside the written range, or touching its end and small.
+        let right: Vec<u64> = self
             .spans
-            .range(..=end)
-            .rev()
-            .take_while(|(o, v)| *o + v.len() as u64 >= off)
+            .range(off + 1..=end)
+            .filter(|(o, v)| **o < end || v.len() < self.stream_min())
             .map(|(o, _)| *o)
             .collect();
-        for &o in &touching {
-            let len = self.spans[&o].len() as u64;
-            start = start.min(o);
-            new_end = new_end.max(o + len);
-        }
-        let mut merged = vec![0u8; (new_end - start) as usize];
-        let mut removed = 0usize;
-        for o in touching {
+        for o in right {
             if let Some(v) = self.spans.remove(&o) {
-                let at = (o - start) as usize;
-                merged[at..at + v.len()].copy_from_slice(&v);
-                removed += v.len();
+                self.bytes -= v.len();
+                let vend = o + v.len() as u64;
+                let cur_end = start + buf.len() as u64;
+                if vend > cur_end {
+                    self.append(&mut buf, &v[(cur_end - o) as usize..]);
+                }
+                self.recycle(v);
             }
         }
-        let at = (off - start) as usize;
-        merged[at..at + data.len()].copy_from_slice(data);
-        self.bytes = self.bytes - removed + merged.len();
-        let delta = merged.len() as isize - removed as isize;
-        self.spans.insert(start, merged);
-        delta
+        self.bytes += buf.len();
+        self.spans.insert(start, buf);
+        self.bytes as isize - before as isize
+    }
+
+    /// A big stream buffer without room for `more` bytes: appending would regrow (copy or
+    /// fault in) it, so a new span starts instead.
+    fn is_full_stream(&self, v: &[u8], more: usize) -> bool {
+        self.stream_capacity > 0
+            && v.len() >= self.stream_capacity / 2
+            && v.len() + more > self.stream_capacity
     }
 
     /// Writes only the parts of [off, off+len) that hold no dirty bytes (newer writes win).
@@ -152,20 +296,24 @@ impl DirtyMap {
         std::mem::take(&mut self.spans).into_iter().collect()
     }
 
-    /// Removes and returns the spans of at least `min_len` bytes.
-    pub fn take_large(&mut self, min_len: usize) -> Vec<(u64, Vec<u8>)> {
-        let keys: Vec<u64> = self
-            .spans
-            .iter()
-            .filter(|(_, v)| v.len() >= min_len)
-            .map(|(o, _)| *o)
-            .collect();
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
-            if let Some(v) = self.spans.remove(&k) {
-                self.bytes -= v.len();
-                out.push((k, v));
-            }
+    /// Removes and returns the spans of the first (lowest) run, if it holds at least
+    /// `min_len` bytes. Later runs wait: a gap before them is usually bytes still on their
+    /// way (the kernel writes back out of order), and cutting a run that starts after a gap
+    /// would put a chunk boundary where the content has none.
+    pub fn take_first_run(&mut self, min_len: usize) -> Vec<(u64, Vec<u8>)> {
+        let Some((&first, _)) = self.spans.iter().next() else {
+            return Vec::new();
+        };
+        if self.run_len_at(first) < min_len {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let mut at = first;
+        while let Some(v) = self.spans.remove(&at) {
+            self.bytes -= v.len();
+            let next = at + v.len() as u64;
+            out.push((at, v));
+            at = next;
         }
         out
     }
@@ -226,9 +374,11 @@ mod tests {
 
     proptest! {
         /// The map agrees with a byte array (0 = not dirty) after any sequence of edits.
+        /// Tiny stream thresholds make full-buffer splits and recycling happen here.
         #[test]
         fn matches_model(ops in proptest::collection::vec(op(), 1..40)) {
-            let mut m = DirtyMap::default();
+            let pool = Arc::new(BufPool::new(1000));
+            let mut m = DirtyMap { stream_capacity: 96, stream_min: 24, pool: Some(pool), ..Default::default() };
             let mut model = vec![0u8; 400];
             for op in ops {
                 match op {
@@ -243,9 +393,9 @@ mod tests {
                 m.overlay(0, &mut buf);
                 prop_assert_eq!(&buf, &model);
                 prop_assert_eq!(m.bytes(), model.iter().filter(|&&b| b != 0).count());
-                // invariant: spans neither overlap nor touch
+                // invariant: spans never overlap
                 let spans: Vec<(u64, usize)> = m.spans().map(|(o, v)| (o, v.len())).collect();
-                for w in spans.windows(2) { prop_assert!(w[0].0 + (w[0].1 as u64) < w[1].0); }
+                for w in spans.windows(2) { prop_assert!(w[0].0 + (w[0].1 as u64) <= w[1].0); }
             }
         }
     }
@@ -257,9 +407,16 @@ mod tests {
             m.write(i * 10, &[1u8; 10]);
         }
         assert_eq!(m.spans().count(), 1);
-        assert_eq!(m.span_len_at(500), 1000);
-        let big = m.take_large(500);
-        assert_eq!(big.len(), 1);
+        assert_eq!(m.run_len_at(500), 1000);
+        m.write(5000, &[2u8; 600]);
+        let big = m.take_first_run(500);
+        assert_eq!(big.len(), 1, "only the first run");
+        assert_eq!(
+            m.take_first_run(700).len(),
+            0,
+            "the next run is smaller than asked"
+        );
+        assert_eq!(m.take_first_run(500).len(), 1);
         assert!(m.is_empty());
     }
 }

@@ -19,7 +19,9 @@ mod attrs;
 mod data;
 pub mod dirty;
 pub mod error;
+mod icache;
 mod namespace;
+mod rechunk;
 pub mod types;
 
 #[cfg(test)]
@@ -70,7 +72,7 @@ impl Default for FsOptions {
             .unwrap_or(2);
         FsOptions {
             read_only: false,
-            dirty_limit: 96 << 20,
+            dirty_limit: 48 << 20,
             stream_trigger: 8 << 20,
             flush_age: Duration::from_secs(5),
             sync_interval: Duration::from_secs(5),
@@ -148,6 +150,54 @@ pub struct FsCore {
     /// Set when a flush failed for lack of space; writers fail fast until a flush succeeds.
     pub(crate) out_of_space: AtomicBool,
     last_sync: Mutex<Instant>,
+    /// Recycled stream buffers for write buffering.
+    pub(crate) pool: Arc<dirty::BufPool>,
+    /// Committed inode records of live trees.
+    icache: Arc<icache::InodeCache>,
+    /// Decompresses chunks ahead of sequential readers (absent without background threads).
+    pub(crate) readahead: Option<Arc<ReadAhead>>,
+}
+
+/// A queue of chunks to load into the cache, served by background threads.
+pub(crate) struct ReadAhead {
+    queue: Mutex<VecDeque<crate::ids::ChunkId>>,
+    cv: Condvar,
+    stop: AtomicBool,
+}
+
+impl ReadAhead {
+    const MAX_QUEUED: usize = 1024;
+
+    pub fn enqueue(&self, ids: impl Iterator<Item = crate::ids::ChunkId>) {
+        let mut q = self.queue.lock();
+        for id in ids {
+            if q.len() >= Self::MAX_QUEUED {
+                break;
+            }
+            q.push_back(id);
+        }
+        drop(q);
+        self.cv.notify_all();
+    }
+
+    fn run(&self, store: &Store) {
+        loop {
+            let id = {
+                let mut q = self.queue.lock();
+                loop {
+                    if self.stop.load(Ordering::Acquire) {
+                        return;
+                    }
+                    if let Some(id) = q.pop_front() {
+                        break id;
+                    }
+                    self.cv.wait_for(&mut q, Duration::from_millis(500));
+                }
+            };
+            // Errors surface on the real read, with its context.
+            let _ = store.chunks.read(id);
+        }
+    }
 }
 
 /// The filesystem: the core plus its background threads.
@@ -185,6 +235,15 @@ impl Fs {
             tick: (Mutex::new(()), Condvar::new()),
             out_of_space: AtomicBool::new(false),
             last_sync: Mutex::new(Instant::now()),
+            pool: Arc::new(dirty::BufPool::new((opts.stream_trigger + (2 << 20)) * 3)),
+            icache: Arc::new(icache::InodeCache::new(65536)),
+            readahead: opts.background.then(|| {
+                Arc::new(ReadAhead {
+                    queue: Mutex::new(VecDeque::new()),
+                    cv: Condvar::new(),
+                    stop: AtomicBool::new(false),
+                })
+            }),
         });
         let mut threads = Vec::new();
         if opts.background {
@@ -204,6 +263,17 @@ impl Fs {
             {
                 threads.push(h);
             }
+            if let Some(ra) = &core.readahead {
+                for i in 0..opts.compress_threads.max(1) {
+                    let (ra, store) = (ra.clone(), core.store.clone());
+                    if let Ok(h) = std::thread::Builder::new()
+                        .name(format!("readahead-{i}"))
+                        .spawn(move || ra.run(&store))
+                    {
+                        threads.push(h);
+                    }
+                }
+            }
         }
         Fs {
             core,
@@ -220,6 +290,10 @@ impl Fs {
         self.core.shutdown.store(true, Ordering::SeqCst);
         self.core.queue_cv.notify_all();
         self.core.tick.1.notify_all();
+        if let Some(ra) = &self.core.readahead {
+            ra.stop.store(true, Ordering::Release);
+            ra.cv.notify_all();
+        }
         for t in self.threads.lock().drain(..) {
             let _ = t.join();
         }
@@ -285,26 +359,50 @@ impl FsCore {
 
     /// The committed inode record (no buffered-write overlay).
     pub(crate) fn inode(&self, rp: &ReadPoint, ino: Ino) -> FsResult<InodeRec> {
+        if rp.levels[0].1 == Version::LATEST {
+            if let Some(hit) = self.icache.get(&(rp.branch(), ino)) {
+                return hit.ok_or(FsError::NotFound);
+            }
+        }
         let raw = mvcc::get_live(&**self.store.kv(), Cf::Inodes, rp, ino, &[])?
             .ok_or(FsError::NotFound)?;
         Ok(InodeRec::decode(&raw)?)
     }
 
+    /// An inode as a commit sees it: its own pending write, else the committed record.
     pub(crate) fn txn_inode(
+        &self,
         c: &Commit<'_>,
         rp: &ReadPoint,
         ino: Ino,
     ) -> FsResult<Option<InodeRec>> {
+        let key = mvcc::version_key(rp.branch(), ino, &[], c.version);
+        if c.txn.pending(Cf::Inodes, &key).is_none() && rp.levels[0].1 == Version::LATEST {
+            if let Some(hit) = self.icache.get(&(rp.branch(), ino)) {
+                return Ok(hit);
+            }
+        }
         match mvcc::txn_get_live(&c.txn, Cf::Inodes, rp, ino, &[], c.version)? {
             Some(raw) => Ok(Some(InodeRec::decode(&raw)?)),
             None => Ok(None),
         }
     }
 
-    pub(crate) fn put_inode(c: &mut Commit<'_>, rp: &ReadPoint, ino: Ino, rec: Option<&InodeRec>) {
+    /// Writes an inode record (or deletes it) in a commit, and the cache once committed.
+    pub(crate) fn put_inode(
+        &self,
+        c: &mut Commit<'_>,
+        rp: &ReadPoint,
+        ino: Ino,
+        rec: Option<&InodeRec>,
+    ) {
         let v = c.version;
         let enc = rec.map(|r| r.encode());
         mvcc::put(&mut c.txn, Cf::Inodes, rp, ino, &[], v, enc.as_deref());
+        let key = (rp.branch(), ino);
+        let rec = rec.cloned();
+        let cache = self.icache.clone();
+        c.after_commit(move || cache.put(key, rec));
     }
 
     pub(crate) fn txn_dirent(

@@ -21,6 +21,10 @@ enum MNode {
 struct Model {
     nodes: Vec<MNode>,
     nlink: Vec<u32>,
+    xattrs: Vec<BTreeMap<Vec<u8>, Vec<u8>>>,
+    /// Permission bits and mtime seconds set explicitly (None: not set by the test).
+    perm: Vec<Option<u16>>,
+    mtime: Vec<Option<i64>>,
 }
 
 impl Model {
@@ -28,6 +32,9 @@ impl Model {
         Model {
             nodes: vec![MNode::Dir(BTreeMap::new())],
             nlink: vec![2],
+            xattrs: vec![BTreeMap::new()],
+            perm: vec![None],
+            mtime: vec![None],
         }
     }
     fn dir(&self, d: usize) -> &BTreeMap<Vec<u8>, usize> {
@@ -106,6 +113,11 @@ enum Op {
     FlushAll,
     List(usize),
     Stat(usize, u8),
+    SetX(usize, u8, u8, i32),
+    GetX(usize, u8),
+    RmX(usize, u8),
+    Chmod(usize, u16),
+    Touch(usize, i64),
     Reopen,
 }
 
@@ -128,6 +140,11 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::FlushAll),
         2 => i.clone().prop_map(Op::List),
         2 => (i.clone(), n.clone()).prop_map(|(d, n)| Op::Stat(d, n)),
+        1 => (i.clone(), 0u8..3, any::<u8>(), 0i32..3).prop_map(|(f, n, v, fl)| Op::SetX(f, n, v, fl)),
+        1 => (i.clone(), 0u8..3).prop_map(|(f, n)| Op::GetX(f, n)),
+        1 => (i.clone(), 0u8..3).prop_map(|(f, n)| Op::RmX(f, n)),
+        1 => (i.clone(), 0o400u16..0o777).prop_map(|(f, p)| Op::Chmod(f, p)),
+        1 => (i.clone(), 0i64..2_000_000_000).prop_map(|(f, t)| Op::Touch(f, t)),
         1 => Just(Op::Reopen),
     ]
 }
@@ -337,6 +354,9 @@ fn run(ops: Vec<Op>, backend: Backend) -> Result<(), TestCaseError> {
                     });
                     m.nlink
                         .push(if matches!(op, Op::Mkdir(..)) { 2 } else { 1 });
+                    m.xattrs.push(BTreeMap::new());
+                    m.perm.push(None);
+                    m.mtime.push(None);
                     m.dir_mut(d).insert(nm, id);
                     if matches!(op, Op::Mkdir(..)) {
                         m.nlink[d] += 1;
@@ -360,6 +380,7 @@ fn run(ops: Vec<Op>, backend: Backend) -> Result<(), TestCaseError> {
                     .write(node, fh, off as u64, &d)
                     .map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
                 prop_assert_eq!(n as usize, d.len());
+                m.mtime[f] = None;
                 if let MNode::File(v) = &mut m.nodes[f] {
                     let end = off as usize + d.len();
                     if v.len() < end {
@@ -383,6 +404,7 @@ fn run(ops: Vec<Op>, backend: Backend) -> Result<(), TestCaseError> {
                         },
                     )
                     .map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
+                m.mtime[f] = None;
                 if let MNode::File(v) = &mut m.nodes[f] {
                     v.resize(size as usize, 0);
                 }
@@ -396,6 +418,7 @@ fn run(ops: Vec<Op>, backend: Backend) -> Result<(), TestCaseError> {
                 r.fs()
                     .fallocate(r.ids[&f], fh, off as u64, len as u64, Fallocate::PunchHole)
                     .map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
+                m.mtime[f] = None;
                 if let MNode::File(v) = &mut m.nodes[f] {
                     let end = (off as usize + len as usize).min(v.len());
                     for b in v.iter_mut().take(end).skip(off as usize) {
@@ -607,6 +630,12 @@ fn run(ops: Vec<Op>, backend: Backend) -> Result<(), TestCaseError> {
                             MNode::File(v) => {
                                 prop_assert_eq!(a.kind, FileKind::RegularFile);
                                 prop_assert_eq!(a.size, v.len() as u64);
+                                if let Some(p) = m.perm[c] {
+                                    prop_assert_eq!(a.perm, p, "mode of {:?}", nm);
+                                }
+                                if let Some(t) = m.mtime[c] {
+                                    prop_assert_eq!(a.mtime.sec, t, "mtime of {:?}", nm);
+                                }
                             }
                             MNode::Dir(ch) => {
                                 prop_assert_eq!(a.kind, FileKind::Directory);
@@ -619,6 +648,87 @@ fn run(ops: Vec<Op>, backend: Backend) -> Result<(), TestCaseError> {
                         }
                     }
                 }
+            }
+            Op::SetX(f, n, v, fl) => {
+                if files.is_empty() {
+                    continue;
+                }
+                let f = files[f % files.len()];
+                let name = format!("user.x{n}").into_bytes();
+                let res = r.fs().setxattr(r.ids[&f], &name, &[v; 3], fl);
+                let exists = m.xattrs[f].contains_key(&name);
+                if fl == 1 && exists {
+                    prop_assert_eq!(res.err(), Some(FsError::Exists));
+                } else if fl == 2 && !exists {
+                    prop_assert_eq!(res.err(), Some(FsError::NoAttr));
+                } else {
+                    res.map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
+                    m.xattrs[f].insert(name, vec![v; 3]);
+                }
+            }
+            Op::GetX(f, n) => {
+                if files.is_empty() {
+                    continue;
+                }
+                let f = files[f % files.len()];
+                let name = format!("user.x{n}").into_bytes();
+                let res = r.fs().getxattr(r.ids[&f], &name);
+                match m.xattrs[f].get(&name) {
+                    Some(v) => prop_assert_eq!(res.ok(), Some(v.clone())),
+                    None => prop_assert_eq!(res.err(), Some(FsError::NoAttr)),
+                }
+                let mut names = r.fs().listxattr(r.ids[&f]).unwrap();
+                names.sort();
+                prop_assert_eq!(names, m.xattrs[f].keys().cloned().collect::<Vec<_>>());
+            }
+            Op::RmX(f, n) => {
+                if files.is_empty() {
+                    continue;
+                }
+                let f = files[f % files.len()];
+                let name = format!("user.x{n}").into_bytes();
+                let res = r.fs().removexattr(r.ids[&f], &name);
+                match m.xattrs[f].remove(&name) {
+                    Some(_) => res.map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?,
+                    None => prop_assert_eq!(res.err(), Some(FsError::NoAttr)),
+                }
+            }
+            Op::Chmod(f, p) => {
+                if files.is_empty() {
+                    continue;
+                }
+                let f = files[f % files.len()];
+                let a = r
+                    .fs()
+                    .setattr(
+                        &ctx,
+                        r.ids[&f],
+                        SetAttr {
+                            mode: Some(p as u32),
+                            ..Default::default()
+                        },
+                    )
+                    .map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
+                prop_assert_eq!(a.perm, p);
+                m.perm[f] = Some(p);
+            }
+            Op::Touch(f, t) => {
+                if files.is_empty() {
+                    continue;
+                }
+                let f = files[f % files.len()];
+                let at = crate::records::Timestamp { sec: t, nsec: 0 };
+                r.fs()
+                    .setattr(
+                        &ctx,
+                        r.ids[&f],
+                        SetAttr {
+                            mtime: Some(SetTime::At(at)),
+                            ..Default::default()
+                        },
+                    )
+                    .map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
+                m.mtime[f] = Some(t);
             }
             Op::Reopen => r.reopen(),
         }

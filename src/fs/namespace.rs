@@ -40,23 +40,18 @@ pub(crate) struct NewNode<'a> {
 impl FsCore {
     /// Builds `stat` attributes from a committed record plus any buffered state.
     pub(crate) fn attr_of(&self, node: u64, key: Option<FileKey>, rec: &InodeRec) -> Attr {
+        let mut rec = rec.clone();
         let mut size = rec.size;
-        let mut mtime = rec.mtime;
-        let mut ctime = rec.ctime;
         let mut data_bytes = rec.data_bytes;
         if let Some(k) = key {
             if let Some(f) = self.files.lock().get(&k).cloned() {
                 let o = f.overlay_attrs();
                 size = o.size;
-                if let Some(t) = o.mtime {
-                    mtime = t;
-                }
-                if let Some(t) = o.ctime {
-                    ctime = t;
-                }
+                o.attrs.apply(&mut rec);
                 data_bytes = data_bytes.saturating_add(o.buffered as u64).min(size);
             }
         }
+        let (mtime, ctime) = (rec.mtime, rec.ctime);
         Attr {
             node,
             kind: rec.kind,
@@ -167,7 +162,7 @@ impl FsCore {
         }
         let (ino, rec) = self.store.committer.commit(|c| {
             let rp = &ci.read_point;
-            let mut p = Self::txn_inode(c, rp, dir)?.ok_or(FsError::NotFound)?;
+            let mut p = self.txn_inode(c, rp, dir)?.ok_or(FsError::NotFound)?;
             if p.kind != FileKind::Directory {
                 return Err(FsError::NotDir);
             }
@@ -224,9 +219,10 @@ impl FsCore {
                 data_gen: c.version.0,
                 data_bytes: 0,
                 flags: 0,
+                xattrs: 0,
                 target: n.target.to_vec(),
             };
-            Self::put_inode(c, rp, ino, Some(&rec));
+            self.put_inode(c, rp, ino, Some(&rec));
             Self::put_dirent(c, rp, dir, name, Some(&DirentRec { ino, kind: n.kind }));
             p.size += 1;
             if n.kind == FileKind::Directory {
@@ -234,7 +230,7 @@ impl FsCore {
             }
             p.mtime = now;
             p.ctime = now;
-            Self::put_inode(c, rp, dir, Some(&p));
+            self.put_inode(c, rp, dir, Some(&p));
             if n.kind == FileKind::RegularFile {
                 c.container_counters(ci.id()).files += 1;
             }
@@ -345,7 +341,7 @@ impl FsCore {
             rec.nlink = rec.nlink.saturating_sub(1);
         }
         if rec.nlink > 0 {
-            Self::put_inode(c, rp, ino, Some(&rec));
+            self.put_inode(c, rp, ino, Some(&rec));
             return Ok(());
         }
         if rec.kind == FileKind::RegularFile {
@@ -356,14 +352,14 @@ impl FsCore {
         let open = self.files.lock().get(&(branch, ino)).cloned();
         match open {
             Some(f) if f.mark_unlinked_if_open() => {
-                Self::put_inode(c, rp, ino, Some(&rec));
+                self.put_inode(c, rp, ino, Some(&rec));
                 c.txn.put(
                     Cf::Orphans,
                     crate::store::orphan_key(branch, ino),
                     ci.id().0.to_be_bytes().to_vec(),
                 );
             }
-            _ => Self::put_inode(c, rp, ino, None),
+            _ => self.put_inode(c, rp, ino, None),
         }
         Ok(())
     }
@@ -389,13 +385,13 @@ impl FsCore {
                 return Err(FsError::IsDir);
             }
             let now = c.time;
-            let mut p = Self::txn_inode(c, rp, dir)?.ok_or(FsError::NotFound)?;
+            let mut p = self.txn_inode(c, rp, dir)?.ok_or(FsError::NotFound)?;
             p.size = p.size.saturating_sub(1);
             p.mtime = now;
             p.ctime = now;
-            Self::put_inode(c, rp, dir, Some(&p));
+            self.put_inode(c, rp, dir, Some(&p));
             Self::put_dirent(c, rp, dir, name, None);
-            if let Some(rec) = Self::txn_inode(c, rp, d.ino)? {
+            if let Some(rec) = self.txn_inode(c, rp, d.ino)? {
                 self.drop_link(c, &ci, d.ino, rec)?;
             }
             Ok(())
@@ -433,17 +429,17 @@ impl FsCore {
             if d.kind != FileKind::Directory {
                 return Err(FsError::NotDir);
             }
-            let rec = Self::txn_inode(c, rp, d.ino)?.ok_or(FsError::NotFound)?;
+            let rec = self.txn_inode(c, rp, d.ino)?.ok_or(FsError::NotFound)?;
             if rec.size > 0 {
                 return Err(FsError::NotEmpty);
             }
             let now = c.time;
-            let mut p = Self::txn_inode(c, rp, dir)?.ok_or(FsError::NotFound)?;
+            let mut p = self.txn_inode(c, rp, dir)?.ok_or(FsError::NotFound)?;
             p.size = p.size.saturating_sub(1);
             p.nlink = p.nlink.saturating_sub(1).max(2);
             p.mtime = now;
             p.ctime = now;
-            Self::put_inode(c, rp, dir, Some(&p));
+            self.put_inode(c, rp, dir, Some(&p));
             Self::put_dirent(c, rp, dir, name, None);
             self.drop_link(c, &ci, d.ino, rec)
         })
@@ -451,6 +447,7 @@ impl FsCore {
 
     /// Whether `ancestor` is `dir` or one of its ancestors (walking `..` links).
     fn is_ancestor(
+        &self,
         c: &Commit<'_>,
         ci: &ContainerInfo,
         ancestor: Ino,
@@ -464,7 +461,9 @@ impl FsCore {
             if dir == root {
                 return Ok(false);
             }
-            let rec = Self::txn_inode(c, &ci.read_point, dir)?.ok_or(FsError::NotFound)?;
+            let rec = self
+                .txn_inode(c, &ci.read_point, dir)?
+                .ok_or(FsError::NotFound)?;
             dir = rec.parent;
         }
         Err(FsError::Corrupt(
@@ -498,11 +497,11 @@ impl FsCore {
         self.store.committer.commit(|c| {
             let rp = &ci.read_point;
             let src = Self::txn_dirent(c, rp, sdir, name)?.ok_or(FsError::NotFound)?;
-            let mut sp = Self::txn_inode(c, rp, sdir)?.ok_or(FsError::NotFound)?;
+            let mut sp = self.txn_inode(c, rp, sdir)?.ok_or(FsError::NotFound)?;
             let mut dp = if sdir == ddir {
                 sp.clone()
             } else {
-                Self::txn_inode(c, rp, ddir)?.ok_or(FsError::NotFound)?
+                self.txn_inode(c, rp, ddir)?.ok_or(FsError::NotFound)?
             };
             if dp.kind != FileKind::Directory {
                 return Err(FsError::NotDir);
@@ -523,7 +522,7 @@ impl FsCore {
             // A directory cannot move below itself.
             if src.kind == FileKind::Directory
                 && sdir != ddir
-                && Self::is_ancestor(c, &ci, src.ino, ddir)?
+                && self.is_ancestor(c, &ci, src.ino, ddir)?
             {
                 return Err(FsError::Invalid("cannot move a directory into itself"));
             }
@@ -531,7 +530,7 @@ impl FsCore {
                 let dst = dst.ok_or(FsError::NotFound)?;
                 if dst.kind == FileKind::Directory
                     && sdir != ddir
-                    && Self::is_ancestor(c, &ci, dst.ino, sdir)?
+                    && self.is_ancestor(c, &ci, dst.ino, sdir)?
                 {
                     return Err(FsError::Invalid("cannot move a directory into itself"));
                 }
@@ -542,7 +541,7 @@ impl FsCore {
                 if d.ino == src.ino {
                     return Ok(()); // two names of one inode: POSIX says do nothing
                 }
-                let drec = Self::txn_inode(c, rp, d.ino)?.ok_or(FsError::NotFound)?;
+                let drec = self.txn_inode(c, rp, d.ino)?.ok_or(FsError::NotFound)?;
                 match (
                     src.kind == FileKind::Directory,
                     d.kind == FileKind::Directory,
@@ -565,12 +564,12 @@ impl FsCore {
             // Moved directories change parent (and their parents' link counts).
             let fix_parent =
                 |c: &mut Commit<'_>, ino: Ino, kind: FileKind, new_parent: Ino| -> FsResult<()> {
-                    let mut r = Self::txn_inode(c, rp, ino)?.ok_or(FsError::NotFound)?;
+                    let mut r = self.txn_inode(c, rp, ino)?.ok_or(FsError::NotFound)?;
                     if kind == FileKind::Directory {
                         r.parent = new_parent;
                     }
                     r.ctime = now;
-                    Self::put_inode(c, rp, ino, Some(&r));
+                    self.put_inode(c, rp, ino, Some(&r));
                     Ok(())
                 };
             fix_parent(c, src.ino, src.kind, ddir)?;
@@ -614,12 +613,12 @@ impl FsCore {
             sp.mtime = now;
             sp.ctime = now;
             if sdir == ddir {
-                Self::put_inode(c, rp, sdir, Some(&sp));
+                self.put_inode(c, rp, sdir, Some(&sp));
             } else {
                 dp.mtime = now;
                 dp.ctime = now;
-                Self::put_inode(c, rp, sdir, Some(&sp));
-                Self::put_inode(c, rp, ddir, Some(&dp));
+                self.put_inode(c, rp, sdir, Some(&sp));
+                self.put_inode(c, rp, ddir, Some(&dp));
             }
             if let Some((ino, r)) = removed {
                 self.drop_link(c, &ci, ino, r)?;
@@ -660,7 +659,7 @@ impl FsCore {
         let branch = ci.branch();
         let rec = self.store.committer.commit(|c| {
             let rp = &ci.read_point;
-            let mut rec = Self::txn_inode(c, rp, ino)?.ok_or(FsError::NotFound)?;
+            let mut rec = self.txn_inode(c, rp, ino)?.ok_or(FsError::NotFound)?;
             if rec.kind == FileKind::Directory {
                 return Err(FsError::NotPermitted("hard links to directories"));
             }
@@ -670,7 +669,7 @@ impl FsCore {
             if rec.nlink >= u32::MAX - 1 {
                 return Err(FsError::TooManyLinks);
             }
-            let mut p = Self::txn_inode(c, rp, dir)?.ok_or(FsError::NotFound)?;
+            let mut p = self.txn_inode(c, rp, dir)?.ok_or(FsError::NotFound)?;
             if p.kind != FileKind::Directory {
                 return Err(FsError::NotDir);
             }
@@ -683,7 +682,7 @@ impl FsCore {
             let now = c.time;
             rec.nlink += 1;
             rec.ctime = now;
-            Self::put_inode(c, rp, ino, Some(&rec));
+            self.put_inode(c, rp, ino, Some(&rec));
             Self::put_dirent(
                 c,
                 rp,
@@ -697,7 +696,7 @@ impl FsCore {
             p.size += 1;
             p.mtime = now;
             p.ctime = now;
-            Self::put_inode(c, rp, dir, Some(&p));
+            self.put_inode(c, rp, dir, Some(&p));
             Ok(rec)
         })?;
         Ok(self.attr_of(node, Some((branch, ino)), &rec))

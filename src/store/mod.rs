@@ -112,7 +112,7 @@ impl Default for OpenOptions {
         OpenOptions {
             lock_wait: Duration::ZERO,
             purpose: "dedupfs".into(),
-            cache_bytes: 48 << 20,
+            cache_bytes: 32 << 20,
             tuning: RocksTuning::default(),
         }
     }
