@@ -116,6 +116,31 @@ class NullFs(Target):
         self.proc.wait()
 
 
+BIGDIR = 100_000
+
+
+def bigdir(path):
+    """A directory of 100,000 empty files: seconds to create them, to list them, and to look
+    up 10,000 of them by name."""
+    import random
+    os.makedirs(path)
+    t = time.monotonic()
+    for i in range(BIGDIR):
+        os.close(os.open(os.path.join(path, f"entry-{i:06d}"), os.O_CREAT | os.O_WRONLY, 0o644))
+    create = time.monotonic() - t
+    sh("sync")
+    t = time.monotonic()
+    n = len(os.listdir(path))
+    listing = time.monotonic() - t
+    assert n == BIGDIR, n
+    rng = random.Random(1)
+    t = time.monotonic()
+    for _ in range(10_000):
+        os.stat(os.path.join(path, f"entry-{rng.randrange(BIGDIR):06d}"))
+    lookups = time.monotonic() - t
+    return create, listing, lookups
+
+
 def ingest(target, tars):
     """Copies each version with cp, then sync; returns seconds per version."""
     out = []
@@ -164,6 +189,7 @@ def main():
     os.makedirs(os.path.join(plain_dir, "untar"))
     drop_caches()
     res["plain_untar"] = timed(f"tar -C {plain_dir}/untar -xf {tree_tar} && sync")
+    res["plain_bigdir"] = bigdir(os.path.join(plain_dir, "bigdir"))
 
     print("null FUSE ...", flush=True)
     null = NullFs(a.work)
@@ -184,6 +210,7 @@ def main():
     drop_caches()
     res["dd_untar"] = timed(f"tar -C {d.dest()}/untar -xf {tree_tar} && sync")
     sh(f"diff -r {plain_dir}/untar {d.dest()}/untar")
+    res["dd_bigdir"] = bigdir(os.path.join(d.dest(), "bigdir"))
     sh(f"cmp {tars[-1]} {d.dest()}/{os.path.basename(tars[-1])}")
     rss = d.peak_rss()
     d.umount()
@@ -208,6 +235,9 @@ def main():
         ("read, cold", f"{cold[0]:.0f} MB/s", "-", f"{cold[1]:.0f} MB/s", f"{cold[0]/cold[1]:.2f}x plain", "≥ 0.7x plain", check(cold[0] / cold[1] >= 0.7)),
         ("read, warm", f"{warm[0]:.0f} MB/s", "-", f"{warm[1]:.0f} MB/s", f"{warm[0]/warm[1]:.2f}x plain", "", ""),
         ("untar tree (many small files)", f"{res['dd_untar']:.2f} s", "-", f"{res['plain_untar']:.2f} s", f"{untar_ratio:.2f}x plain time", "≤ 3x plain", check(untar_ratio <= 3)),
+        ("100,000-entry directory: create", f"{res['dd_bigdir'][0]:.1f} s", "-", f"{res['plain_bigdir'][0]:.1f} s", f"{res['dd_bigdir'][0]/res['plain_bigdir'][0]:.1f}x plain time", "", ""),
+        ("100,000-entry directory: list", f"{res['dd_bigdir'][1]*1000:.0f} ms", "-", f"{res['plain_bigdir'][1]*1000:.0f} ms", f"{res['dd_bigdir'][1]/res['plain_bigdir'][1]:.1f}x plain time", "", ""),
+        ("100,000-entry directory: 10,000 lookups", f"{res['dd_bigdir'][2]*1000:.0f} ms", "-", f"{res['plain_bigdir'][2]*1000:.0f} ms", f"{res['dd_bigdir'][2]/res['plain_bigdir'][2]:.1f}x plain time", "", ""),
         ("reduction (logical / store on disk)", f"{reduction:.2f}x", "-", "1.00x", "", "≥ 5.7x", check(reduction >= 5.7)),
         ("daemon peak RSS", f"{rss/2**20:.0f} MiB", "-", "-", "", "≤ 256 MiB", check(rss <= 256 * 2**20)),
     ]

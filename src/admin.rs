@@ -41,6 +41,8 @@ pub fn create_container(
 #[derive(Clone, Debug, Default)]
 pub struct SettingsChange {
     pub compression: Option<Compression>,
+    /// `Some(None)` removes the retention policy (keep everything).
+    pub retention: Option<Option<String>>,
 }
 
 pub fn set_container(
@@ -55,6 +57,9 @@ pub fn set_container(
     let mut rec = ci.rec.clone();
     if let Some(c) = change.compression {
         rec.settings.compression = c;
+    }
+    if let Some(r) = &change.retention {
+        rec.settings.retention = r.clone();
     }
     store.committer.commit(|c| {
         containers::put_container(c, &rec);

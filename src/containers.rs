@@ -57,6 +57,10 @@ pub const MAX_CONTAINERS: u32 = (1 << 18) - 1;
 #[serde(default)]
 pub struct ContainerSettings {
     pub compression: Compression,
+    /// The history retention policy (see the snapshot crate's `retention` module for the
+    /// syntax); `None` keeps every change.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retention: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -73,6 +77,122 @@ pub struct ContainerRecord {
     pub settings: ContainerSettings,
     #[serde(default)]
     pub deleting: bool,
+    /// Branches that were the head before a rollback, oldest first: (branch, last version
+    /// at which it was the head). Reading the container as of a version uses the branch
+    /// that was its head then.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prev_heads: Vec<(u64, u64)>,
+    /// History older than this version was pruned by retention (except kept points).
+    #[serde(default)]
+    pub history_floor: u64,
+    /// The time of `history_floor`, seconds since the epoch.
+    #[serde(default)]
+    pub history_floor_time: i64,
+    /// The view number of the live tree after a rollback (0: the container id). A rollback
+    /// gives the live tree new node ids, so the kernel cannot mix cached inodes of the
+    /// tree before it with the tree after it.
+    #[serde(default)]
+    pub live_view: u32,
+}
+
+impl ContainerRecord {
+    pub fn view(&self) -> u32 {
+        if self.live_view == 0 {
+            self.id
+        } else {
+            self.live_view
+        }
+    }
+    /// The branch that was the container's head at version `v`.
+    pub fn branch_at(&self, v: Version) -> BranchId {
+        for &(b, until) in &self.prev_heads {
+            if v.0 <= until {
+                return BranchId(b);
+            }
+        }
+        BranchId(self.head)
+    }
+}
+
+/// First view number of snapshots; below it, a view is a container id.
+pub const SNAPSHOT_VIEW_BASE: u32 = 1 << 18;
+/// First view number of time-travel views (allocated per mount, not stable).
+pub const TIME_VIEW_BASE: u32 = 3 << 18;
+/// One past the largest view number (node ids have 20 bits of view).
+pub const VIEW_LIMIT: u32 = 1 << 20;
+
+/// How a tree may be changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotMode {
+    /// Read-only.
+    Ro,
+    /// Writable; its writes stay in the snapshot.
+    Rw,
+    /// Writable, and its changes can be listed and replayed elsewhere.
+    RwTracking,
+}
+
+impl SnapshotMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotMode::Ro => "ro",
+            SnapshotMode::Rw => "rw",
+            SnapshotMode::RwTracking => "rw-tracking",
+        }
+    }
+    pub fn parse(s: &str) -> Option<SnapshotMode> {
+        match s {
+            "ro" => Some(SnapshotMode::Ro),
+            "rw" => Some(SnapshotMode::Rw),
+            "rw-tracking" => Some(SnapshotMode::RwTracking),
+            _ => None,
+        }
+    }
+}
+
+/// A virtual snapshot: a container's tree as of one version, pinned (read-only) or forked
+/// into its own branch (read-write). Creating one writes only this record (and a branch
+/// record), whatever the size of the tree.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SnapshotRecord {
+    pub id: u32,
+    pub name: String,
+    pub container: u32,
+    pub mode: SnapshotMode,
+    /// The tree the snapshot shows at creation: (branch, version).
+    pub base_branch: u64,
+    pub base_version: u64,
+    /// The snapshot's own branch (read-write modes).
+    pub branch: Option<u64>,
+    /// Creation time (seconds since the epoch) and version.
+    pub created: i64,
+    pub created_version: u64,
+    /// The moment the snapshot shows, seconds since the epoch.
+    pub at_time: i64,
+    /// Why it exists, e.g. "user" or "before rollback to …".
+    pub origin: String,
+}
+
+impl SnapshotRecord {
+    pub fn view(&self) -> u32 {
+        SNAPSHOT_VIEW_BASE + self.id
+    }
+}
+
+/// A named consistency point of a container.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BookmarkRecord {
+    pub name: String,
+    pub container: u32,
+    /// `app`, `fs` or `user`.
+    pub kind: String,
+    pub version: u64,
+    /// Seconds and nanoseconds since the epoch.
+    pub time: i64,
+    pub time_nsec: u32,
+    /// The branch that was the head when it was taken.
+    pub branch: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -90,19 +210,48 @@ pub struct BranchRecord {
 #[derive(Clone, Debug)]
 pub struct ContainerInfo {
     pub rec: ContainerRecord,
-    /// Where reads of the live tree look.
+    /// Where reads of the tree look.
     pub read_point: ReadPoint,
+    /// The view number in node ids: the container id for its live tree, or a snapshot or
+    /// time-travel view.
+    pub view: u32,
+    /// Nothing may change this tree (read-only snapshot, time travel).
+    pub read_only: bool,
+    /// The snapshot this tree is, if any.
+    pub snapshot: Option<SnapshotRecord>,
 }
 
 impl ContainerInfo {
+    /// The container the tree belongs to (chunk references are counted on it).
     pub fn id(&self) -> ContainerId {
         ContainerId(self.rec.id)
+    }
+    /// Where file and byte counters of this tree are kept: the container's own for its
+    /// live tree, the snapshot's for a snapshot (so snapshots do not skew the container).
+    pub fn account(&self) -> ContainerId {
+        if self.snapshot.is_some() {
+            ContainerId(self.view)
+        } else {
+            self.id()
+        }
+    }
+    /// A read-only view of the container as of `v`.
+    pub fn as_of(&self, reg: &Registry, v: Version, view: u32) -> ContainerInfo {
+        ContainerInfo {
+            rec: self.rec.clone(),
+            read_point: reg.read_point(self.rec.branch_at(v), v),
+            view,
+            read_only: true,
+            snapshot: None,
+        }
     }
     pub fn root(&self) -> Ino {
         Ino(self.rec.root)
     }
+    /// The branch this tree reads first and writes to (for a snapshot, its own branch;
+    /// never the container's head unless this is the live tree).
     pub fn branch(&self) -> BranchId {
-        BranchId(self.rec.head)
+        self.read_point.branch()
     }
 }
 
@@ -114,6 +263,49 @@ pub struct Registry {
     branches: HashMap<BranchId, BranchRecord>,
     /// Containers whose delete has not finished.
     deleting: Vec<ContainerRecord>,
+    /// Snapshots by id, with their trees.
+    snapshots: BTreeMap<u32, Arc<ContainerInfo>>,
+}
+
+/// Key prefixes of `Cf::Points`.
+pub const POINT_SNAPSHOT: u8 = b'S';
+pub const POINT_BOOKMARK: u8 = b'B';
+
+pub fn snapshot_key(id: u32) -> Vec<u8> {
+    Enc::new().u8(POINT_SNAPSHOT).u32(id).finish()
+}
+
+pub fn bookmark_prefix(container: ContainerId) -> Vec<u8> {
+    Enc::new().u8(POINT_BOOKMARK).u32(container.0).finish()
+}
+
+pub fn bookmark_key(container: ContainerId, name: &str) -> Vec<u8> {
+    Enc::new()
+        .u8(POINT_BOOKMARK)
+        .u32(container.0)
+        .bytes(name.as_bytes())
+        .finish()
+}
+
+/// The bookmarks of a container, in name order.
+pub fn bookmarks(
+    kv: &dyn Kv,
+    container: ContainerId,
+) -> Result<Vec<BookmarkRecord>, ContainerError> {
+    let lo = bookmark_prefix(container);
+    let hi = prefix_successor(&lo);
+    let mut out = Vec::new();
+    for (k, v) in crate::kv::collect_range(kv, Cf::Points, lo, hi)? {
+        out.push(
+            serde_json::from_slice(&v)
+                .map_err(|e| ContainerError::BadRecord(format!("bookmark {k:?}"), e.to_string()))?,
+        );
+    }
+    Ok(out)
+}
+
+pub fn branch_record_key(id: BranchId) -> Vec<u8> {
+    branch_key(id)
 }
 
 fn container_key(id: ContainerId) -> Vec<u8> {
@@ -142,15 +334,108 @@ impl Registry {
                 r.insert(c);
             }
         }
+        let lo = vec![POINT_SNAPSHOT];
+        let hi = vec![POINT_SNAPSHOT + 1];
+        for (k, v) in crate::kv::collect_range(kv, Cf::Points, lo, Some(hi))? {
+            let s: SnapshotRecord = serde_json::from_slice(&v)
+                .map_err(|e| ContainerError::BadRecord(format!("snapshot {k:?}"), e.to_string()))?;
+            r.insert_snapshot(s);
+        }
         Ok(r)
+    }
+
+    pub fn insert_snapshot(&mut self, s: SnapshotRecord) {
+        let Some(ci) = self.get(ContainerId(s.container)) else {
+            return; // its container is being deleted
+        };
+        let (read_point, read_only) = match s.branch {
+            Some(b) => (self.read_point(BranchId(b), Version::LATEST), false),
+            None => (
+                self.read_point(BranchId(s.base_branch), Version(s.base_version)),
+                true,
+            ),
+        };
+        let info = ContainerInfo {
+            rec: ci.rec.clone(),
+            read_point,
+            view: s.view(),
+            read_only: read_only || s.mode == SnapshotMode::Ro,
+            snapshot: Some(s.clone()),
+        };
+        self.snapshots.insert(s.id, Arc::new(info));
+    }
+
+    pub fn remove_snapshot(&mut self, id: u32) -> Option<Arc<ContainerInfo>> {
+        self.snapshots.remove(&id)
+    }
+
+    pub fn snapshots(&self) -> Vec<Arc<ContainerInfo>> {
+        let mut v: Vec<_> = self.snapshots.values().cloned().collect();
+        v.sort_by(|a, b| {
+            let (a, b) = (a.snapshot.as_ref(), b.snapshot.as_ref());
+            a.map(|s| &s.name).cmp(&b.map(|s| &s.name))
+        });
+        v
+    }
+
+    pub fn snapshot_by_name(&self, name: &str) -> Option<Arc<ContainerInfo>> {
+        self.snapshots
+            .values()
+            .find(|s| s.snapshot.as_ref().is_some_and(|r| r.name == name))
+            .cloned()
+    }
+
+    /// The tree of a view number: a container's live tree or a snapshot.
+    pub fn view(&self, view: u32) -> Option<Arc<ContainerInfo>> {
+        if view < SNAPSHOT_VIEW_BASE {
+            // A container rolled back has moved to another view: its old one is stale.
+            self.get(ContainerId(view)).filter(|c| c.view == view)
+        } else if view < TIME_VIEW_BASE {
+            self.snapshots
+                .get(&(view - SNAPSHOT_VIEW_BASE))
+                .cloned()
+                .or_else(|| self.by_id.values().find(|c| c.view == view).cloned())
+        } else {
+            None
+        }
+    }
+
+    pub fn branch(&self, b: BranchId) -> Option<&BranchRecord> {
+        self.branches.get(&b)
+    }
+
+    pub fn add_branch(&mut self, b: BranchRecord) {
+        self.branches.insert(BranchId(b.id), b);
+    }
+
+    pub fn forget_branch(&mut self, b: BranchId) {
+        self.branches.remove(&b);
     }
 
     fn insert(&mut self, c: ContainerRecord) {
         let id = ContainerId(c.id);
         let read_point = self.read_point(BranchId(c.head), Version::LATEST);
         self.by_name.insert(c.name.clone(), id);
-        self.by_id
-            .insert(id, Arc::new(ContainerInfo { rec: c, read_point }));
+        self.by_id.insert(
+            id,
+            Arc::new(ContainerInfo {
+                rec: c.clone(),
+                read_point,
+                view: c.view(),
+                read_only: false,
+                snapshot: None,
+            }),
+        );
+        // Snapshot trees carry the container record (settings, name): refresh them.
+        let snaps: Vec<SnapshotRecord> = self
+            .snapshots
+            .values()
+            .filter_map(|s| s.snapshot.clone())
+            .filter(|s| s.container == c.id)
+            .collect();
+        for s in snaps {
+            self.insert_snapshot(s);
+        }
     }
 
     fn remove(&mut self, id: ContainerId) {
@@ -324,6 +609,10 @@ pub fn create_in(
         created_version: c.version.0,
         settings,
         deleting: false,
+        prev_heads: Vec::new(),
+        history_floor: 0,
+        history_floor_time: 0,
+        live_view: 0,
     };
     let b = BranchRecord {
         id: branch.0,
@@ -383,6 +672,7 @@ pub fn registry_upsert(reg: &mut Registry, rec: ContainerRecord, branch: Option<
 
 pub fn registry_forget(reg: &mut Registry, id: ContainerId) {
     reg.remove(id);
+    reg.snapshots.retain(|_, s| s.rec.id != id.0);
     reg.deleting.retain(|d| d.id != id.0);
     reg.branches.retain(|_, b| b.container != id.0);
 }
@@ -435,6 +725,64 @@ fn branch_range(b: BranchId) -> (Vec<u8>, Vec<u8>) {
     (lo, hi)
 }
 
+/// Releases up to a batch of the extent records of branch `b` (their chunk references
+/// count on container `cid`) in commit `c`; returns how many it released (0: none left).
+pub fn release_branch_extents(
+    c: &mut Commit<'_>,
+    chunks: &crate::chunks::ChunkStore,
+    cid: ContainerId,
+    b: BranchId,
+) -> Result<u64, ContainerError> {
+    let (lo, hi) = branch_range(b);
+    let mut it = c
+        .txn
+        .kv()
+        .iter(Cf::Extents, Some(lo.clone()), Some(hi.clone()));
+    it.seek(&lo);
+    let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
+    let mut keys = Vec::new();
+    while it.valid() && keys.len() < PURGE_BATCH {
+        let v = it.value();
+        if v.first() == Some(&1) {
+            let e = ExtentRec::decode(&v[1..])
+                .map_err(|e| ContainerError::BadRecord("extent".into(), e.to_string()))?;
+            *deltas.entry(e.chunk).or_default() -= 1;
+        }
+        keys.push(it.key().to_vec());
+        it.next();
+    }
+    it.status()?;
+    drop(it);
+    let n = keys.len() as u64;
+    if n == 0 {
+        return Ok(0);
+    }
+    for k in keys {
+        c.txn.delete(Cf::Extents, k);
+    }
+    let (txn, store, cont) = c.split(cid);
+    chunks.add_refs(txn, cid, &deltas, store, cont)?;
+    Ok(n)
+}
+
+/// Removes every remaining record of branch `b` (after its extents were released).
+pub fn drop_branch_records(c: &mut Commit<'_>, b: BranchId) {
+    let (lo, hi) = branch_range(b);
+    for cf in [
+        Cf::Inodes,
+        Cf::Dirents,
+        Cf::Xattrs,
+        Cf::Orphans,
+        Cf::InodesHead,
+        Cf::DirentsHead,
+        Cf::XattrsHead,
+        Cf::ExtentSegments,
+    ] {
+        c.txn.delete_range(cf, lo.clone(), hi.clone());
+    }
+    c.txn.delete(Cf::Branches, branch_key(b));
+}
+
 /// One atomic step of deleting a container: releases up to a batch of extent records of one
 /// of its branches, or, once none remain, removes the remaining records.
 pub fn purge_step(
@@ -445,52 +793,13 @@ pub fn purge_step(
 ) -> Result<PurgeProgress, ContainerError> {
     let cid = ContainerId(rec.id);
     for &b in branches {
-        let (lo, hi) = branch_range(b);
-        let mut it = c
-            .txn
-            .kv()
-            .iter(Cf::Extents, Some(lo.clone()), Some(hi.clone()));
-        it.seek(&lo);
-        let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
-        let mut keys = Vec::new();
-        while it.valid() && keys.len() < PURGE_BATCH {
-            let v = it.value();
-            if v.first() == Some(&1) {
-                let e = ExtentRec::decode(&v[1..])
-                    .map_err(|e| ContainerError::BadRecord("extent".into(), e.to_string()))?;
-                *deltas.entry(e.chunk).or_default() -= 1;
-            }
-            keys.push(it.key().to_vec());
-            it.next();
+        let n = release_branch_extents(c, chunks, cid, b)?;
+        if n > 0 {
+            return Ok(PurgeProgress::Released(n));
         }
-        it.status()?;
-        drop(it);
-        if keys.is_empty() {
-            continue;
-        }
-        let n = keys.len() as u64;
-        for k in keys {
-            c.txn.delete(Cf::Extents, k);
-        }
-        let (txn, store, cont) = c.split(cid);
-        chunks.add_refs(txn, cid, &deltas, store, cont)?;
-        return Ok(PurgeProgress::Released(n));
     }
     for &b in branches {
-        let (lo, hi) = branch_range(b);
-        for cf in [
-            Cf::Inodes,
-            Cf::Dirents,
-            Cf::Xattrs,
-            Cf::Orphans,
-            Cf::InodesHead,
-            Cf::DirentsHead,
-            Cf::XattrsHead,
-            Cf::ExtentSegments,
-        ] {
-            c.txn.delete_range(cf, lo.clone(), hi.clone());
-        }
-        c.txn.delete(Cf::Branches, branch_key(b));
+        drop_branch_records(c, b);
     }
     let (lo, hi) = {
         let lo = Enc::new().u32(rec.id).finish();
@@ -498,6 +807,24 @@ pub fn purge_step(
         (lo, hi)
     };
     c.txn.delete_range(Cf::ContainerRefs, lo, hi);
+    // Bookmarks and snapshots of the container go with it.
+    let lo = bookmark_prefix(cid);
+    let hi = prefix_successor(&lo).unwrap_or_else(|| vec![POINT_BOOKMARK + 1]);
+    c.txn.delete_range(Cf::Points, lo, hi);
+    let snaps: Vec<(Vec<u8>, SnapshotRecord)> = crate::kv::collect_range(
+        c.txn.kv(),
+        Cf::Points,
+        vec![POINT_SNAPSHOT],
+        Some(vec![POINT_SNAPSHOT + 1]),
+    )?
+    .into_iter()
+    .filter_map(|(k, v)| Some((k, serde_json::from_slice::<SnapshotRecord>(&v).ok()?)))
+    .filter(|(_, s)| s.container == rec.id)
+    .collect();
+    for (k, s) in snaps {
+        c.txn.delete(Cf::Points, k);
+        c.drop_container_counters(ContainerId(s.view()));
+    }
     c.txn.delete(Cf::Containers, container_key(cid));
     c.drop_container_counters(cid);
     Ok(PurgeProgress::Done)
@@ -521,6 +848,7 @@ mod tests {
     fn settings_serialize_compression_as_text() {
         let s = ContainerSettings {
             compression: Compression::Zstd(3),
+            retention: None,
         };
         let j = serde_json::to_string(&s).unwrap();
         assert_eq!(j, r#"{"compression":"zstd:3"}"#);

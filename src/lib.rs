@@ -19,6 +19,7 @@ pub mod ids;
 pub mod kv;
 pub mod mvcc;
 pub mod pack;
+pub mod points;
 pub mod records;
 pub mod stats;
 pub mod store;

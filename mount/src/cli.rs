@@ -10,7 +10,7 @@ Exit codes:
   2  bad usage or invalid argument
   3  store unavailable (missing, not a store, newer format, in use by another process)
   4  mount problem (mount point missing or busy, no FUSE)
-  5  not found (no such container)
+  5  not found (no such container, snapshot or bookmark)
 
 Logging goes to stderr (the daemon's to STORE/dedupfs.log); set RUST_LOG=debug for more.";
 
@@ -56,6 +56,98 @@ pub enum Cmd {
         /// Only this container
         container: Option<String>,
     },
+    /// Named consistency points of a container
+    #[command(subcommand)]
+    Bookmark(BookmarkCmd),
+    /// Virtual snapshots: read-only, read-write and read-write-tracking
+    #[command(subcommand, after_help = TIME_HELP)]
+    Snapshot(SnapshotCmd),
+    /// Make a container's live contents what they were at a time, bookmark or snapshot
+    #[command(after_help = TIME_HELP)]
+    Rollback {
+        container: String,
+        /// A time, bookmark or snapshot
+        #[arg(long, value_name = "TIME|BOOKMARK|SNAPSHOT")]
+        to: String,
+        /// Show what would change, change nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Show or apply a container's history retention
+    #[command(subcommand)]
+    Retention(RetentionCmd),
+}
+
+pub const TIME_HELP: &str = "\
+Times: 'YYYY-MM-DD HH:MM[:SS]' (local time; add Z or +HH:MM for another zone),
+'@EPOCH_SECONDS', '-15m', '2h ago', 'now'. A bookmark or snapshot name is accepted
+wherever a time is. Browse any moment without creating anything under
+MOUNTPOINT/.at/CONTAINER/TIME/ and snapshots under MOUNTPOINT/.snapshots/NAME/.";
+
+#[derive(Subcommand, Debug)]
+pub enum BookmarkCmd {
+    /// Commit the container's buffered writes, then name this moment
+    Create {
+        container: String,
+        name: String,
+        /// app (application-consistent), fs (file-system-consistent) or user
+        #[arg(long, default_value = "user")]
+        kind: String,
+    },
+    /// List a container's bookmarks
+    List { container: String },
+    /// Delete a bookmark (the history it pointed to stays, subject to retention)
+    Delete { container: String, name: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SnapshotCmd {
+    /// Create a snapshot of a container, now or at an earlier point (O(1))
+    Create {
+        container: String,
+        name: String,
+        /// ro, rw (writes stay in the snapshot) or rw-tracking (rw, and changes can be
+        /// listed and applied elsewhere)
+        #[arg(long, default_value = "ro")]
+        mode: String,
+        /// A time, bookmark or snapshot instead of now
+        #[arg(long, value_name = "TIME|BOOKMARK")]
+        at: Option<String>,
+        /// Do not commit buffered writes first (instant; the snapshot shows what was
+        /// committed, writes younger than ~5 s may be missing)
+        #[arg(long)]
+        no_flush: bool,
+    },
+    /// List snapshots
+    List {
+        /// Only this container's
+        container: Option<String>,
+    },
+    /// Show one snapshot
+    Show { name: String },
+    /// Delete a snapshot (never changes the container or other snapshots)
+    Delete { name: String },
+    /// List what a rw-tracking snapshot changed: paths, and byte ranges of files
+    Changes { name: String },
+    /// Replay a rw-tracking snapshot's changes onto a container or a rw snapshot
+    Apply {
+        name: String,
+        /// The container or snapshot to change
+        #[arg(long)]
+        onto: String,
+    },
+    /// Mount a snapshot on its own mount point (a bind mount of MOUNT/.snapshots/NAME;
+    /// the store must be mounted). Unmount with umount(8).
+    Mount { name: String, mountpoint: PathBuf },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RetentionCmd {
+    /// The window available, points kept, bytes held by history
+    Show { container: String },
+    /// Prune history outside the container's policy now (the daemon also does it every
+    /// prune_interval, see `dedupfs mount --help`)
+    Prune { container: String },
 }
 
 const MOUNT_HELP: &str = "\
@@ -72,6 +164,8 @@ Mount options (-o, comma-separated, repeatable):
   no_writeback_cache     disable the kernel writeback cache
   attr_timeout=S, entry_timeout=S  kernel attribute/entry cache lifetimes (default 1)
   lock_wait=S            wait up to S seconds for another process to release the store
+  prune_interval=S       prune history outside retention policies every S seconds
+                         (default 3600; 0 never; also at mount)
   log=PATH               daemon log (default STORE/dedupfs.log)
 fstab options like defaults, noauto, nofail, _netdev and x-* are accepted and ignored.
 
@@ -132,6 +226,11 @@ pub enum ContainerCmd {
         /// off, or zstd:LEVEL with LEVEL 1..19 (applies to data written from now on)
         #[arg(long)]
         compression: Option<String>,
+        /// History to keep: comma-separated all=DURATION, every=INTERVAL/HORIZON,
+        /// bookmarks=KIND/HORIZON, max=SIZE; e.g. 'all=24h,every=4h/48h,bookmarks=app/4w'.
+        /// 'forever' keeps everything (the default)
+        #[arg(long, value_name = "POLICY")]
+        retention: Option<String>,
     },
     /// Delete a container with all its data and history
     Delete {

@@ -256,6 +256,7 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
             ..Default::default()
         },
     );
+    let known = adapter.known_nodes();
     let config = fuse_config(opts, &store_root);
     let mut session = fuser::Session::new(adapter, &mnt, &config).map_err(|e| {
         mount_err(match e.raw_os_error() {
@@ -279,6 +280,7 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
                 store: store.clone(),
                 fs: Some(fs.clone()),
                 notifier: Some(notifier),
+                known: Some(known),
             });
             let _ = std::thread::Builder::new()
                 .name("control-accept".into())
@@ -316,6 +318,27 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
                 unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
             }
         });
+
+    // Retention runs on its own: at mount, then every prune_interval.
+    if !opts.prune_interval.is_zero() && !opts.read_only {
+        let (st, every) = (store.clone(), opts.prune_interval);
+        let _ = std::thread::Builder::new()
+            .name("retention".into())
+            .spawn(move || loop {
+                for (name, r) in dedupfs_snapshot::retention::prune_all(&st) {
+                    match r {
+                        Ok(rep) if rep.pruned_versions > 0 => log::info!(
+                            "retention of '{name}': pruned {} versions, {} bytes reclaimable",
+                            rep.pruned_versions,
+                            rep.reclaimable_bytes
+                        ),
+                        Ok(_) => {}
+                        Err(e) => log::warn!("retention of '{name}': {e}"),
+                    }
+                }
+                std::thread::sleep(every);
+            });
+    }
 
     log::info!("{} mounted at {}", store_root.display(), mnt.display());
     report_ready("ok\n");

@@ -41,11 +41,50 @@ impl Default for AdapterOptions {
 pub struct DedupFuse {
     fs: Arc<Fs>,
     opts: AdapterOptions,
+    known: Arc<KnownNodes>,
+}
+
+/// The node ids the kernel holds (looked up and not yet forgotten), so that a rollback
+/// can invalidate exactly the cached inodes of the container it changed.
+#[derive(Default)]
+pub struct KnownNodes {
+    counts: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
+}
+
+impl KnownNodes {
+    fn add(&self, node: u64) {
+        *self.counts.lock().entry(node).or_default() += 1;
+    }
+    fn forget(&self, node: u64, n: u64) {
+        let mut m = self.counts.lock();
+        if let Some(c) = m.get_mut(&node) {
+            *c = c.saturating_sub(n);
+            if *c == 0 {
+                m.remove(&node);
+            }
+        }
+    }
+    /// Known nodes of a view (a container's live tree, a snapshot).
+    pub fn of_view(&self, view: u32) -> Vec<u64> {
+        self.counts
+            .lock()
+            .keys()
+            .copied()
+            .filter(|n| n >> dedupfs_core::ids::Ino::BITS == view as u64)
+            .collect()
+    }
 }
 
 impl DedupFuse {
     pub fn new(fs: Arc<Fs>, opts: AdapterOptions) -> Self {
-        DedupFuse { fs, opts }
+        DedupFuse {
+            fs,
+            opts,
+            known: Arc::new(KnownNodes::default()),
+        }
+    }
+    pub fn known_nodes(&self) -> Arc<KnownNodes> {
+        self.known.clone()
     }
 }
 
@@ -107,12 +146,15 @@ fn set_time(t: TimeOrNow) -> SetTime {
 impl DedupFuse {
     fn entry(&self, reply: ReplyEntry, r: Result<Attr, FsError>) {
         match r {
-            Ok(a) => reply.entry_with_ttls(
-                &self.opts.attr_ttl,
-                &self.opts.entry_ttl,
-                &file_attr(&a),
-                Generation(0),
-            ),
+            Ok(a) => {
+                self.known.add(a.node);
+                reply.entry_with_ttls(
+                    &self.opts.attr_ttl,
+                    &self.opts.entry_ttl,
+                    &file_attr(&a),
+                    Generation(0),
+                )
+            }
             Err(e) => reply.error(err(&e)),
         }
     }
@@ -162,6 +204,10 @@ impl Filesystem for DedupFuse {
         if let Err(e) = self.fs.shutdown() {
             log::error!("flushing buffered writes at unmount failed: {e}");
         }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.known.forget(ino.0, nlookup);
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
@@ -524,13 +570,16 @@ impl Filesystem for DedupFuse {
             mode,
             core::OpenFlags::from_libc(flags),
         ) {
-            Ok((a, fh)) => reply.created(
-                &self.opts.entry_ttl,
-                &file_attr(&a),
-                Generation(0),
-                FileHandle(fh),
-                FopenFlags::FOPEN_KEEP_CACHE,
-            ),
+            Ok((a, fh)) => {
+                self.known.add(a.node);
+                reply.created(
+                    &self.opts.entry_ttl,
+                    &file_attr(&a),
+                    Generation(0),
+                    FileHandle(fh),
+                    FopenFlags::FOPEN_KEEP_CACHE,
+                )
+            }
             Err(e) => reply.error(err(&e)),
         }
     }

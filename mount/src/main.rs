@@ -5,13 +5,14 @@ mod control;
 mod daemon;
 mod errno;
 mod fuse;
+mod history;
 mod locate;
 mod ops;
 mod options;
 mod output;
 
 use clap::Parser;
-use cli::{Cli, Cmd, ContainerCmd};
+use cli::{BookmarkCmd, Cli, Cmd, ContainerCmd, RetentionCmd, SnapshotCmd};
 use dedupfs_core::chunker::ChunkParams;
 use dedupfs_core::store::{InitOptions, OpenOptions, Store, StoreError};
 use ops::{ErrorKind, OpError, Request};
@@ -196,8 +197,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     &store_cmd(&store, Request::ContainerShow { name }, "container show")?,
                     json,
                 ),
-                ContainerCmd::Set { name, compression } => {
-                    if compression.is_none() {
+                ContainerCmd::Set {
+                    name,
+                    compression,
+                    retention,
+                } => {
+                    if compression.is_none() && retention.is_none() {
                         return Err(CliError::usage(
                             "container set needs a setting to change (e.g. --compression zstd:3)"
                                 .into(),
@@ -206,7 +211,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     print_container(
                         &store_cmd(
                             &store,
-                            Request::ContainerSet { name, compression },
+                            Request::ContainerSet {
+                                name,
+                                compression,
+                                retention,
+                            },
                             "container set",
                         )?,
                         json,
@@ -228,6 +237,124 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     }
                 }
             }
+            Ok(())
+        }
+        Cmd::Bookmark(b) => {
+            let store = resolve_store(cli.store)?;
+            let (req, what) = match b {
+                BookmarkCmd::Create {
+                    container,
+                    name,
+                    kind,
+                } => (
+                    Request::BookmarkCreate {
+                        container,
+                        name,
+                        kind,
+                    },
+                    "bookmark create",
+                ),
+                BookmarkCmd::List { container } => {
+                    (Request::BookmarkList { container }, "bookmark list")
+                }
+                BookmarkCmd::Delete { container, name } => (
+                    Request::BookmarkDelete { container, name },
+                    "bookmark delete",
+                ),
+            };
+            let v = store_cmd(&store, req, what)?;
+            history::print(&v, what, cli.json);
+            Ok(())
+        }
+        Cmd::Snapshot(sc) => {
+            let store = resolve_store(cli.store)?;
+            let (req, what) = match sc {
+                SnapshotCmd::Mount { name, mountpoint } => {
+                    return history::mount_snapshot(&store, &name, &mountpoint)
+                }
+                SnapshotCmd::Create {
+                    container,
+                    name,
+                    mode,
+                    at,
+                    no_flush,
+                } => {
+                    if !no_flush && at.is_none() {
+                        history::sync_mount(&store);
+                    }
+                    (
+                        Request::SnapshotCreate {
+                            container,
+                            name,
+                            mode,
+                            at,
+                            no_flush,
+                        },
+                        "snapshot create",
+                    )
+                }
+                SnapshotCmd::List { container } => {
+                    (Request::SnapshotList { container }, "snapshot list")
+                }
+                SnapshotCmd::Show { name } => (Request::SnapshotShow { name }, "snapshot show"),
+                SnapshotCmd::Delete { name } => {
+                    (Request::SnapshotDelete { name }, "snapshot delete")
+                }
+                SnapshotCmd::Changes { name } => {
+                    history::sync_mount(&store);
+                    (Request::SnapshotChanges { name }, "snapshot changes")
+                }
+                SnapshotCmd::Apply { name, onto } => {
+                    history::sync_mount(&store);
+                    (Request::SnapshotApply { name, onto }, "snapshot apply")
+                }
+            };
+            let v = store_cmd(&store, req, what)?;
+            history::print(&v, what, cli.json);
+            // A conflict is a failure the caller must see.
+            if what == "snapshot apply"
+                && v.get("conflicts")
+                    .and_then(|c| c.as_array())
+                    .is_some_and(|c| !c.is_empty())
+            {
+                return Err(CliError::new(
+                    ExitKind::Failed,
+                    "some changes conflicted with the target and were not applied".into(),
+                ));
+            }
+            Ok(())
+        }
+        Cmd::Rollback {
+            container,
+            to,
+            dry_run,
+        } => {
+            let store = resolve_store(cli.store)?;
+            history::sync_mount(&store);
+            let v = store_cmd(
+                &store,
+                Request::Rollback {
+                    container,
+                    to,
+                    dry_run,
+                },
+                "rollback",
+            )?;
+            history::print(&v, "rollback", cli.json);
+            Ok(())
+        }
+        Cmd::Retention(r) => {
+            let store = resolve_store(cli.store)?;
+            let (req, what) = match r {
+                RetentionCmd::Show { container } => {
+                    (Request::RetentionShow { container }, "retention show")
+                }
+                RetentionCmd::Prune { container } => {
+                    (Request::RetentionPrune { container }, "retention prune")
+                }
+            };
+            let v = store_cmd(&store, req, what)?;
+            history::print(&v, what, cli.json);
             Ok(())
         }
         Cmd::Stats { container } => {
@@ -317,6 +444,7 @@ fn store_cmd(store: &Path, req: Request, what: &str) -> Result<serde_json::Value
             store: Arc::new(s),
             fs: None,
             notifier: None,
+            known: None,
         };
         ops::execute(&ctx, req, &mut on_progress).map_err(CliError::from_op)
     };

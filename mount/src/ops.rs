@@ -4,7 +4,7 @@
 
 use dedupfs_core::admin::{self, SettingsChange};
 use dedupfs_core::chunks::Compression;
-use dedupfs_core::containers::{ContainerError, ContainerSettings, RootOwner};
+use dedupfs_core::containers::{ContainerError, ContainerSettings, RootOwner, SnapshotMode};
 use dedupfs_core::fs::Fs;
 use dedupfs_core::ids::ContainerId;
 use dedupfs_core::stats;
@@ -31,6 +31,54 @@ pub enum Request {
     ContainerSet {
         name: String,
         compression: Option<String>,
+        #[serde(default)]
+        retention: Option<String>,
+    },
+    BookmarkCreate {
+        container: String,
+        name: String,
+        kind: String,
+    },
+    BookmarkList {
+        container: String,
+    },
+    BookmarkDelete {
+        container: String,
+        name: String,
+    },
+    SnapshotCreate {
+        container: String,
+        name: String,
+        mode: String,
+        at: Option<String>,
+        no_flush: bool,
+    },
+    SnapshotList {
+        container: Option<String>,
+    },
+    SnapshotShow {
+        name: String,
+    },
+    SnapshotDelete {
+        name: String,
+    },
+    SnapshotChanges {
+        name: String,
+    },
+    SnapshotApply {
+        name: String,
+        onto: String,
+    },
+    Rollback {
+        container: String,
+        to: String,
+        dry_run: bool,
+    },
+    RetentionShow {
+        container: String,
+    },
+    RetentionPrune {
+        container: String,
     },
     ContainerDelete {
         name: String,
@@ -122,6 +170,8 @@ pub struct Ctx {
     /// Present when mounted: open files matter and the kernel's caches must be told.
     pub fs: Option<Arc<Fs>>,
     pub notifier: Option<fuser::Notifier>,
+    /// The nodes the kernel holds (mounted only).
+    pub known: Option<Arc<crate::fuse::KnownNodes>>,
 }
 
 impl Ctx {
@@ -130,6 +180,54 @@ impl Ctx {
             let _ = n.inval_entry(fuser::INodeNo(1), std::ffi::OsStr::new(name));
         }
     }
+
+    /// Drops everything the kernel caches of a tree (attributes, pages, names below it).
+    fn invalidate_view(&self, view: u32, root_name: &str) {
+        let (Some(n), Some(k)) = (&self.notifier, &self.known) else {
+            return;
+        };
+        let _ = n.inval_entry(fuser::INodeNo(1), std::ffi::OsStr::new(root_name));
+        let nodes = k.of_view(view);
+        for node in &nodes {
+            let _ = n.inval_inode(fuser::INodeNo(*node), 0, 0);
+        }
+        log::debug!("invalidated {} cached inodes of view {view}", nodes.len());
+    }
+
+    /// The filesystem core: the mounted one, or a private one over the open store.
+    fn fs_core(&self) -> Arc<Fs> {
+        match &self.fs {
+            Some(fs) => fs.clone(),
+            None => Arc::new(Fs::new(
+                self.store.clone(),
+                dedupfs_core::fs::FsOptions {
+                    background: false,
+                    ..Default::default()
+                },
+            )),
+        }
+    }
+}
+
+fn hist(e: dedupfs_snapshot::HistoryError) -> OpError {
+    use dedupfs_snapshot::HistoryError as H;
+    let kind = match e {
+        H::Store(se) => return se.into(),
+        H::Container(ce) => return ce.into(),
+        H::NotFound(_) => ErrorKind::NotFound,
+        H::Exists(_) => ErrorKind::Exists,
+        H::Invalid(_) | H::Point(_) => ErrorKind::Invalid,
+        H::Busy(_) => ErrorKind::Busy,
+        _ => ErrorKind::Io,
+    };
+    OpError {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or_default()
 }
 
 fn compression(s: &Option<String>) -> Result<Option<Compression>, OpError> {
@@ -149,6 +247,8 @@ fn show(store: &Store, name: &str) -> Result<serde_json::Value, OpError> {
         "id": ci.rec.id,
         "created": ci.rec.created,
         "settings": ci.rec.settings,
+        "head_branch": ci.rec.head,
+        "rollbacks": ci.rec.prev_heads.len(),
         "stats": st,
     }))
 }
@@ -191,6 +291,7 @@ pub fn execute(
         } => {
             let settings = ContainerSettings {
                 compression: compression(&c)?.unwrap_or_default(),
+                retention: None,
             };
             admin::create_container(store, &name, settings, RootOwner::default())?;
             ctx.invalidate_root_entry(&name);
@@ -216,12 +317,154 @@ pub fn execute(
         Request::ContainerSet {
             name,
             compression: c,
+            retention,
         } => {
+            let retention = match retention.as_deref() {
+                None => None,
+                Some("" | "none" | "forever") => Some(None),
+                Some(r) => {
+                    dedupfs_snapshot::retention::Policy::parse(r).map_err(hist)?;
+                    Some(Some(r.to_string()))
+                }
+            };
             let change = SettingsChange {
                 compression: compression(&c)?,
+                retention,
             };
             admin::set_container(store, &name, &change)?;
             show(store, &name)
+        }
+        Request::BookmarkCreate {
+            container,
+            name,
+            kind,
+        } => {
+            let fs = ctx.fs.as_deref().map(|f| &**f.core());
+            let b = dedupfs_snapshot::bookmark::create(store, fs, &container, &name, &kind)
+                .map_err(hist)?;
+            Ok(to_json(&b))
+        }
+        Request::BookmarkList { container } => Ok(to_json(
+            &dedupfs_snapshot::bookmark::list(store, &container).map_err(hist)?,
+        )),
+        Request::BookmarkDelete { container, name } => {
+            dedupfs_snapshot::bookmark::delete(store, &container, &name).map_err(hist)?;
+            Ok(serde_json::json!({ "deleted": name }))
+        }
+        Request::SnapshotCreate {
+            container,
+            name,
+            mode,
+            at,
+            no_flush,
+        } => {
+            let mode = SnapshotMode::parse(&mode).ok_or_else(|| {
+                OpError::invalid(format!(
+                    "snapshot mode '{mode}' is not ro, rw or rw-tracking"
+                ))
+            })?;
+            let fs = ctx.fs.as_deref().map(|f| &**f.core());
+            let t = std::time::Instant::now();
+            let rec = dedupfs_snapshot::snapshot::create(
+                store,
+                fs,
+                &dedupfs_snapshot::snapshot::CreateRequest {
+                    container: &container,
+                    name: &name,
+                    mode,
+                    at: at.as_deref(),
+                    flush: !no_flush,
+                },
+            )
+            .map_err(hist)?;
+            let mut v = to_json(&rec);
+            v["seconds"] = serde_json::json!(t.elapsed().as_secs_f64());
+            ctx.invalidate_root_entry(".snapshots");
+            Ok(v)
+        }
+        Request::SnapshotList { container } => Ok(to_json(
+            &dedupfs_snapshot::snapshot::list(store, container.as_deref()).map_err(hist)?,
+        )),
+        Request::SnapshotShow { name } => {
+            let rec = dedupfs_snapshot::snapshot::record(store, &name).map_err(hist)?;
+            let mut v = to_json(&rec);
+            v["container_name"] = serde_json::json!(store
+                .registry()
+                .get(ContainerId(rec.container))
+                .map(|c| c.rec.name.clone()));
+            v["path"] = serde_json::json!(format!(".snapshots/{}", rec.name));
+            Ok(v)
+        }
+        Request::SnapshotDelete { name } => {
+            let view = dedupfs_snapshot::snapshot::record(store, &name)
+                .map_err(hist)?
+                .view();
+            let fs = ctx.fs.as_deref().map(|f| &**f.core());
+            dedupfs_snapshot::snapshot::delete(store, fs, &name).map_err(hist)?;
+            if let (Some(n), Some(k)) = (&ctx.notifier, &ctx.known) {
+                let _ = n.inval_entry(
+                    fuser::INodeNo(
+                        dedupfs_core::fs::NodeRef::Virtual(dedupfs_core::fs::VirtualDir::Snapshots)
+                            .encode(),
+                    ),
+                    std::ffi::OsStr::new(&name),
+                );
+                for node in k.of_view(view) {
+                    let _ = n.inval_inode(fuser::INodeNo(node), 0, 0);
+                }
+            }
+            Ok(serde_json::json!({ "deleted": name }))
+        }
+        Request::SnapshotChanges { name } => {
+            let fs = ctx.fs.as_deref().map(|f| &**f.core());
+            Ok(to_json(
+                &dedupfs_snapshot::apply::changes(store, fs, &name).map_err(hist)?,
+            ))
+        }
+        Request::SnapshotApply { name, onto } => {
+            let fs = ctx.fs_core();
+            let r = dedupfs_snapshot::apply::apply(store, fs.core(), &name, &onto).map_err(hist)?;
+            if ctx.fs.is_none() {
+                fs.shutdown().map_err(|e| OpError::io(e.to_string()))?;
+            }
+            Ok(to_json(&r))
+        }
+        Request::Rollback {
+            container,
+            to,
+            dry_run,
+        } => {
+            let fs = ctx.fs.as_deref().map(|f| &**f.core());
+            let old_view = store.registry().by_name(&container).map(|c| c.view);
+            let t = std::time::Instant::now();
+            let r = dedupfs_snapshot::rollback::rollback(store, fs, &container, &to, dry_run)
+                .map_err(hist)?;
+            let secs = t.elapsed().as_secs_f64();
+            if !dry_run {
+                if let Some(v) = old_view {
+                    ctx.invalidate_view(v, &container);
+                }
+                ctx.invalidate_root_entry(".snapshots");
+            }
+            let mut v = to_json(&r);
+            v["seconds"] = serde_json::json!(secs);
+            Ok(v)
+        }
+        Request::RetentionShow { container } => Ok(to_json(
+            &dedupfs_snapshot::retention::show(store, &container).map_err(hist)?,
+        )),
+        Request::RetentionPrune { container } => {
+            if let Some(fs) = &ctx.fs {
+                fs.flush_all().map_err(|e| OpError::io(e.to_string()))?;
+            }
+            Ok(to_json(
+                &dedupfs_snapshot::retention::prune(
+                    store,
+                    &container,
+                    dedupfs_core::records::Timestamp::now(),
+                )
+                .map_err(hist)?,
+            ))
         }
         Request::ContainerDelete { name, force } => {
             let ci = store
@@ -236,7 +479,7 @@ pub fn execute(
                 });
             }
             if let Some(fs) = &ctx.fs {
-                let open = fs.open_handles_in(ContainerId(ci.rec.id));
+                let open = fs.open_handles_in(ContainerId(ci.view));
                 if open > 0 {
                     return Err(OpError {
                         kind: ErrorKind::Busy,

@@ -31,6 +31,8 @@ pub struct MountOpts {
     pub attr_timeout: Duration,
     pub entry_timeout: Duration,
     pub lock_wait: Duration,
+    /// How often the daemon prunes history outside retention policies (0: never).
+    pub prune_interval: Duration,
     pub log: Option<PathBuf>,
     /// Options as given, for re-exec of a background daemon.
     pub raw: Vec<String>,
@@ -59,6 +61,7 @@ impl Default for MountOpts {
             attr_timeout: Duration::from_secs(1),
             entry_timeout: Duration::from_secs(1),
             lock_wait: Duration::ZERO,
+            prune_interval: Duration::from_secs(3600),
             log: None,
             raw: Vec::new(),
         }
@@ -189,6 +192,7 @@ impl MountOpts {
             "attr_timeout" => self.attr_timeout = parse_secs(key, need(key, val)?)?,
             "entry_timeout" => self.entry_timeout = parse_secs(key, need(key, val)?)?,
             "lock_wait" => self.lock_wait = parse_secs(key, need(key, val)?)?,
+            "prune_interval" => self.prune_interval = parse_secs(key, need(key, val)?)?,
             "log" => self.log = Some(PathBuf::from(need(key, val)?)),
             // util-linux and fstab bookkeeping that reaches helpers: not ours to act on.
             "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "owner" | "group"

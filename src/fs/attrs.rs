@@ -29,25 +29,48 @@ pub(crate) struct Located {
     pub rp: ReadPoint,
     pub ino: Ino,
     pub key: Option<FileKey>,
+    pub read_only: bool,
 }
 
 impl FsCore {
+    /// Locates a node whose attributes are about to change.
+    pub(crate) fn locate_mut(&self, node: u64) -> FsResult<Located> {
+        self.check_writable()?;
+        let l = self.locate(node)?;
+        if l.read_only {
+            return Err(FsError::ReadOnly);
+        }
+        Ok(l)
+    }
+
     pub(crate) fn locate(&self, node: u64) -> FsResult<Located> {
         match self.resolve(node)? {
             Target::Root => Ok(Located {
                 rp: Self::root_read_point(),
                 ino: ROOT_INO,
                 key: None,
+                read_only: false,
+            }),
+            // Virtual directories have the mount root's (empty) xattrs and never change.
+            Target::Virtual(_) => Ok(Located {
+                rp: Self::root_read_point(),
+                ino: ROOT_INO,
+                key: None,
+                read_only: true,
             }),
             Target::Node(ci, ino) => Ok(Located {
                 rp: ci.read_point.clone(),
                 ino,
                 key: Some((ci.branch(), ino)),
+                read_only: ci.read_only,
             }),
         }
     }
 
     pub fn getattr(&self, node: u64) -> FsResult<Attr> {
+        if let Some(NodeRef::Virtual(v)) = NodeRef::decode(node) {
+            return self.virtual_attr(v);
+        }
         let l = self.locate(node)?;
         let rec = self.inode(&l.rp, l.ino)?;
         let mut a = self.attr_of(node, l.key, &rec);
@@ -59,7 +82,7 @@ impl FsCore {
 
     pub fn setattr(&self, ctx: &Ctx, node: u64, set: SetAttr) -> FsResult<Attr> {
         self.check_writable()?;
-        let l = self.locate(node)?;
+        let l = self.locate_mut(node)?;
         let mut set = set;
         // The kernel leaves clearing setuid/setgid to us (FUSE_HANDLE_KILLPRIV_V2): on a
         // change of owner of a non-directory, and on truncation by an unprivileged caller.
@@ -129,7 +152,7 @@ impl FsCore {
         if value.len() > XATTR_SIZE_MAX {
             return Err(FsError::TooBig);
         }
-        let l = self.locate(node)?;
+        let l = self.locate_mut(node)?;
         let suffix = crate::codec::Enc::new().name(name).finish();
         self.store.committer.commit(|c| {
             let mut rec = self.txn_inode(c, &l.rp, l.ino)?.ok_or(FsError::NotFound)?;
@@ -209,7 +232,7 @@ impl FsCore {
         if name.is_empty() || name.len() > XATTR_NAME_MAX {
             return Err(FsError::Range);
         }
-        let l = self.locate(node)?;
+        let l = self.locate_mut(node)?;
         let suffix = crate::codec::Enc::new().name(name).finish();
         self.store.committer.commit(|c| {
             let mut rec = self.txn_inode(c, &l.rp, l.ino)?.ok_or(FsError::NotFound)?;

@@ -17,7 +17,7 @@ use super::dirty::{overlay_spans, DirtyMap};
 use super::rechunk;
 use super::*;
 use crate::chunks::NewChunk;
-use crate::ids::{ChunkId, ContainerId};
+use crate::ids::ChunkId;
 use crate::records::{ExtentRec, FileKind, Timestamp};
 
 /// Largest file size (the kernel's limit for FUSE files is also 2^63-1).
@@ -44,7 +44,8 @@ struct FileInner {
 /// In-memory state of a file that is open or has buffered writes.
 pub(crate) struct FileState {
     pub key: FileKey,
-    pub container: ContainerId,
+    /// The view (tree) the file was opened in.
+    pub view: u32,
     flush_lock: Mutex<()>,
     inner: Mutex<FileInner>,
 }
@@ -56,10 +57,10 @@ pub(crate) struct OverlayAttrs {
 }
 
 impl FileState {
-    fn new(key: FileKey, container: ContainerId, size: u64) -> FileState {
+    fn new(key: FileKey, view: u32, size: u64) -> FileState {
         FileState {
             key,
-            container,
+            view,
             flush_lock: Mutex::new(()),
             inner: Mutex::new(FileInner {
                 size,
@@ -132,12 +133,18 @@ fn rd_err(node_desc: &str, e: FsError) -> FsError {
 }
 
 impl FsCore {
+    /// The tree a file's writes go to, if it still exists and still writes to the
+    /// file's branch (a rollback moves a container to a new branch).
+    fn tree_of_file(&self, f: &FileState) -> Option<Arc<ContainerInfo>> {
+        self.tree(f.view).filter(|ci| ci.branch() == f.key.0)
+    }
+
     fn file_state(&self, ci: &ContainerInfo, ino: Ino, size: u64) -> Arc<FileState> {
         let key = (ci.branch(), ino);
         self.files
             .lock()
             .entry(key)
-            .or_insert_with(|| Arc::new(FileState::new(key, ci.id(), size)))
+            .or_insert_with(|| Arc::new(FileState::new(key, ci.view, size)))
             .clone()
     }
 
@@ -163,10 +170,11 @@ impl FsCore {
     }
 
     pub fn open(&self, _ctx: &Ctx, node: u64, flags: OpenFlags) -> FsResult<u64> {
-        if flags.write {
-            self.check_writable()?;
-        }
-        let (ci, ino) = self.resolve_node(node)?;
+        let (ci, ino) = if flags.write {
+            self.resolve_node_mut(node)?
+        } else {
+            self.resolve_node(node)?
+        };
         let rec = self.inode(&ci.read_point, ino)?;
         match rec.kind {
             FileKind::Directory if flags.write => return Err(FsError::IsDir),
@@ -251,7 +259,7 @@ impl FsCore {
             };
             self.adjust_buffered(delta);
             let (branch, ino) = key;
-            let ci = self.store.registry().get(f.container);
+            let ci = self.tree_of_file(&f);
             if let Some(ci) = ci {
                 self.store.committer.commit(|c| {
                     if let Some(rec) = self.txn_inode(c, &ci.read_point, ino)? {
@@ -299,6 +307,12 @@ impl FsCore {
             Handle::File { key, flags, .. } if flags.write => key,
             _ => return Err(FsError::BadHandle),
         };
+        // A handle opened before a rollback writes to a branch that is no longer the tree's.
+        match NodeRef::decode(node) {
+            Some(NodeRef::Tree { view, .. })
+                if self.tree(view).is_some_and(|t| t.branch() == key.0) => {}
+            _ => return Err(FsError::Stale),
+        }
         let end = off
             .checked_add(data.len() as u64)
             .filter(|&e| e <= MAX_FILE_SIZE)
@@ -474,8 +488,15 @@ impl FsCore {
         Ok(())
     }
 
-    pub fn read(&self, node: u64, _fh: u64, off: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub fn read(&self, node: u64, fh: u64, off: u64, size: u32) -> FsResult<Vec<u8>> {
         let (ci, ino) = self.resolve_node(node)?;
+        // A handle opened before a rollback belongs to the tree as it was; the kernel's
+        // idea of that file's size may be stale, so it must reopen.
+        if let Ok(Handle::File { key, .. }) = self.handle(fh) {
+            if key.0 != ci.branch() {
+                return Err(FsError::Stale);
+            }
+        }
         let rec = self.inode(&ci.read_point, ino)?;
         if rec.kind == FileKind::Directory {
             return Err(FsError::IsDir);
@@ -545,6 +566,23 @@ impl FsCore {
         Ok(())
     }
 
+    /// Flushes the buffered writes of every file of a container's trees (live tree and
+    /// snapshots), then makes all commits durable: a consistency point.
+    pub fn flush_container(&self, c: crate::ids::ContainerId) -> FsResult<()> {
+        let keys: Vec<FileKey> = self
+            .files
+            .lock()
+            .iter()
+            .filter(|(_, f)| self.tree(f.view).is_none_or(|t| t.id() == c))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in keys {
+            self.flush_key(k, FlushMode::Force)?;
+        }
+        self.store.sync()?;
+        Ok(())
+    }
+
     /// Flushes every file's buffered writes.
     pub fn flush_all(&self) -> FsResult<()> {
         let keys: Vec<FileKey> = self.files.lock().keys().copied().collect();
@@ -587,8 +625,15 @@ impl FsCore {
 
     fn flush_file(&self, f: &Arc<FileState>, mode: FlushMode) -> FsResult<()> {
         let _fl = f.flush_lock.lock();
-        let Some(ci) = self.store.registry().get(f.container) else {
-            // The container is gone: nothing to keep.
+        let Some(ci) = self.tree_of_file(f) else {
+            // The container or snapshot is gone, or was rolled back under the file: its
+            // pending writes have no tree to go to.
+            if f.inner.lock().dirty.bytes() > 0 {
+                log::warn!(
+                    "dropping buffered writes of inode {} of a tree that was deleted or rolled back",
+                    f.key.1
+                );
+            }
             let mut g = f.inner.lock();
             let d = g.dirty.discard(0, u64::MAX);
             drop(g);
@@ -760,7 +805,7 @@ impl FsCore {
                 .chunks
                 .add_refs(txn, ci.id(), &deltas, store, cont)?;
             if rec.nlink > 0 {
-                let cc = c.container_counters(ci.id());
+                let cc = c.container_counters(ci.account());
                 cc.logical_bytes = (cc.logical_bytes + rec.size).saturating_sub(old_size);
             }
             Ok::<_, FsError>(())
@@ -844,7 +889,7 @@ impl FsCore {
         if size > MAX_FILE_SIZE {
             return Err(FsError::FileTooLarge);
         }
-        let (ci, ino) = self.resolve_node(node)?;
+        let (ci, ino) = self.resolve_node_mut(node)?;
         let rec = self.inode(&ci.read_point, ino)?;
         match rec.kind {
             FileKind::RegularFile => {}
@@ -941,7 +986,7 @@ impl FsCore {
                 .chunks
                 .add_refs(txn, ci.id(), &deltas, store, cont)?;
             if rec.nlink > 0 {
-                let cc = c.container_counters(ci.id());
+                let cc = c.container_counters(ci.account());
                 cc.logical_bytes = (cc.logical_bytes + rec.size).saturating_sub(old_size);
             }
             Ok(())
@@ -964,7 +1009,7 @@ impl FsCore {
         if len == 0 {
             return Err(FsError::Invalid("fallocate of zero bytes"));
         }
-        let (ci, ino) = self.resolve_node(node)?;
+        let (ci, ino) = self.resolve_node_mut(node)?;
         let rec = self.inode(&ci.read_point, ino)?;
         if rec.kind != FileKind::RegularFile {
             return Err(if rec.kind == FileKind::Directory {

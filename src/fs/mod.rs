@@ -23,6 +23,7 @@ mod icache;
 mod namespace;
 mod rechunk;
 pub mod types;
+mod views;
 
 #[cfg(test)]
 mod model_tests;
@@ -156,6 +157,9 @@ pub struct FsCore {
     icache: Arc<icache::InodeCache>,
     /// Decompresses chunks ahead of sequential readers (absent without background threads).
     pub(crate) readahead: Option<Arc<ReadAhead>>,
+    /// Time-travel views opened in this mount, by view number and by (container, version).
+    time_views: Mutex<HashMap<u32, Arc<ContainerInfo>>>,
+    time_view_ids: Mutex<HashMap<(crate::ids::ContainerId, Version), u32>>,
 }
 
 /// A queue of chunks to load into the cache, served by background threads.
@@ -216,6 +220,7 @@ impl std::ops::Deref for Fs {
 /// What a node id resolves to.
 pub(crate) enum Target {
     Root,
+    Virtual(VirtualDir),
     Node(Arc<ContainerInfo>, Ino),
 }
 
@@ -237,6 +242,8 @@ impl Fs {
             last_sync: Mutex::new(Instant::now()),
             pool: Arc::new(dirty::BufPool::new((opts.stream_trigger + (2 << 20)) * 3)),
             icache: Arc::new(icache::InodeCache::new(65536)),
+            time_views: Mutex::new(HashMap::new()),
+            time_view_ids: Mutex::new(HashMap::new()),
             readahead: opts.background.then(|| {
                 Arc::new(ReadAhead {
                     queue: Mutex::new(VecDeque::new()),
@@ -327,12 +334,58 @@ impl FsCore {
     pub(crate) fn resolve(&self, node: u64) -> FsResult<Target> {
         match NodeRef::decode(node) {
             Some(NodeRef::Root) => Ok(Target::Root),
-            Some(NodeRef::Live { container, ino }) => {
-                let ci = self.store.registry().get(container).ok_or(FsError::Stale)?;
+            Some(NodeRef::Virtual(v)) => Ok(Target::Virtual(v)),
+            Some(NodeRef::Tree { view, ino }) => {
+                let ci = self.tree(view).ok_or(FsError::Stale)?;
                 Ok(Target::Node(ci, ino))
             }
             None => Err(FsError::Stale),
         }
+    }
+
+    /// The tree of a view number, if it still exists.
+    pub(crate) fn tree(&self, view: u32) -> Option<Arc<ContainerInfo>> {
+        if view >= crate::containers::TIME_VIEW_BASE {
+            return self.time_views.lock().get(&view).cloned();
+        }
+        self.store.registry().view(view)
+    }
+
+    /// Resolves a node inside a tree that may be changed.
+    pub(crate) fn resolve_node_mut(&self, node: u64) -> FsResult<(Arc<ContainerInfo>, Ino)> {
+        self.check_writable()?;
+        let (ci, ino) = self.resolve_node(node)?;
+        Self::check_tree_writable(&ci)?;
+        Ok((ci, ino))
+    }
+
+    pub(crate) fn check_tree_writable(ci: &ContainerInfo) -> FsResult<()> {
+        if ci.read_only {
+            Err(FsError::ReadOnly)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// A read-only view of a container as of version `v`, with a node-id view number that
+    /// lasts as long as this mount.
+    pub fn time_view(&self, ci: &ContainerInfo, v: Version) -> FsResult<Arc<ContainerInfo>> {
+        let mut tv = self.time_views.lock();
+        let key = (ci.id(), v);
+        if let Some(view) = self.time_view_ids.lock().get(&key) {
+            if let Some(t) = tv.get(view) {
+                return Ok(t.clone());
+            }
+        }
+        let n = crate::containers::TIME_VIEW_BASE as usize + tv.len();
+        if n >= crate::containers::VIEW_LIMIT as usize {
+            return Err(FsError::Invalid("too many time-travel views in this mount"));
+        }
+        let view = n as u32;
+        let t = Arc::new(ci.as_of(&self.store.registry(), v, view));
+        tv.insert(view, t.clone());
+        self.time_view_ids.lock().insert(key, view);
+        Ok(t)
     }
 
     /// Resolves a node that must be inside a container.
@@ -342,15 +395,12 @@ impl FsCore {
             Target::Root => Err(FsError::NotPermitted(
                 "the mount root holds only containers",
             )),
+            Target::Virtual(_) => Err(FsError::ReadOnly),
         }
     }
 
     pub(crate) fn node_of(ci: &ContainerInfo, ino: Ino) -> u64 {
-        NodeRef::Live {
-            container: ci.id(),
-            ino,
-        }
-        .encode()
+        NodeRef::Tree { view: ci.view, ino }.encode()
     }
 
     pub(crate) fn root_read_point() -> ReadPoint {
@@ -458,7 +508,7 @@ impl FsCore {
                 let node = match h {
                     Handle::File { node, .. } | Handle::Dir { node, .. } => *node,
                 };
-                matches!(NodeRef::decode(node), Some(NodeRef::Live { container, .. }) if container == c)
+                matches!(NodeRef::decode(node), Some(NodeRef::Tree { view, .. }) if view == c.0)
             })
             .count()
     }

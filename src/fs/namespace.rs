@@ -76,7 +76,7 @@ impl FsCore {
         Ok(self.attr_of(ROOT_NODE, None, &rec))
     }
 
-    fn container_root_attr(&self, ci: &ContainerInfo) -> FsResult<Attr> {
+    pub(crate) fn container_root_attr(&self, ci: &ContainerInfo) -> FsResult<Attr> {
         let rec = self.inode(&ci.read_point, ci.root())?;
         let mut a = self.attr_of(Self::node_of(ci, ci.root()), None, &rec);
         a.nlink = a.nlink.max(2);
@@ -92,6 +92,9 @@ impl FsCore {
                 if name == b"." || name == b".." {
                     return self.root_attr();
                 }
+                if let Some(v) = super::views::root_entry(name) {
+                    return self.virtual_attr(v);
+                }
                 let name = std::str::from_utf8(name).map_err(|_| FsError::NotFound)?;
                 let ci = self
                     .store
@@ -100,6 +103,7 @@ impl FsCore {
                     .ok_or(FsError::NotFound)?;
                 self.container_root_attr(&ci)
             }
+            Target::Virtual(v) => self.lookup_virtual(v, name),
             Target::Node(ci, dir) => {
                 let rp = &ci.read_point;
                 if name == b"." {
@@ -108,7 +112,7 @@ impl FsCore {
                 if name == b".." {
                     let rec = self.inode(rp, dir)?;
                     if dir == ci.root() {
-                        return self.root_attr();
+                        return self.parent_of_tree_attr(&ci);
                     }
                     return self.getattr(Self::node_of(&ci, rec.parent));
                 }
@@ -133,6 +137,10 @@ impl FsCore {
         self.check_writable()?;
         check_name(name)?;
         let (ci, dir) = match self.resolve(parent)? {
+            Target::Root if super::views::root_entry(name).is_some() => {
+                return Err(FsError::Exists)
+            }
+            Target::Virtual(_) => return Err(FsError::ReadOnly),
             Target::Root if n.kind == FileKind::Directory => {
                 return self.create_container(ctx, name, n.perm)
             }
@@ -152,7 +160,10 @@ impl FsCore {
                     },
                 )
             }
-            Target::Node(ci, dir) => (ci, dir),
+            Target::Node(ci, dir) => {
+                Self::check_tree_writable(&ci)?;
+                (ci, dir)
+            }
         };
         if is_dot(name) {
             return Err(FsError::Exists);
@@ -232,7 +243,7 @@ impl FsCore {
             p.ctime = now;
             self.put_inode(c, rp, dir, Some(&p));
             if n.kind == FileKind::RegularFile {
-                c.container_counters(ci.id()).files += 1;
+                c.container_counters(ci.account()).files += 1;
             }
             Ok((ino, rec))
         })?;
@@ -345,7 +356,7 @@ impl FsCore {
             return Ok(());
         }
         if rec.kind == FileKind::RegularFile {
-            let cc = c.container_counters(ci.id());
+            let cc = c.container_counters(ci.account());
             cc.files = cc.files.saturating_sub(1);
             cc.logical_bytes = cc.logical_bytes.saturating_sub(rec.size);
         }
@@ -376,7 +387,11 @@ impl FsCore {
                     FsError::NotFound
                 });
             }
-            Target::Node(ci, dir) => (ci, dir),
+            Target::Virtual(_) => return Err(FsError::ReadOnly),
+            Target::Node(ci, dir) => {
+                Self::check_tree_writable(&ci)?;
+                (ci, dir)
+            }
         };
         self.store.committer.commit(|c| {
             let rp = &ci.read_point;
@@ -408,6 +423,10 @@ impl FsCore {
             return Err(FsError::NotEmpty);
         }
         let (ci, dir) = match self.resolve(parent)? {
+            Target::Virtual(_) => return Err(FsError::ReadOnly),
+            Target::Root if super::views::root_entry(name).is_some() => {
+                return Err(FsError::ReadOnly)
+            }
             Target::Root => {
                 let n = std::str::from_utf8(name).map_err(|_| FsError::NotFound)?;
                 let ci = self.store.registry().by_name(n).ok_or(FsError::NotFound)?;
@@ -415,13 +434,16 @@ impl FsCore {
                 if root.size > 0 {
                     return Err(FsError::NotEmpty);
                 }
-                if self.open_handles_in(ci.id()) > 0 {
+                if self.open_handles_in(crate::ids::ContainerId(ci.view)) > 0 {
                     return Err(FsError::Busy(format!("container '{n}' has open files")));
                 }
                 crate::admin::delete_container(&self.store, n, true, &mut |_| {})?;
                 return Ok(());
             }
-            Target::Node(ci, dir) => (ci, dir),
+            Target::Node(ci, dir) => {
+                Self::check_tree_writable(&ci)?;
+                (ci, dir)
+            }
         };
         self.store.committer.commit(|c| {
             let rp = &ci.read_point;
@@ -490,8 +512,19 @@ impl FsCore {
             return Err(FsError::Invalid("rename of '.' or '..'"));
         }
         let (ci, sdir, ddir) = match (self.resolve(parent)?, self.resolve(newparent)?) {
-            (Target::Root, Target::Root) => return self.rename_container(name, newname, flags),
-            (Target::Node(a, s), Target::Node(b, d)) if a.id() == b.id() => (a, s, d),
+            (Target::Root, Target::Root) => {
+                if super::views::root_entry(name).is_some()
+                    || super::views::root_entry(newname).is_some()
+                {
+                    return Err(FsError::ReadOnly);
+                }
+                return self.rename_container(name, newname, flags);
+            }
+            (Target::Virtual(_), _) | (_, Target::Virtual(_)) => return Err(FsError::ReadOnly),
+            (Target::Node(a, s), Target::Node(b, d)) if a.view == b.view => {
+                Self::check_tree_writable(&a)?;
+                (a, s, d)
+            }
             _ => return Err(FsError::CrossDevice),
         };
         self.store.committer.commit(|c| {
@@ -649,7 +682,10 @@ impl FsCore {
             return Err(FsError::Exists);
         }
         let (ci, ino, dir) = match (self.resolve(node)?, self.resolve(newparent)?) {
-            (Target::Node(a, ino), Target::Node(b, dir)) if a.id() == b.id() => (a, ino, dir),
+            (Target::Node(a, ino), Target::Node(b, dir)) if a.view == b.view => {
+                Self::check_tree_writable(&a)?;
+                (a, ino, dir)
+            }
             (Target::Node(..), Target::Root) => {
                 return Err(FsError::NotPermitted("no links at the mount root"))
             }
@@ -704,7 +740,7 @@ impl FsCore {
 
     pub fn opendir(&self, node: u64) -> FsResult<u64> {
         match self.resolve(node)? {
-            Target::Root => {}
+            Target::Root | Target::Virtual(_) => {}
             Target::Node(ci, ino) => {
                 if self.inode(&ci.read_point, ino)?.kind != FileKind::Directory {
                     return Err(FsError::NotDir);
@@ -739,10 +775,11 @@ impl FsCore {
         let target = self.resolve(node)?;
         let (self_node, parent_node) = match &target {
             Target::Root => (ROOT_NODE, ROOT_NODE),
+            Target::Virtual(v) => (node, super::views::parent_of(*v)),
             Target::Node(ci, ino) => {
                 let rec = self.inode(&ci.read_point, *ino)?;
                 let parent = if *ino == ci.root() {
-                    ROOT_NODE
+                    self.parent_of_tree_attr(ci)?.node
                 } else {
                     Self::node_of(ci, rec.parent)
                 };
@@ -770,18 +807,35 @@ impl FsCore {
             return Ok(());
         }
         match target {
+            Target::Virtual(v) => self.readdir_virtual(v, offset, add),
             Target::Root => {
-                let list = self.store.registry().list();
-                for (i, ci) in list.iter().enumerate() {
+                let mut entries: Vec<(u64, FileKind, Vec<u8>)> = super::views::ROOT_ENTRIES
+                    .iter()
+                    .map(|(n, v)| {
+                        (
+                            NodeRef::Virtual(*v).encode(),
+                            FileKind::Directory,
+                            n.to_vec(),
+                        )
+                    })
+                    .collect();
+                for ci in self.store.registry().list() {
+                    entries.push((
+                        Self::node_of(&ci, ci.root()),
+                        FileKind::Directory,
+                        ci.rec.name.as_bytes().to_vec(),
+                    ));
+                }
+                for (i, (node, kind, name)) in entries.into_iter().enumerate() {
                     let cookie = 3 + i as u64;
                     if cookie <= offset {
                         continue;
                     }
                     let e = DirEntry {
-                        node: Self::node_of(ci, ci.root()),
+                        node,
                         offset: cookie,
-                        kind: FileKind::Directory,
-                        name: ci.rec.name.as_bytes().to_vec(),
+                        kind,
+                        name,
                     };
                     if add(e) {
                         break;

@@ -16,9 +16,27 @@ const VIEW_SHIFT: u32 = Ino::BITS;
 pub enum NodeRef {
     /// The mount root, whose entries are the containers.
     Root,
-    /// An inode of a container's live tree.
-    Live { container: ContainerId, ino: Ino },
+    /// A directory the filesystem makes up: `/.at`, `/.at/<container>`, `/.snapshots`.
+    Virtual(VirtualDir),
+    /// An inode of a tree: a container's live tree (view = container id), a snapshot or a
+    /// time-travel view.
+    Tree { view: u32, ino: Ino },
 }
+
+/// The made-up directories of the mount root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VirtualDir {
+    /// `/.at`: one entry per container.
+    At,
+    /// `/.at/<container>`: any time or bookmark name looks up a read-only view.
+    AtContainer(ContainerId),
+    /// `/.snapshots`: one entry per snapshot.
+    Snapshots,
+}
+
+const VIRTUAL_AT: u64 = 2;
+const VIRTUAL_SNAPSHOTS: u64 = 3;
+const VIRTUAL_AT_CONTAINER: u64 = 1 << 40;
 
 impl NodeRef {
     pub fn decode(node: u64) -> Option<NodeRef> {
@@ -27,11 +45,25 @@ impl NodeRef {
         }
         let view = node >> VIEW_SHIFT;
         let ino = Ino(node & Ino::MAX);
-        if view == 0 || view > crate::containers::MAX_CONTAINERS as u64 {
+        if view == 0 {
+            return match ino.0 {
+                VIRTUAL_AT => Some(NodeRef::Virtual(VirtualDir::At)),
+                VIRTUAL_SNAPSHOTS => Some(NodeRef::Virtual(VirtualDir::Snapshots)),
+                i if i > VIRTUAL_AT_CONTAINER
+                    && i - VIRTUAL_AT_CONTAINER <= crate::containers::MAX_CONTAINERS as u64 =>
+                {
+                    Some(NodeRef::Virtual(VirtualDir::AtContainer(ContainerId(
+                        (i - VIRTUAL_AT_CONTAINER) as u32,
+                    ))))
+                }
+                _ => None,
+            };
+        }
+        if view >= crate::containers::VIEW_LIMIT as u64 {
             return None;
         }
-        Some(NodeRef::Live {
-            container: ContainerId(view as u32),
+        Some(NodeRef::Tree {
+            view: view as u32,
             ino,
         })
     }
@@ -39,7 +71,10 @@ impl NodeRef {
     pub fn encode(self) -> u64 {
         match self {
             NodeRef::Root => ROOT_NODE,
-            NodeRef::Live { container, ino } => ((container.0 as u64) << VIEW_SHIFT) | ino.0,
+            NodeRef::Virtual(VirtualDir::At) => VIRTUAL_AT,
+            NodeRef::Virtual(VirtualDir::Snapshots) => VIRTUAL_SNAPSHOTS,
+            NodeRef::Virtual(VirtualDir::AtContainer(c)) => VIRTUAL_AT_CONTAINER + c.0 as u64,
+            NodeRef::Tree { view, ino } => ((view as u64) << VIEW_SHIFT) | ino.0,
         }
     }
 }
@@ -140,6 +175,12 @@ pub struct OpenFlags {
 }
 
 impl OpenFlags {
+    pub fn read_only() -> OpenFlags {
+        OpenFlags::from_libc(libc::O_RDONLY)
+    }
+    pub fn write_only() -> OpenFlags {
+        OpenFlags::from_libc(libc::O_WRONLY)
+    }
     pub fn from_libc(flags: i32) -> OpenFlags {
         let acc = flags & libc::O_ACCMODE;
         OpenFlags {
@@ -175,13 +216,21 @@ mod tests {
     use super::*;
     #[test]
     fn node_ids_roundtrip() {
-        let n = NodeRef::Live {
-            container: ContainerId(5),
+        let n = NodeRef::Tree {
+            view: 5,
             ino: Ino(1234),
         };
         assert_eq!(NodeRef::decode(n.encode()), Some(n));
         assert_eq!(NodeRef::decode(1), Some(NodeRef::Root));
-        assert_eq!(NodeRef::decode(2), None);
-        assert_eq!(NodeRef::decode(u64::MAX), None);
+        for v in [
+            VirtualDir::At,
+            VirtualDir::Snapshots,
+            VirtualDir::AtContainer(ContainerId(7)),
+        ] {
+            let n = NodeRef::Virtual(v);
+            assert_eq!(NodeRef::decode(n.encode()), Some(n));
+        }
+        assert_eq!(NodeRef::decode(4), None);
+        assert_eq!(NodeRef::decode(1 << 40), None);
     }
 }

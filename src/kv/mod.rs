@@ -60,10 +60,12 @@ pub enum Cf {
     /// The live extent map of each file, packed per 1 MiB segment:
     /// (branch, ino, generation, segment) -> the extents starting in it.
     ExtentSegments,
+    /// Named points in history: snapshots (`S`, id) and bookmarks (`B`, container, name).
+    Points,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 15] = [
+    pub const ALL: [Cf; 16] = [
         Cf::Meta,
         Cf::Containers,
         Cf::Branches,
@@ -79,6 +81,7 @@ impl Cf {
         Cf::DirentsHead,
         Cf::XattrsHead,
         Cf::ExtentSegments,
+        Cf::Points,
     ];
 
     pub fn name(self) -> &'static str {
@@ -98,6 +101,7 @@ impl Cf {
             Cf::DirentsHead => "dirents_head",
             Cf::XattrsHead => "xattrs_head",
             Cf::ExtentSegments => "extent_segments",
+            Cf::Points => "points",
         }
     }
 

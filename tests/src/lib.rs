@@ -225,12 +225,21 @@ pub fn pseudo_random(n: usize, seed: u64) -> Vec<u8> {
     v
 }
 
+/// This crate's directory. Cargo sets it at run time too; that one wins, because a test
+/// binary built in another checkout of the same tree (CI's clone) may be reused here.
+pub fn manifest_dir() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
 /// The backup corpus generator (the project's standard workload).
 pub fn backup_corpus() -> PathBuf {
     if let Some(p) = std::env::var_os("BACKUP_CORPUS") {
         return PathBuf::from(p);
     }
-    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let here = manifest_dir();
     here.parent()
         .expect("repo")
         .join("benches")

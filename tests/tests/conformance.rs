@@ -3,7 +3,6 @@
 //! Both tools are installed by tests/run.sh (`cargo install pjdfstest fsx`).
 
 use dedupfs_tests::*;
-use std::path::Path;
 use std::process::Command;
 
 fn tool(name: &str) -> String {
@@ -21,10 +20,7 @@ fn tool(name: &str) -> String {
 }
 
 fn here(rel: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join(rel)
-        .display()
-        .to_string()
+    manifest_dir().join(rel).display().to_string()
 }
 
 #[test]

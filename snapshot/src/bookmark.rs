@@ -1,0 +1,97 @@
+//! Bookmarks: named consistency points of a container (InMage's application,
+//! file-system and user tags). Creating one first commits the container's buffered writes
+//! and makes them durable, so the bookmark names a state that includes everything written
+//! before it was asked for.
+
+use crate::{container, validate_point_name, HistoryError, Result};
+use dedupfs_core::containers::{self, BookmarkRecord};
+use dedupfs_core::fs::FsCore;
+use dedupfs_core::ids::ContainerId;
+use dedupfs_core::kv::Cf;
+use dedupfs_core::store::Store;
+
+pub const KINDS: [&str; 3] = ["app", "fs", "user"];
+
+pub fn create(
+    store: &Store,
+    fs: Option<&FsCore>,
+    container_name: &str,
+    name: &str,
+    kind: &str,
+) -> Result<BookmarkRecord> {
+    validate_point_name(name)?;
+    if !KINDS.contains(&kind) {
+        return Err(HistoryError::Invalid(format!(
+            "bookmark kind '{kind}' is not one of app, fs, user"
+        )));
+    }
+    let ci = container(store, container_name)?;
+    if let Some(fs) = fs {
+        fs.flush_container(ci.id())?;
+    }
+    let cid = ci.id();
+    let key = containers::bookmark_key(cid, name);
+    // The registry lock (taken before the commit lock, as everywhere) keeps a concurrent
+    // rollback from moving the head between reading it and committing.
+    let reg = store.registry_mut();
+    let branch = reg.get(cid).map(|ci| ci.rec.head).unwrap_or(ci.rec.head);
+    let rec = store.committer.commit(|c| {
+        if c.txn.get(Cf::Points, &key)?.is_some() {
+            return Err(HistoryError::Exists(format!(
+                "container '{container_name}' already has a bookmark named '{name}'"
+            )));
+        }
+        let rec = BookmarkRecord {
+            name: name.to_string(),
+            container: cid.0,
+            kind: kind.to_string(),
+            version: c.version.0,
+            time: c.time.sec,
+            time_nsec: c.time.nsec,
+            branch,
+        };
+        c.txn.put(
+            Cf::Points,
+            key.clone(),
+            serde_json::to_vec(&rec).unwrap_or_default(),
+        );
+        Ok(rec)
+    })?;
+    drop(reg);
+    store.sync()?;
+    log::info!(
+        "bookmark '{name}' ({kind}) of container '{container_name}' at v{}",
+        rec.version
+    );
+    Ok(rec)
+}
+
+pub fn list(store: &Store, container_name: &str) -> Result<Vec<BookmarkRecord>> {
+    let ci = container(store, container_name)?;
+    Ok(containers::bookmarks(&**store.kv(), ci.id())?)
+}
+
+pub fn delete(store: &Store, container_name: &str, name: &str) -> Result<()> {
+    let ci = container(store, container_name)?;
+    let key = containers::bookmark_key(ci.id(), name);
+    store.committer.commit(|c| {
+        if c.txn.get(Cf::Points, &key)?.is_none() {
+            return Err(HistoryError::NotFound(format!(
+                "container '{container_name}' has no bookmark named '{name}'"
+            )));
+        }
+        c.txn.delete(Cf::Points, key.clone());
+        Ok(())
+    })
+}
+
+/// Deletes bookmarks by record (retention).
+pub(crate) fn delete_records(
+    c: &mut dedupfs_core::commit::Commit<'_>,
+    cid: ContainerId,
+    names: &[String],
+) {
+    for n in names {
+        c.txn.delete(Cf::Points, containers::bookmark_key(cid, n));
+    }
+}

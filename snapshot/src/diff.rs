@@ -1,0 +1,257 @@
+//! Differences between two trees of one container (two read points): which paths were
+//! added, removed or modified, and for modified regular files which byte ranges differ.
+//!
+//! Used by `rollback --dry-run`, `snapshot changes` and `snapshot apply`. Both trees share
+//! inode numbers where they share history, so a file is "the same file" when its directory
+//! entry names the same inode; its content differs where the extent maps differ (compared
+//! chunk by chunk, so ranges are exact to the extent, never guessed). Cost: one walk of
+//! both directory trees plus the extent maps of files whose inode record changed.
+
+use crate::Result;
+use dedupfs_core::extents;
+use dedupfs_core::ids::Ino;
+use dedupfs_core::kv::{Cf, Kv};
+use dedupfs_core::mvcc::{self, ReadPoint};
+use dedupfs_core::records::{dirent_name_from_suffix, DirentRec, FileKind, InodeRec};
+use dedupfs_core::store::Store;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeKind {
+    Added,
+    Removed,
+    Modified,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Change {
+    /// Path inside the container, starting with '/'.
+    pub path: String,
+    pub kind: ChangeKind,
+    /// "file", "dir", "symlink", …
+    pub file_type: &'static str,
+    /// For modified regular files: the byte ranges [start, end) whose content differs;
+    /// `None` when the whole file is to be taken (added, replaced, truncated to zero).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<Vec<(u64, u64)>>,
+    /// Sizes before and after (regular files).
+    pub size_before: u64,
+    pub size_after: u64,
+    /// Mode, owner or times changed.
+    pub attrs: bool,
+}
+
+pub fn type_name(k: FileKind) -> &'static str {
+    match k {
+        FileKind::RegularFile => "file",
+        FileKind::Directory => "dir",
+        FileKind::Symlink => "symlink",
+        _ => "special",
+    }
+}
+
+/// A tree of a container: where to read it and its root directory.
+#[derive(Clone, Debug)]
+pub struct Tree {
+    pub rp: ReadPoint,
+    pub root: Ino,
+}
+
+pub(crate) fn inode(kv: &dyn Kv, rp: &ReadPoint, ino: Ino) -> Result<Option<InodeRec>> {
+    Ok(match mvcc::get_live(kv, Cf::Inodes, rp, ino, &[])? {
+        Some(raw) => Some(
+            InodeRec::decode(&raw)
+                .map_err(|e| dedupfs_core::kv::KvError::Corrupt(format!("inode {ino}: {e}")))?,
+        ),
+        None => None,
+    })
+}
+
+pub(crate) fn entries(
+    kv: &dyn Kv,
+    rp: &ReadPoint,
+    dir: Ino,
+) -> Result<BTreeMap<Vec<u8>, DirentRec>> {
+    let mut out = BTreeMap::new();
+    let mut err = None;
+    mvcc::scan(kv, Cf::Dirents, rp, dir, &[], None, |it| {
+        match (
+            dirent_name_from_suffix(it.suffix),
+            DirentRec::decode(it.payload),
+        ) {
+            (Ok(n), Ok(d)) => {
+                out.insert(n.to_vec(), d);
+                ControlFlow::Continue(())
+            }
+            (Err(e), _) | (_, Err(e)) => {
+                err = Some(e);
+                ControlFlow::Break(())
+            }
+        }
+    })?;
+    if let Some(e) = err {
+        return Err(dedupfs_core::kv::KvError::Corrupt(format!("directory {dir}: {e}")).into());
+    }
+    Ok(out)
+}
+
+/// Looks a path ("/a/b") up in a tree: its directory entry and inode.
+pub(crate) fn resolve_path(
+    kv: &dyn Kv,
+    t: &Tree,
+    path: &str,
+) -> Result<Option<(DirentRec, InodeRec)>> {
+    let mut dir = t.root;
+    let mut found = None;
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        let suffix = dedupfs_core::records::dirent_suffix(part.as_bytes());
+        let Some(raw) = mvcc::get_live(kv, Cf::Dirents, &t.rp, dir, &suffix)? else {
+            return Ok(None);
+        };
+        let d = DirentRec::decode(&raw)
+            .map_err(|e| dedupfs_core::kv::KvError::Corrupt(format!("entry {part}: {e}")))?;
+        let Some(rec) = inode(kv, &t.rp, d.ino)? else {
+            return Ok(None);
+        };
+        dir = d.ino;
+        found = Some((d, rec));
+    }
+    Ok(found)
+}
+
+/// Attributes that matter to a user, ignoring atime and ctime.
+fn same_attrs(a: &InodeRec, b: &InodeRec) -> bool {
+    a.perm == b.perm && a.uid == b.uid && a.gid == b.gid && a.mtime == b.mtime
+}
+
+fn same_content(a: &InodeRec, b: &InodeRec) -> bool {
+    a.size == b.size && a.data_gen == b.data_gen && a.target == b.target && a.rdev == b.rdev
+}
+
+/// The byte ranges where two versions of a file differ.
+fn changed_ranges(
+    store: &Store,
+    a: (&ReadPoint, &InodeRec),
+    b: (&ReadPoint, &InodeRec),
+    ino: Ino,
+) -> Result<Option<Vec<(u64, u64)>>> {
+    if a.1.data_gen != b.1.data_gen {
+        return Ok(None);
+    }
+    let kv = &**store.kv();
+    let max = store.config().chunking.max as u64;
+    let gen = a.1.data_gen;
+    let ea: BTreeMap<u64, _> = extents::overlapping(&kv, a.0, ino, gen, 0, a.1.size, max)?
+        .into_iter()
+        .collect();
+    let eb: BTreeMap<u64, _> = extents::overlapping(&kv, b.0, ino, gen, 0, b.1.size, max)?
+        .into_iter()
+        .collect();
+    let mut ranges: Vec<(u64, u64)> = Vec::new();
+    for (off, e) in &eb {
+        if ea.get(off) != Some(e) {
+            ranges.push((*off, off + e.len as u64));
+        }
+    }
+    for (off, e) in &ea {
+        if eb.get(off) != Some(e) {
+            ranges.push((*off, (off + e.len as u64).min(b.1.size)));
+        }
+    }
+    if a.1.size != b.1.size {
+        ranges.push((a.1.size.min(b.1.size), a.1.size.max(b.1.size).min(b.1.size)));
+    }
+    ranges.retain(|r| r.1 > r.0);
+    ranges.sort();
+    let mut merged: Vec<(u64, u64)> = Vec::new();
+    for r in ranges {
+        match merged.last_mut() {
+            Some(l) if r.0 <= l.1 => l.1 = l.1.max(r.1),
+            _ => merged.push(r),
+        }
+    }
+    Ok(Some(merged))
+}
+
+/// Every difference from tree `a` to tree `b`, in path order. An added or removed
+/// directory is one change (its content goes with it).
+pub fn diff(store: &Store, a: &Tree, b: &Tree) -> Result<Vec<Change>> {
+    let mut out = Vec::new();
+    walk(store, a, b, a.root, b.root, "", &mut out)?;
+    Ok(out)
+}
+
+fn walk(
+    store: &Store,
+    a: &Tree,
+    b: &Tree,
+    da: Ino,
+    db: Ino,
+    path: &str,
+    out: &mut Vec<Change>,
+) -> Result<()> {
+    let kv = &**store.kv();
+    let ea = entries(kv, &a.rp, da)?;
+    let eb = entries(kv, &b.rp, db)?;
+    let mut names: Vec<&Vec<u8>> = ea.keys().chain(eb.keys()).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let p = format!("{path}/{}", String::from_utf8_lossy(name));
+        let ra = match ea.get(name) {
+            Some(d) => inode(kv, &a.rp, d.ino)?.map(|r| (d.ino, r)),
+            None => None,
+        };
+        let rb = match eb.get(name) {
+            Some(d) => inode(kv, &b.rp, d.ino)?.map(|r| (d.ino, r)),
+            None => None,
+        };
+        let change = |kind, rec: &InodeRec, before: u64, after: u64| Change {
+            path: p.clone(),
+            kind,
+            file_type: type_name(rec.kind),
+            ranges: None,
+            size_before: before,
+            size_after: after,
+            attrs: false,
+        };
+        match (ra, rb) {
+            (None, None) => {}
+            (Some((_, x)), None) => out.push(change(ChangeKind::Removed, &x, x.size, 0)),
+            (None, Some((_, y))) => out.push(change(ChangeKind::Added, &y, 0, y.size)),
+            (Some((ia, x)), Some((ib, y))) if ia != ib || x.kind != y.kind => {
+                out.push(change(ChangeKind::Removed, &x, x.size, 0));
+                out.push(change(ChangeKind::Added, &y, 0, y.size));
+            }
+            (Some((ino, x)), Some((_, y))) => {
+                if x.kind == FileKind::Directory {
+                    if !same_attrs(&x, &y) {
+                        let mut c = change(ChangeKind::Modified, &y, 0, 0);
+                        c.attrs = true;
+                        out.push(c);
+                    }
+                    walk(store, a, b, ino, ino, &p, out)?;
+                    continue;
+                }
+                if x == y {
+                    continue;
+                }
+                let mut c = change(ChangeKind::Modified, &y, x.size, y.size);
+                c.attrs = !same_attrs(&x, &y);
+                if x.kind == FileKind::RegularFile {
+                    c.ranges = changed_ranges(store, (&a.rp, &x), (&b.rp, &y), ino)?;
+                    if c.ranges.as_ref().is_some_and(|r| r.is_empty()) && !c.attrs {
+                        continue;
+                    }
+                } else if same_content(&x, &y) && !c.attrs {
+                    continue;
+                }
+                out.push(c);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,496 @@
+//! Retention: which history a container keeps, and pruning of the rest.
+//!
+//! A policy (container setting `retention`) is a comma-separated list of terms:
+//! - `all=D`: keep every change for duration D (e.g. `24h`);
+//! - `every=I/H`: beyond that, keep one point every I up to age H (e.g. `every=4h/48h`);
+//! - `bookmarks=K/H`: keep bookmarks of kind K (`app`, `fs`, `user` or `any`) up to age H;
+//!   without any `bookmarks=` term every bookmark is kept;
+//! - `max=S`: keep at most S bytes of superseded data (e.g. `max=10GiB`), pruning oldest
+//!   first — with `all=`, whichever limit is reached first wins.
+//!
+//! Pruning deletes record versions that no kept point can see: for each record, a version
+//! older than the window survives only if it is the newest version at or before a kept
+//! point (a tier point, a kept bookmark, a snapshot's base, a branch's fork point) or the
+//! live state. Deleted extent versions release their chunk references; chunks that reach
+//! zero become reclaimable by GC. The live state, snapshots and kept bookmarks are never
+//! touched, and reads before the new floor are refused instead of answering wrongly.
+
+use crate::{container, HistoryError, Result};
+use dedupfs_core::codec::{prefix_successor, Enc};
+use dedupfs_core::containers::{self, ContainerInfo};
+use dedupfs_core::ids::{BranchId, ChunkId, ContainerId, Version};
+use dedupfs_core::kv::{Cf, Kv};
+use dedupfs_core::points::{format_time, parse_duration};
+use dedupfs_core::records::{ExtentRec, Timestamp};
+use dedupfs_core::store::Store;
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Policy {
+    pub all: Option<i64>,
+    pub every: Vec<(i64, i64)>,
+    pub bookmarks: Vec<(String, i64)>,
+    pub max_bytes: Option<u64>,
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let mul: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mul)
+}
+
+impl Policy {
+    pub fn parse(s: &str) -> Result<Policy> {
+        let bad = |t: &str, why: &str| {
+            HistoryError::Invalid(format!(
+                "retention term '{t}': {why} (see `dedupfs container set --help`)"
+            ))
+        };
+        let mut p = Policy::default();
+        for term in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+            let (k, v) = term
+                .split_once('=')
+                .ok_or_else(|| bad(term, "expected KEY=VALUE"))?;
+            match k.trim() {
+                "all" => p.all = Some(parse_duration(v).ok_or_else(|| bad(term, "bad duration"))?),
+                "every" => {
+                    let (i, h) = v
+                        .split_once('/')
+                        .ok_or_else(|| bad(term, "expected INTERVAL/HORIZON"))?;
+                    let i = parse_duration(i)
+                        .filter(|&i| i > 0)
+                        .ok_or_else(|| bad(term, "bad interval"))?;
+                    let h = parse_duration(h).ok_or_else(|| bad(term, "bad horizon"))?;
+                    p.every.push((i, h));
+                }
+                "bookmarks" => {
+                    let (kind, h) = v
+                        .split_once('/')
+                        .ok_or_else(|| bad(term, "expected KIND/HORIZON"))?;
+                    if !["app", "fs", "user", "any"].contains(&kind) {
+                        return Err(bad(term, "kind must be app, fs, user or any"));
+                    }
+                    let h = parse_duration(h).ok_or_else(|| bad(term, "bad horizon"))?;
+                    p.bookmarks.push((kind.to_string(), h));
+                }
+                "max" => p.max_bytes = Some(parse_size(v).ok_or_else(|| bad(term, "bad size"))?),
+                _ => return Err(bad(term, "unknown key (all, every, bookmarks, max)")),
+            }
+        }
+        if p.all.is_none() && p.max_bytes.is_none() {
+            return Err(HistoryError::Invalid(format!(
+                "retention policy '{s}' needs all=DURATION or max=SIZE"
+            )));
+        }
+        Ok(p)
+    }
+
+    fn keeps_bookmark(&self, kind: &str, age: i64) -> bool {
+        self.bookmarks.is_empty()
+            || self
+                .bookmarks
+                .iter()
+                .any(|(k, h)| (k == "any" || k == kind) && age <= *h)
+    }
+}
+
+/// What `retention show` and `retention prune` report.
+#[derive(Debug, Serialize, Default)]
+pub struct RetentionReport {
+    pub container: String,
+    pub policy: Option<String>,
+    /// The oldest moment the container can be read as of (seconds since the epoch).
+    pub window_start: i64,
+    pub window_start_text: String,
+    pub bookmarks: usize,
+    pub snapshots: usize,
+    /// Logical bytes of superseded or deleted data that history keeps readable.
+    pub history_bytes: u64,
+    /// Set by a prune.
+    pub pruned_versions: u64,
+    pub released_extents: u64,
+    pub released_bytes: u64,
+    pub bookmarks_removed: Vec<String>,
+    /// Bytes whose chunks nothing references any more (reclaimable by GC).
+    pub reclaimable_bytes: u64,
+}
+
+fn branch_range(b: BranchId) -> (Vec<u8>, Vec<u8>) {
+    let lo = Enc::new().u64(b.0).finish();
+    let hi = prefix_successor(&lo).unwrap_or_else(|| vec![0xff; 9]);
+    (lo, hi)
+}
+
+fn version_of(key: &[u8]) -> Version {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&key[key.len() - 8..]);
+    Version(!u64::from_be_bytes(b))
+}
+
+/// Visits every record of a branch in a versioned family: its versions newest first as
+/// (version, key, value).
+fn for_each_record(
+    kv: &dyn Kv,
+    cf: Cf,
+    b: BranchId,
+    mut f: impl FnMut(&[(Version, Vec<u8>, Vec<u8>)]) -> Result<()>,
+) -> Result<()> {
+    let (lo, hi) = branch_range(b);
+    let mut it = kv.iter(cf, Some(lo.clone()), Some(hi));
+    it.seek(&lo);
+    let mut group: Vec<(Version, Vec<u8>, Vec<u8>)> = Vec::new();
+    while it.valid() {
+        let k = it.key();
+        if k.len() >= 24 {
+            let same = group
+                .first()
+                .is_some_and(|(_, g, _)| g[..g.len() - 8] == k[..k.len() - 8]);
+            if !same && !group.is_empty() {
+                f(&group)?;
+                group.clear();
+            }
+            group.push((version_of(k), k.to_vec(), it.value().to_vec()));
+        }
+        it.next();
+    }
+    it.status()?;
+    if !group.is_empty() {
+        f(&group)?;
+    }
+    Ok(())
+}
+
+fn extent_len(v: &[u8]) -> Option<(ChunkId, u64)> {
+    if v.first() != Some(&1) {
+        return None;
+    }
+    ExtentRec::decode(&v[1..])
+        .ok()
+        .map(|e| (e.chunk, e.len as u64))
+}
+
+/// The (inode, data generation) an extent key belongs to.
+fn extent_owner(key: &[u8]) -> (u64, u64) {
+    let n = |r: std::ops::Range<usize>| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&key[r]);
+        u64::from_be_bytes(b)
+    };
+    (n(8..16), n(16..24))
+}
+
+/// The data generation of a file at a point (None: the file does not exist then).
+fn gen_at(store: &Store, b: BranchId, ino: u64, v: Version) -> Result<Option<u64>> {
+    let rp = store.registry().read_point(b, v);
+    Ok(crate::diff::inode(&**store.kv(), &rp, dedupfs_core::ids::Ino(ino))?.map(|r| r.data_gen))
+}
+
+/// Superseded extent versions of a container: (version that superseded it, bytes). An
+/// extent of an older data generation (the file was truncated to zero or replaced) is
+/// superseded when the generation changed.
+fn superseded(store: &Store, branches: &[BranchId]) -> Result<Vec<(u64, u64)>> {
+    let kv = &**store.kv();
+    let mut out = Vec::new();
+    let mut live: HashMap<(BranchId, u64), Option<u64>> = HashMap::new();
+    for &b in branches {
+        for_each_record(kv, Cf::Extents, b, |g| {
+            for w in g.windows(2) {
+                if let Some((_, len)) = extent_len(&w[1].2) {
+                    out.push((w[0].0 .0, len));
+                }
+            }
+            let (ino, gen) = extent_owner(&g[0].1);
+            let cur = match live.get(&(b, ino)) {
+                Some(c) => *c,
+                None => {
+                    let c = gen_at(store, b, ino, Version::LATEST)?;
+                    live.insert((b, ino), c);
+                    c
+                }
+            };
+            if cur != Some(gen) {
+                if let Some((_, len)) = extent_len(&g[0].2) {
+                    out.push((cur.unwrap_or(g[0].0 .0).max(g[0].0 .0), len));
+                }
+            }
+            Ok(())
+        })?;
+    }
+    Ok(out)
+}
+
+fn report_base(store: &Store, ci: &ContainerInfo) -> Result<RetentionReport> {
+    let branches = store.registry().branches_of(ci.id());
+    let history_bytes = superseded(store, &branches)?.iter().map(|x| x.1).sum();
+    let start = if ci.rec.history_floor > 0 {
+        ci.rec.history_floor_time
+    } else {
+        ci.rec.created
+    };
+    Ok(RetentionReport {
+        container: ci.rec.name.clone(),
+        policy: ci.rec.settings.retention.clone(),
+        window_start: start,
+        window_start_text: format_time(start),
+        bookmarks: containers::bookmarks(&**store.kv(), ci.id())?.len(),
+        snapshots: crate::snapshot::list(store, Some(&ci.rec.name))?.len(),
+        history_bytes,
+        reclaimable_bytes: dedupfs_core::stats::store_stats(store)
+            .map(|s| s.reclaimable_bytes)
+            .unwrap_or(0),
+        ..Default::default()
+    })
+}
+
+pub fn show(store: &Store, container_name: &str) -> Result<RetentionReport> {
+    let ci = container(store, container_name)?;
+    report_base(store, &ci)
+}
+
+/// Prunes the container's history outside its policy (as of `now`).
+pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<RetentionReport> {
+    let _history = crate::history_lock();
+    let ci = container(store, container_name)?;
+    let Some(spec) = ci.rec.settings.retention.clone() else {
+        return report_base(store, &ci);
+    };
+    let policy = Policy::parse(&spec)?;
+    let cid = ci.id();
+    let kv = &**store.kv();
+    let (branches, snaps, forks) = {
+        let reg = store.registry();
+        let branches = reg.branches_of(cid);
+        let forks: Vec<(BranchId, Version)> = branches
+            .iter()
+            .filter_map(|b| reg.branch(*b).and_then(|r| r.parent))
+            .map(|(p, v)| (BranchId(p), Version(v)))
+            .collect();
+        let snaps = crate::snapshot::list(store, Some(container_name))?;
+        (branches, snaps, forks)
+    };
+    // The window by time, then narrowed by space.
+    let mut cutoff = match policy.all {
+        Some(d) => store
+            .committer
+            .version_at(Timestamp {
+                sec: now.sec - d,
+                nsec: now.nsec,
+            })?
+            .map(|v| v.0 + 1)
+            .unwrap_or(0),
+        None => 0,
+    };
+    if let Some(max) = policy.max_bytes {
+        let mut s = superseded(store, &branches)?;
+        s.sort_unstable_by_key(|x| std::cmp::Reverse(x.0));
+        let mut held = 0u64;
+        for (at, len) in s {
+            held += len;
+            if held > max {
+                cutoff = cutoff.max(at + 1);
+                break;
+            }
+        }
+    }
+    let cutoff = Version(cutoff.min(store.committer.head().0 + 1));
+    if cutoff.0 <= ci.rec.history_floor {
+        return report_base(store, &ci);
+    }
+    // Points that stay readable, per branch.
+    let mut keep: HashMap<BranchId, BTreeSet<Version>> = HashMap::new();
+    let mut add = |b: BranchId, v: Version| {
+        keep.entry(b).or_default().insert(v);
+    };
+    let head_at_cutoff = ci.rec.branch_at(Version(cutoff.0 - 1));
+    add(head_at_cutoff, Version(cutoff.0 - 1));
+    add(ci.branch(), Version::LATEST);
+    for s in &snaps {
+        add(BranchId(s.base_branch), Version(s.base_version));
+        if let Some(b) = s.branch {
+            add(BranchId(b), Version::LATEST);
+        }
+    }
+    for (b, v) in forks {
+        add(b, v);
+    }
+    for &(interval, horizon) in &policy.every {
+        let mut t = now.sec.div_euclid(interval) * interval;
+        while t >= now.sec - horizon {
+            if let Some(v) = store.committer.version_at(Timestamp { sec: t, nsec: 0 })? {
+                if v < cutoff {
+                    add(ci.rec.branch_at(v), v);
+                }
+            }
+            t -= interval;
+        }
+    }
+    let mut expired = Vec::new();
+    for bm in containers::bookmarks(kv, cid)? {
+        if bm.version >= cutoff.0 || policy.keeps_bookmark(&bm.kind, now.sec - bm.time) {
+            add(BranchId(bm.branch), Version(bm.version));
+        } else {
+            expired.push(bm.name);
+        }
+    }
+    let mut report = report_base(store, &ci)?;
+    // Delete what no kept point sees, in bounded batches.
+    let mut pending: Vec<(Cf, Vec<u8>)> = Vec::new();
+    let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
+    let flush =
+        |pending: &mut Vec<(Cf, Vec<u8>)>, deltas: &mut HashMap<ChunkId, i64>| -> Result<()> {
+            if pending.is_empty() {
+                return Ok(());
+            }
+            store.committer.commit(|c| {
+                for (cf, k) in pending.drain(..) {
+                    c.txn.delete(cf, k);
+                }
+                let (txn, st, cont) = c.split(cid);
+                store
+                    .chunks
+                    .add_refs(txn, cid, deltas, st, cont)
+                    .map_err(dedupfs_core::store::StoreError::from)?;
+                Ok::<_, HistoryError>(())
+            })?;
+            deltas.clear();
+            Ok(())
+        };
+    for &b in &branches {
+        let points = keep.get(&b).cloned().unwrap_or_default();
+        for cf in [Cf::Inodes, Cf::Dirents, Cf::Xattrs, Cf::Extents] {
+            for_each_record(kv, cf, b, |g| {
+                let mut newer = Version(u64::MAX);
+                let owner = (cf == Cf::Extents).then(|| extent_owner(&g[0].1));
+                for (v, k, val) in g {
+                    // An extent is seen at a point only while its generation is the
+                    // file's generation there.
+                    let mut needed = *v >= cutoff;
+                    for &p in points.range(*v..newer) {
+                        if needed {
+                            break;
+                        }
+                        needed = match owner {
+                            None => true,
+                            Some((ino, gen)) => gen_at(store, b, ino, p)? == Some(gen),
+                        };
+                    }
+                    newer = *v;
+                    if needed {
+                        continue;
+                    }
+                    report.pruned_versions += 1;
+                    if cf == Cf::Extents {
+                        if let Some((chunk, len)) = extent_len(val) {
+                            *deltas.entry(chunk).or_default() -= 1;
+                            report.released_extents += 1;
+                            report.released_bytes += len;
+                        }
+                    }
+                    pending.push((cf, k.clone()));
+                }
+                if pending.len() >= 20_000 {
+                    flush(&mut pending, &mut deltas)?;
+                }
+                Ok(())
+            })?;
+        }
+    }
+    flush(&mut pending, &mut deltas)?;
+    // Record the new floor and drop expired bookmarks.
+    let floor_time = store
+        .committer
+        .version_at(now)?
+        .map(|_| ())
+        .map(|_| match policy.all {
+            Some(d) => now.sec - d,
+            None => now.sec,
+        })
+        .unwrap_or(now.sec);
+    let mut reg = store.registry_mut();
+    if let Some(cur) = reg.get(cid) {
+        let mut rec = cur.rec.clone();
+        rec.history_floor = cutoff.0;
+        rec.history_floor_time = floor_time.max(rec.history_floor_time);
+        store.committer.commit(|c| {
+            containers::put_container(c, &rec);
+            crate::bookmark::delete_records(c, cid, &expired);
+            Ok::<_, HistoryError>(())
+        })?;
+        containers::registry_upsert(&mut reg, rec, None);
+    }
+    drop(reg);
+    report.bookmarks_removed = expired;
+    let after = report_base(store, &*container(store, container_name)?)?;
+    report.history_bytes = after.history_bytes;
+    report.reclaimable_bytes = after.reclaimable_bytes;
+    report.window_start = after.window_start;
+    report.window_start_text = after.window_start_text;
+    report.bookmarks = after.bookmarks;
+    log::info!(
+        "retention of '{container_name}': pruned {} versions, released {} bytes of extents",
+        report.pruned_versions,
+        report.released_bytes
+    );
+    Ok(report)
+}
+
+/// Prunes every container that has a policy (the daemon's background job).
+pub fn prune_all(store: &Store) -> Vec<(String, Result<RetentionReport>)> {
+    let names: Vec<String> = store
+        .registry()
+        .list()
+        .iter()
+        .filter(|c| c.rec.settings.retention.is_some())
+        .map(|c| c.rec.name.clone())
+        .collect();
+    names
+        .into_iter()
+        .map(|n| {
+            let r = prune(store, &n, Timestamp::now());
+            (n, r)
+        })
+        .collect()
+}
+
+/// Used by tests: the container id of a name.
+pub fn container_id(store: &Store, name: &str) -> Result<ContainerId> {
+    Ok(container(store, name)?.id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse() {
+        let p = Policy::parse("all=24h,every=4h/48h,bookmarks=app/4w,max=10GiB").unwrap();
+        assert_eq!(p.all, Some(86_400));
+        assert_eq!(p.every, vec![(14_400, 172_800)]);
+        assert_eq!(p.bookmarks, vec![("app".to_string(), 28 * 86_400)]);
+        assert_eq!(p.max_bytes, Some(10 << 30));
+        assert!(p.keeps_bookmark("app", 86_400));
+        assert!(!p.keeps_bookmark("user", 86_400));
+        assert!(!p.keeps_bookmark("app", 29 * 86_400));
+        for bad in [
+            "",
+            "every=4h/48h",
+            "all=1y",
+            "all=24h,foo=1",
+            "all=1h,bookmarks=x/1h",
+            "max=lots",
+        ] {
+            assert!(Policy::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

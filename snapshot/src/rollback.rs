@@ -1,0 +1,140 @@
+//! Rollback: a container's live contents become exactly what they were at a time,
+//! bookmark or snapshot.
+//!
+//! The container's head moves to a new branch forked from the target point, in one commit
+//! that costs the same whatever the container holds. Nothing is destroyed: the state just
+//! before the rollback becomes a read-only snapshot (so the rollback can be undone by
+//! rolling back to it), and later snapshots and bookmarks stay as they were. The old head
+//! is remembered in the container record, so reading the container "as of" a moment before
+//! the rollback still shows what it was then.
+
+use crate::diff::{self, Change, ChangeKind, Tree};
+use crate::snapshot::write_snapshot;
+use crate::{container, HistoryError, Result};
+use dedupfs_core::containers::{self, BranchRecord, SnapshotMode, SNAPSHOT_VIEW_BASE};
+use dedupfs_core::fs::FsCore;
+use dedupfs_core::kv::Cf;
+use dedupfs_core::points::{self, format_time};
+use dedupfs_core::store::Store;
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct RollbackOutcome {
+    pub container: String,
+    /// What it was rolled back to.
+    pub to: String,
+    pub to_version: u64,
+    pub dry_run: bool,
+    /// The read-only snapshot holding the state just before the rollback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub undo_snapshot: Option<String>,
+    pub added: usize,
+    pub removed: usize,
+    pub modified: usize,
+    /// What changes in the live tree (dry run; also filled for a real run when asked).
+    pub changes: Vec<Change>,
+}
+
+pub fn rollback(
+    store: &Store,
+    fs: Option<&FsCore>,
+    container_name: &str,
+    to: &str,
+    dry_run: bool,
+) -> Result<RollbackOutcome> {
+    let _history = crate::history_lock();
+    let ci = container(store, container_name)?;
+    let point = points::resolve(store, &ci.rec, to)?;
+    let mut out = RollbackOutcome {
+        container: container_name.to_string(),
+        to: point.label.clone(),
+        to_version: point.version.0,
+        dry_run,
+        undo_snapshot: None,
+        added: 0,
+        removed: 0,
+        modified: 0,
+        changes: Vec::new(),
+    };
+    if dry_run {
+        if let Some(fs) = fs {
+            fs.flush_container(ci.id())?;
+        }
+        let live = Tree {
+            rp: ci.read_point.clone(),
+            root: ci.root(),
+        };
+        let then = Tree {
+            rp: store.registry().read_point(point.branch, point.version),
+            root: ci.root(),
+        };
+        out.changes = diff::diff(store, &live, &then)?;
+        for c in &out.changes {
+            match c.kind {
+                ChangeKind::Added => out.added += 1,
+                ChangeKind::Removed => out.removed += 1,
+                ChangeKind::Modified => out.modified += 1,
+            }
+        }
+        return Ok(out);
+    }
+    // Everything written before the rollback belongs to the state it preserves.
+    if let Some(fs) = fs {
+        fs.flush_container(ci.id())?;
+    }
+    let mut reg = store.registry_mut();
+    let ci = reg
+        .get(ci.id())
+        .ok_or_else(|| HistoryError::NotFound(format!("no container named '{container_name}'")))?;
+    let now = dedupfs_core::records::Timestamp::now();
+    let stamp = format_time(now.sec).replace([':', '-'], "");
+    let mut undo = format!("{container_name}@before-rollback-{stamp}");
+    let mut n = 1;
+    while reg.snapshot_by_name(&undo).is_some() {
+        n += 1;
+        undo = format!("{container_name}@before-rollback-{stamp}-{n}");
+    }
+    let (snap, rec, branch) = store.committer.commit(|c| {
+        let (snap, _) = write_snapshot(
+            c,
+            &ci,
+            &undo,
+            SnapshotMode::Ro,
+            None,
+            &format!("before rollback to {}", point.label),
+        )?;
+        let b = c.alloc_branch();
+        let branch = BranchRecord {
+            id: b.0,
+            container: ci.rec.id,
+            parent: Some((point.branch.0, point.version.0)),
+            created_version: c.version.0,
+            created: c.time.sec,
+            purpose: format!("rollback to {}", point.label),
+        };
+        c.txn.put(
+            Cf::Branches,
+            containers::branch_record_key(b),
+            serde_json::to_vec(&branch).unwrap_or_default(),
+        );
+        let mut rec = ci.rec.clone();
+        rec.prev_heads.push((rec.head, c.version.0 - 1));
+        rec.head = b.0;
+        rec.live_view = SNAPSHOT_VIEW_BASE + crate::snapshot::alloc_id(c)?;
+        containers::put_container(c, &rec);
+        Ok::<_, HistoryError>((snap, rec, branch))
+    })?;
+    reg.add_branch(branch);
+    containers::registry_upsert(&mut reg, rec, None);
+    reg.insert_snapshot(snap.clone());
+    drop(reg);
+    store.sync()?;
+    log::info!(
+        "container '{container_name}' rolled back to {} (v{}); the previous state is snapshot '{}'",
+        point.label,
+        point.version.0,
+        snap.name
+    );
+    out.undo_snapshot = Some(snap.name);
+    Ok(out)
+}

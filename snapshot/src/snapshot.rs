@@ -1,0 +1,249 @@
+//! Virtual snapshots: create, list, show, delete.
+//!
+//! A snapshot is one record: read-only ones pin `(branch, version)` of the container's
+//! history; read-write ones also get a branch of their own whose parent is that point, so
+//! their writes never reach the container and the container's later writes never reach
+//! them. Creating either costs the same for an empty container and for a huge one.
+//!
+//! Invariant: deleting a snapshot never changes another snapshot or the container. A
+//! read-write snapshot's branch is purged only when no other branch forks from it.
+
+use crate::{container, validate_point_name, HistoryError, Result};
+use dedupfs_core::commit::Commit;
+use dedupfs_core::containers::{
+    self, BranchRecord, ContainerInfo, PurgeProgress, SnapshotMode, SnapshotRecord,
+    SNAPSHOT_VIEW_BASE, TIME_VIEW_BASE,
+};
+use dedupfs_core::fs::FsCore;
+use dedupfs_core::ids::{BranchId, ContainerId, Version};
+use dedupfs_core::kv::Cf;
+use dedupfs_core::points::{self, Point, PointKind};
+use dedupfs_core::store::Store;
+use std::sync::Arc;
+
+const K_NEXT_SNAPSHOT: &[u8] = b"next_snapshot_id";
+
+/// Allocates a snapshot id inside a commit.
+pub(crate) fn alloc_id(c: &mut Commit<'_>) -> Result<u32> {
+    let next = match c.txn.get(Cf::Meta, K_NEXT_SNAPSHOT)? {
+        Some(v) if v.len() == 4 => u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+        _ => 1,
+    };
+    if next >= TIME_VIEW_BASE - SNAPSHOT_VIEW_BASE {
+        return Err(HistoryError::Invalid(
+            "the store has used all snapshot ids".into(),
+        ));
+    }
+    c.txn.put(
+        Cf::Meta,
+        K_NEXT_SNAPSHOT.to_vec(),
+        (next + 1).to_be_bytes().to_vec(),
+    );
+    Ok(next)
+}
+
+/// What `create` was asked for.
+pub struct CreateRequest<'a> {
+    pub container: &'a str,
+    pub name: &'a str,
+    pub mode: SnapshotMode,
+    /// A time, bookmark or snapshot; `None` = now.
+    pub at: Option<&'a str>,
+    /// Commit the container's buffered writes first (the default for "now").
+    pub flush: bool,
+}
+
+/// Writes a snapshot record (and for read-write modes its branch) into a commit. `base`
+/// is the point it shows; `None` means "everything committed before this commit".
+pub(crate) fn write_snapshot(
+    c: &mut Commit<'_>,
+    ci: &ContainerInfo,
+    name: &str,
+    mode: SnapshotMode,
+    base: Option<&Point>,
+    origin: &str,
+) -> Result<(SnapshotRecord, Option<BranchRecord>)> {
+    let id = alloc_id(c)?;
+    let (base_branch, base_version, at_time) = match base {
+        Some(p) => (p.branch, p.version, p.time),
+        None => (ci.branch(), Version(c.version.0 - 1), c.time.sec),
+    };
+    let branch = match mode {
+        SnapshotMode::Ro => None,
+        SnapshotMode::Rw | SnapshotMode::RwTracking => {
+            let b = c.alloc_branch();
+            Some(BranchRecord {
+                id: b.0,
+                container: ci.rec.id,
+                parent: Some((base_branch.0, base_version.0)),
+                created_version: c.version.0,
+                created: c.time.sec,
+                purpose: format!("snapshot {name}"),
+            })
+        }
+    };
+    if let Some(b) = &branch {
+        c.txn.put(
+            Cf::Branches,
+            containers::branch_record_key(BranchId(b.id)),
+            serde_json::to_vec(b).unwrap_or_default(),
+        );
+    }
+    let rec = SnapshotRecord {
+        id,
+        name: name.to_string(),
+        container: ci.rec.id,
+        mode,
+        base_branch: base_branch.0,
+        base_version: base_version.0,
+        branch: branch.as_ref().map(|b| b.id),
+        created: c.time.sec,
+        created_version: c.version.0,
+        at_time,
+        origin: origin.to_string(),
+    };
+    c.txn.put(
+        Cf::Points,
+        containers::snapshot_key(id),
+        serde_json::to_vec(&rec).unwrap_or_default(),
+    );
+    Ok((rec, branch))
+}
+
+pub fn create(
+    store: &Store,
+    fs: Option<&FsCore>,
+    req: &CreateRequest<'_>,
+) -> Result<SnapshotRecord> {
+    validate_point_name(req.name)?;
+    let _history = crate::history_lock();
+    let ci = container(store, req.container)?;
+    if store.registry().snapshot_by_name(req.name).is_some() {
+        return Err(HistoryError::Exists(format!(
+            "a snapshot named '{}' already exists",
+            req.name
+        )));
+    }
+    let point = match req.at {
+        Some(spec) => Some(points::resolve(store, &ci.rec, spec)?),
+        None => {
+            if let (Some(fs), true) = (fs, req.flush) {
+                fs.flush_container(ci.id())?;
+            }
+            None
+        }
+    };
+    let mut reg = store.registry_mut();
+    if reg.snapshot_by_name(req.name).is_some() {
+        return Err(HistoryError::Exists(format!(
+            "a snapshot named '{}' already exists",
+            req.name
+        )));
+    }
+    // The head may have moved (rollback) since `ci` was read.
+    let ci = reg
+        .get(ci.id())
+        .ok_or_else(|| HistoryError::NotFound(format!("no container named '{}'", req.container)))?;
+    let origin = match &point {
+        Some(p) if p.kind != PointKind::Time => format!("user, at {}", p.label),
+        _ => "user".to_string(),
+    };
+    let (rec, branch) = store
+        .committer
+        .commit(|c| write_snapshot(c, &ci, req.name, req.mode, point.as_ref(), &origin))?;
+    if let Some(b) = branch {
+        reg.add_branch(b);
+    }
+    reg.insert_snapshot(rec.clone());
+    drop(reg);
+    log::info!(
+        "snapshot '{}' ({}) of container '{}' at v{}",
+        rec.name,
+        rec.mode.as_str(),
+        req.container,
+        rec.base_version
+    );
+    Ok(rec)
+}
+
+pub fn get(store: &Store, name: &str) -> Result<Arc<ContainerInfo>> {
+    store
+        .registry()
+        .snapshot_by_name(name)
+        .ok_or_else(|| HistoryError::NotFound(format!("no snapshot named '{name}'")))
+}
+
+pub fn record(store: &Store, name: &str) -> Result<SnapshotRecord> {
+    get(store, name)?
+        .snapshot
+        .clone()
+        .ok_or_else(|| HistoryError::NotFound(format!("no snapshot named '{name}'")))
+}
+
+/// Snapshots, optionally of one container, in name order.
+pub fn list(store: &Store, container_name: Option<&str>) -> Result<Vec<SnapshotRecord>> {
+    let only = match container_name {
+        Some(n) => Some(container(store, n)?.id()),
+        None => None,
+    };
+    Ok(store
+        .registry()
+        .snapshots()
+        .iter()
+        .filter_map(|s| s.snapshot.clone())
+        .filter(|s| only.is_none_or(|c| c.0 == s.container))
+        .collect())
+}
+
+/// Deletes a snapshot. Its own writes (read-write modes) are released unless another
+/// branch forks from it, in which case the branch stays for that branch's sake.
+pub fn delete(store: &Store, fs: Option<&FsCore>, name: &str) -> Result<()> {
+    let s = get(store, name)?;
+    let rec = s
+        .snapshot
+        .clone()
+        .ok_or_else(|| HistoryError::NotFound(name.into()))?;
+    if let Some(fs) = fs {
+        let open = fs.open_handles_in(ContainerId(rec.view()));
+        if open > 0 {
+            return Err(HistoryError::Busy(format!(
+                "snapshot '{name}' has {open} open files or directories; close them first"
+            )));
+        }
+        fs.flush_container(ContainerId(rec.container))?;
+    }
+    let mut reg = store.registry_mut();
+    let purge = rec.branch.map(BranchId).filter(|b| {
+        !reg.branches_of(ContainerId(rec.container)).iter().any(|o| {
+            reg.branch(*o)
+                .and_then(|r| r.parent)
+                .is_some_and(|p| p.0 == b.0)
+        })
+    });
+    store.committer.commit(|c| {
+        c.txn.delete(Cf::Points, containers::snapshot_key(rec.id));
+        c.drop_container_counters(ContainerId(rec.view()));
+        Ok::<_, HistoryError>(())
+    })?;
+    reg.remove_snapshot(rec.id);
+    drop(reg);
+    if let Some(b) = purge {
+        let cid = ContainerId(rec.container);
+        loop {
+            let step = store.committer.commit(|c| {
+                let n = containers::release_branch_extents(c, &store.chunks, cid, b)?;
+                if n == 0 {
+                    containers::drop_branch_records(c, b);
+                    return Ok::<_, HistoryError>(PurgeProgress::Done);
+                }
+                Ok(PurgeProgress::Released(n))
+            })?;
+            if step == PurgeProgress::Done {
+                break;
+            }
+        }
+        store.registry_mut().forget_branch(b);
+    }
+    log::info!("snapshot '{name}' deleted");
+    Ok(())
+}

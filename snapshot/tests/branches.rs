@@ -1,0 +1,247 @@
+//! History operations on the core without a kernel: partial overwrites in read-write
+//! snapshots, and apply of tracked changes.
+
+use dedupfs_core::chunker::ChunkParams;
+use dedupfs_core::containers::SnapshotMode;
+use dedupfs_core::fs::{Ctx, Fs, FsOptions, OpenFlags, ROOT_NODE};
+use dedupfs_core::kv::mem::MemKv;
+use dedupfs_core::store::Store;
+use dedupfs_snapshot::snapshot::{self, CreateRequest};
+use std::sync::Arc;
+
+const PARAMS: ChunkParams = ChunkParams {
+    min: 2048,
+    avg: 8192,
+    max: 32768,
+};
+
+fn setup() -> (tempfile::TempDir, Arc<Store>, Fs) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open_with_kv(dir.path(), PARAMS, Arc::new(MemKv::new())).unwrap());
+    let fs = Fs::new(
+        store.clone(),
+        FsOptions {
+            background: false,
+            ..Default::default()
+        },
+    );
+    (dir, store, fs)
+}
+
+fn noise(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn write_file(fs: &Fs, parent: u64, name: &str, data: &[u8]) -> u64 {
+    let (a, fh) = fs
+        .create(
+            &Ctx::root(),
+            parent,
+            name.as_bytes(),
+            0o644,
+            OpenFlags::write_only(),
+        )
+        .unwrap();
+    fs.write(a.node, fh, 0, data).unwrap();
+    fs.release(fh).unwrap();
+    fs.flush_all().unwrap();
+    a.node
+}
+
+fn read_all(fs: &Fs, node: u64) -> Vec<u8> {
+    let size = fs.getattr(node).unwrap().size;
+    let fh = fs.open(&Ctx::root(), node, OpenFlags::read_only()).unwrap();
+    let mut out = Vec::new();
+    while (out.len() as u64) < size {
+        let d = fs.read(node, fh, out.len() as u64, 1 << 20).unwrap();
+        assert!(!d.is_empty());
+        out.extend(d);
+    }
+    fs.release(fh).unwrap();
+    out
+}
+
+fn overwrite(fs: &Fs, node: u64, off: u64, data: &[u8]) {
+    let fh = fs
+        .open(&Ctx::root(), node, OpenFlags::write_only())
+        .unwrap();
+    fs.write(node, fh, off, data).unwrap();
+    fs.release(fh).unwrap();
+    fs.flush_all().unwrap();
+}
+
+fn snap_node(fs: &Fs, name: &str, file: &str) -> u64 {
+    let snaps = fs
+        .lookup(&Ctx::root(), ROOT_NODE, b".snapshots")
+        .unwrap()
+        .node;
+    let root = fs
+        .lookup(&Ctx::root(), snaps, name.as_bytes())
+        .unwrap()
+        .node;
+    fs.lookup(&Ctx::root(), root, file.as_bytes()).unwrap().node
+}
+
+#[test]
+fn partial_overwrite_in_a_rw_snapshot_reads_back_and_leaves_the_origin_alone() {
+    let (_d, store, fs) = setup();
+    let c = fs.mkdir(&Ctx::root(), ROOT_NODE, b"c", 0o755).unwrap().node;
+    let data = noise(3 << 20, 1);
+    let f = write_file(&fs, c, "big", &data);
+    snapshot::create(
+        &store,
+        Some(fs.core()),
+        &CreateRequest {
+            container: "c",
+            name: "s",
+            mode: SnapshotMode::RwTracking,
+            at: None,
+            flush: true,
+        },
+    )
+    .unwrap();
+    let sf = snap_node(&fs, "s", "big");
+    for (off, patch) in [
+        (300_000u64, &b"PATCH"[..]),
+        (2_500_000, &b"second patch"[..]),
+    ] {
+        overwrite(&fs, sf, off, patch);
+    }
+    let mut expect = data.clone();
+    expect[300_000..300_005].copy_from_slice(b"PATCH");
+    expect[2_500_000..2_500_012].copy_from_slice(b"second patch");
+    assert!(read_all(&fs, sf) == expect, "snapshot reads its own writes");
+    assert!(read_all(&fs, f) == data, "the origin is untouched");
+
+    {
+        let fh = fs.open(&Ctx::root(), sf, OpenFlags::read_only()).unwrap();
+        let d = fs.read(sf, fh, 286_499, 17_307).unwrap();
+        fs.release(fh).unwrap();
+        assert!(
+            d == expect[286_499..286_499 + 17_307],
+            "unaligned read of the snapshot"
+        );
+    }
+    // Changes name the two regions; apply onto a newer rw snapshot reproduces the bytes.
+    let ch = dedupfs_snapshot::apply::changes(&store, Some(fs.core()), "s").unwrap();
+    assert_eq!(ch.len(), 1);
+    let ranges = ch[0].ranges.clone().expect("byte ranges");
+    assert_eq!(ranges.len(), 2, "{ranges:?}");
+    assert!(ranges[0].0 <= 300_000 && ranges[0].1 >= 300_005);
+    assert!(ranges[1].0 <= 2_500_000 && ranges[1].1 >= 2_500_012);
+    snapshot::create(
+        &store,
+        Some(fs.core()),
+        &CreateRequest {
+            container: "c",
+            name: "t",
+            mode: SnapshotMode::Rw,
+            at: None,
+            flush: true,
+        },
+    )
+    .unwrap();
+    let r = dedupfs_snapshot::apply::apply(&store, fs.core(), "s", "t").unwrap();
+    assert!(r.conflicts.is_empty());
+    let tf = snap_node(&fs, "t", "big");
+    let got = read_all(&fs, tf);
+    let diffs: Vec<usize> = (0..expect.len())
+        .filter(|&i| got.get(i) != expect.get(i))
+        .collect();
+    assert!(
+        got == expect,
+        "apply reproduced the snapshot's bytes: len {} vs {}, {} differ, first {:?} last {:?}",
+        got.len(),
+        expect.len(),
+        diffs.len(),
+        diffs.first(),
+        diffs.last()
+    );
+    assert!(read_all(&fs, f) == data);
+}
+
+#[test]
+fn two_distant_writes_through_one_handle_of_a_live_file() {
+    let (_d, _store, fs) = setup();
+    let c = fs.mkdir(&Ctx::root(), ROOT_NODE, b"c", 0o755).unwrap().node;
+    let data = noise(3 << 20, 1);
+    let f = write_file(&fs, c, "big", &data);
+    let patch = noise(3 << 20, 2);
+    let mut expect = data.clone();
+    let fh = fs.open(&Ctx::root(), f, OpenFlags::write_only()).unwrap();
+    for (a, b) in [(286_499usize, 303_806usize), (2_499_990, 2_509_237)] {
+        fs.write(f, fh, a as u64, &patch[a..b]).unwrap();
+        expect[a..b].copy_from_slice(&patch[a..b]);
+        assert!(
+            read_all(&fs, f) == expect,
+            "buffered, after writing {a}..{b}"
+        );
+    }
+    fs.release(fh).unwrap();
+    assert!(read_all(&fs, f) == expect, "after release");
+    fs.flush_all().unwrap();
+    assert!(read_all(&fs, f) == expect, "after flush");
+}
+
+#[test]
+fn writes_in_a_rw_snapshot_never_reach_the_origin_open_at_the_same_time() {
+    let (_d, store, fs) = setup();
+    let c = fs.mkdir(&Ctx::root(), ROOT_NODE, b"c", 0o755).unwrap().node;
+    let data = noise(3 << 20, 1);
+    write_file(&fs, c, "big", &data);
+    snapshot::create(
+        &store,
+        Some(fs.core()),
+        &CreateRequest {
+            container: "c",
+            name: "u",
+            mode: SnapshotMode::Rw,
+            at: None,
+            flush: true,
+        },
+    )
+    .unwrap();
+    let f = snap_node(&fs, "u", "big");
+    let patch = noise(3 << 20, 2);
+    let mut expect = data.clone();
+    // The origin file open at the same time must stay a separate file (same inode
+    // number, other tree).
+    let origin = fs.lookup(&Ctx::root(), c, b"big").unwrap().node;
+    let rfh = fs
+        .open(&Ctx::root(), origin, OpenFlags::read_only())
+        .unwrap();
+    let fh = fs.open(&Ctx::root(), f, OpenFlags::write_only()).unwrap();
+    for (a, b) in [(286_499usize, 303_806usize), (2_499_990, 2_509_237)] {
+        assert!(fs.read(origin, rfh, a as u64, (b - a) as u32).unwrap() == data[a..b]);
+        fs.write(f, fh, a as u64, &patch[a..b]).unwrap();
+        expect[a..b].copy_from_slice(&patch[a..b]);
+        let got = read_all(&fs, f);
+        let diffs: Vec<usize> = (0..expect.len()).filter(|&i| got[i] != expect[i]).collect();
+        assert!(
+            diffs.is_empty(),
+            "buffered, after writing {a}..{b}: {} differ, first {:?}",
+            diffs.len(),
+            diffs.first()
+        );
+    }
+    fs.release(rfh).unwrap();
+    fs.release(fh).unwrap();
+    let got = read_all(&fs, f);
+    let diffs: Vec<usize> = (0..expect.len()).filter(|&i| got[i] != expect[i]).collect();
+    assert!(
+        diffs.is_empty(),
+        "after release: {} bytes differ",
+        diffs.len()
+    );
+    assert!(read_all(&fs, origin) == data, "the origin is untouched");
+    fs.flush_all().unwrap();
+    assert!(read_all(&fs, f) == expect, "after flush");
+}
