@@ -719,7 +719,8 @@ pub enum PurgeProgress {
 
 const PURGE_BATCH: usize = 20_000;
 
-fn branch_range(b: BranchId) -> (Vec<u8>, Vec<u8>) {
+/// The key range holding every record of a branch in a versioned family.
+pub fn branch_range(b: BranchId) -> (Vec<u8>, Vec<u8>) {
     let lo = Enc::new().u64(b.0).finish();
     let hi = prefix_successor(&lo).unwrap_or_else(|| vec![0xff; 9]);
     (lo, hi)

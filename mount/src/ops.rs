@@ -181,17 +181,34 @@ impl Ctx {
         }
     }
 
-    /// Drops everything the kernel caches of a tree (attributes, pages, names below it).
+    /// Drops what the kernel caches of a tree that was replaced (by a rollback): the name
+    /// of its root at once, so paths resolve to the new tree; the pages and attributes of
+    /// inodes with open handles at once, so those handles see ESTALE rather than cached
+    /// pages; every other cached inode of the old tree in the background (no path leads to
+    /// them any more), so the rollback costs the same whatever the kernel has cached.
     fn invalidate_view(&self, view: u32, root_name: &str) {
         let (Some(n), Some(k)) = (&self.notifier, &self.known) else {
             return;
         };
         let _ = n.inval_entry(fuser::INodeNo(1), std::ffi::OsStr::new(root_name));
-        let nodes = k.of_view(view);
-        for node in &nodes {
+        let open = self
+            .fs
+            .as_ref()
+            .map(|f| f.open_nodes_in(view))
+            .unwrap_or_default();
+        for node in &open {
             let _ = n.inval_inode(fuser::INodeNo(*node), 0, 0);
         }
-        log::debug!("invalidated {} cached inodes of view {view}", nodes.len());
+        let (n, k) = (n.clone(), k.clone());
+        let _ = std::thread::Builder::new()
+            .name("invalidate".into())
+            .spawn(move || {
+                let nodes = k.of_view(view);
+                for node in &nodes {
+                    let _ = n.inval_inode(fuser::INodeNo(*node), 0, 0);
+                }
+                log::debug!("invalidated {} cached inodes of view {view}", nodes.len());
+            });
     }
 
     /// The filesystem core: the mounted one, or a private one over the open store.

@@ -16,7 +16,6 @@
 //! touched, and reads before the new floor are refused instead of answering wrongly.
 
 use crate::{container, HistoryError, Result};
-use dedupfs_core::codec::{prefix_successor, Enc};
 use dedupfs_core::containers::{self, ContainerInfo};
 use dedupfs_core::ids::{BranchId, ChunkId, ContainerId, Version};
 use dedupfs_core::kv::{Cf, Kv};
@@ -126,12 +125,6 @@ pub struct RetentionReport {
     pub reclaimable_bytes: u64,
 }
 
-fn branch_range(b: BranchId) -> (Vec<u8>, Vec<u8>) {
-    let lo = Enc::new().u64(b.0).finish();
-    let hi = prefix_successor(&lo).unwrap_or_else(|| vec![0xff; 9]);
-    (lo, hi)
-}
-
 fn version_of(key: &[u8]) -> Version {
     let mut b = [0u8; 8];
     b.copy_from_slice(&key[key.len() - 8..]);
@@ -146,7 +139,7 @@ fn for_each_record(
     b: BranchId,
     mut f: impl FnMut(&[(Version, Vec<u8>, Vec<u8>)]) -> Result<()>,
 ) -> Result<()> {
-    let (lo, hi) = branch_range(b);
+    let (lo, hi) = containers::branch_range(b);
     let mut it = kv.iter(cf, Some(lo.clone()), Some(hi));
     it.seek(&lo);
     let mut group: Vec<(Version, Vec<u8>, Vec<u8>)> = Vec::new();

@@ -245,3 +245,38 @@ fn writes_in_a_rw_snapshot_never_reach_the_origin_open_at_the_same_time() {
     fs.flush_all().unwrap();
     assert!(read_all(&fs, f) == expect, "after flush");
 }
+
+#[test]
+fn space_based_retention_keeps_history_within_the_limit_and_the_live_state_intact() {
+    let (_d, store, fs) = setup();
+    let c = fs.mkdir(&Ctx::root(), ROOT_NODE, b"c", 0o755).unwrap().node;
+    let f = write_file(&fs, c, "f", &noise(256 << 10, 1));
+    for i in 2..=6u64 {
+        overwrite(&fs, f, 0, &noise(256 << 10, i));
+    }
+    let before = dedupfs_snapshot::retention::show(&store, "c").unwrap();
+    assert!(before.history_bytes >= 5 * (256 << 10), "{before:?}");
+    dedupfs_core::admin::set_container(
+        &store,
+        "c",
+        &dedupfs_core::admin::SettingsChange {
+            retention: Some(Some("max=600K".into())),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let now = dedupfs_core::records::Timestamp::now();
+    let r = dedupfs_snapshot::retention::prune(&store, "c", now).unwrap();
+    assert!(r.history_bytes <= 600 << 10, "{r:?}");
+    assert!(
+        r.history_bytes >= 256 << 10,
+        "the newest superseded versions stay: {r:?}"
+    );
+    assert!(r.released_bytes >= 3 * (256 << 10), "{r:?}");
+    assert!(read_all(&fs, f) == noise(256 << 10, 6));
+    // Reading before the new floor is refused, not answered from half-pruned history.
+    let ci = store.registry().by_name("c").unwrap();
+    assert!(ci.rec.history_floor > 0);
+    let err = dedupfs_core::points::resolve(&store, &ci.rec, &format!("@{}", ci.rec.created));
+    assert!(err.is_err());
+}

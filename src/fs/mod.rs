@@ -499,6 +499,20 @@ impl FsCore {
         self.handles.lock().remove(&fh)
     }
 
+    /// Node ids with open handles in a view.
+    pub fn open_nodes_in(&self, view: u32) -> Vec<u64> {
+        self.handles
+            .lock()
+            .values()
+            .map(|h| match h {
+                Handle::File { node, .. } | Handle::Dir { node, .. } => *node,
+            })
+            .filter(
+                |n| matches!(NodeRef::decode(*n), Some(NodeRef::Tree { view: v, .. }) if v == view),
+            )
+            .collect()
+    }
+
     /// Number of open handles in a container (a container with open files cannot be deleted).
     pub fn open_handles_in(&self, c: crate::ids::ContainerId) -> usize {
         self.handles
