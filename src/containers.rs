@@ -93,6 +93,10 @@ pub struct ContainerRecord {
     /// tree before it with the tree after it.
     #[serde(default)]
     pub live_view: u32,
+    /// Points below `history_floor` that retention tiers keep: (time, version), oldest
+    /// first. A time below the floor reads as the newest of these at or before it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kept_points: Vec<(i64, u64)>,
 }
 
 impl ContainerRecord {
@@ -613,6 +617,7 @@ pub fn create_in(
         history_floor: 0,
         history_floor_time: 0,
         live_view: 0,
+        kept_points: Vec::new(),
     };
     let b = BranchRecord {
         id: branch.0,

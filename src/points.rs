@@ -285,6 +285,23 @@ pub fn resolve(
             when: when.clone(),
         })?;
     if v.0 < container.history_floor {
+        // Below the floor only the points retention kept remain: the newest one at or
+        // before the requested time stands for it.
+        if let Some(&(pt, pv)) = container
+            .kept_points
+            .iter()
+            .rev()
+            .find(|(pt, _)| *pt <= t.sec)
+        {
+            let v = Version(pv);
+            return Ok(Point {
+                branch: container.branch_at(v),
+                version: v,
+                time: pt,
+                label: format!("{when} (kept point {})", format_time(pt)),
+                kind: PointKind::Time,
+            });
+        }
         return Err(PointError::Pruned {
             container: container.name.clone(),
             when,

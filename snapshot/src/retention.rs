@@ -317,17 +317,22 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
     for (b, v) in forks {
         add(b, v);
     }
+    let mut tier_points: Vec<(i64, u64)> = Vec::new();
     for &(interval, horizon) in &policy.every {
         let mut t = now.sec.div_euclid(interval) * interval;
         while t >= now.sec - horizon {
+            // Exactly what "as of @t" reads.
             if let Some(v) = store.committer.version_at(Timestamp { sec: t, nsec: 0 })? {
-                if v < cutoff {
+                if v < cutoff && v.0 >= ci.rec.created_version {
                     add(ci.rec.branch_at(v), v);
+                    tier_points.push((t, v.0));
                 }
             }
             t -= interval;
         }
     }
+    tier_points.sort_unstable();
+    tier_points.dedup();
     let mut expired = Vec::new();
     for bm in containers::bookmarks(kv, cid)? {
         if bm.version >= cutoff.0 || policy.keeps_bookmark(&bm.kind, now.sec - bm.time) {
@@ -415,6 +420,7 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
         let mut rec = cur.rec.clone();
         rec.history_floor = cutoff.0;
         rec.history_floor_time = floor_time.max(rec.history_floor_time);
+        rec.kept_points = tier_points;
         store.committer.commit(|c| {
             containers::put_container(c, &rec);
             crate::bookmark::delete_records(c, cid, &expired);

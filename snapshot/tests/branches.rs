@@ -280,3 +280,69 @@ fn space_based_retention_keeps_history_within_the_limit_and_the_live_state_intac
     let err = dedupfs_core::points::resolve(&store, &ci.rec, &format!("@{}", ci.rec.created));
     assert!(err.is_err());
 }
+
+#[test]
+fn tiered_retention_keeps_one_point_per_interval_and_times_below_the_window_read_them() {
+    let (_d, store, fs) = setup();
+    let c = fs.mkdir(&Ctx::root(), ROOT_NODE, b"c", 0o755).unwrap().node;
+    let f = write_file(&fs, c, "f", &noise(64 << 10, 0));
+    let secs = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    // Three writes in each of three consecutive seconds: (version, content) after each.
+    let mut states: Vec<(u64, Vec<u8>)> = Vec::new();
+    let first = secs();
+    let mut seed = 1;
+    for s in first..first + 3 {
+        while secs() < s {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        for _ in 0..3 {
+            let data = noise(64 << 10, seed);
+            seed += 1;
+            overwrite(&fs, f, 0, &data);
+            states.push((store.committer.head().0, data));
+        }
+    }
+    dedupfs_core::admin::set_container(
+        &store,
+        "c",
+        &dedupfs_core::admin::SettingsChange {
+            retention: Some(Some("all=1s,every=1s/1h".into())),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let now = dedupfs_core::records::Timestamp {
+        sec: secs() + 5,
+        nsec: 0,
+    };
+    let r = dedupfs_snapshot::retention::prune(&store, "c", now).unwrap();
+    assert!(
+        r.pruned_versions > 0,
+        "versions between tier points go: {r:?}"
+    );
+    let ci = store.registry().by_name("c").unwrap();
+    for t in first + 1..=first + 3 {
+        let v = store
+            .committer
+            .version_at(dedupfs_core::records::Timestamp { sec: t, nsec: 0 })
+            .unwrap()
+            .unwrap();
+        let expect = &states.iter().rev().find(|(sv, _)| *sv <= v.0).unwrap().1;
+        let p = dedupfs_core::points::resolve(&store, &ci.rec, &format!("@{t}")).unwrap();
+        assert_eq!(p.version, v, "@{t} resolves to its tier point");
+        let view = fs.time_view(&ci, p.version).unwrap();
+        let root = dedupfs_core::fs::NodeRef::Tree {
+            view: view.view,
+            ino: view.root(),
+        }
+        .encode();
+        let node = fs.lookup(&Ctx::root(), root, b"f").unwrap().node;
+        assert!(read_all(&fs, node) == *expect, "content as of @{t}");
+    }
+    assert!(read_all(&fs, f) == states.last().unwrap().1);
+}
