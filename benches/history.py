@@ -12,7 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", "/var/tmp/dedupfs-target")
 DEDUPFS = os.path.join(TARGET, "release", "dedupfs")
 sys.path.insert(0, os.path.join(ROOT, "benches"))
-from run import corpus, drop_caches, machine, mb, sh, timed  # noqa: E402
+from run import corpus, drop_caches, machine, mb, sh, timed, write_section  # noqa: E402
 
 
 def cli(store, *args):
@@ -106,15 +106,7 @@ def main():
     lines.append("")
     section = "\n".join(lines)
     print(section)
-    old = open(a.out).read()
-    if "## History" in old:
-        head, _, rest = old.partition("## History")
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1:] if nxt >= 0 else ""
-        new = head + section + "\n" + tail
-    else:
-        new = old.rstrip() + "\n\n" + section
-    open(a.out, "w").write(new)
+    write_section(a.out, "## History", section)
 
 
 if __name__ == "__main__":

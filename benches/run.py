@@ -154,6 +154,20 @@ def read_all(target, tars):
     return timed(f"cat {names} > /dev/null")
 
 
+def write_section(path, title, section):
+    """Replaces the section starting with `title` in BENCHMARKS.md (or appends it)."""
+    old = open(path).read() if os.path.exists(path) else "# dedupfs benchmarks\n\n"
+    if title in old:
+        head, _, rest = old.partition(title)
+        nxt = rest.find("\n## ")
+        tail = rest[nxt + 1:] if nxt >= 0 else ""
+        new = head + section + "\n" + tail
+    else:
+        new = old.rstrip() + "\n\n" + section
+    with open(path, "w") as f:
+        f.write(new)
+
+
 def machine():
     cpu = re.search(r"model name\s*:\s*(.*)", open("/proc/cpuinfo").read())
     mem = int(re.search(r"MemTotal:\s*(\d+)", open("/proc/meminfo").read()).group(1)) // 1024
@@ -267,16 +281,7 @@ def main():
     ]
     section = "\n".join(lines)
     print(section)
-    old = open(a.out).read() if os.path.exists(a.out) else "# dedupfs benchmarks\n\n"
-    if "## Latest run" in old:
-        head, _, rest = old.partition("## Latest run")
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1:] if nxt >= 0 else ""
-        new = head + section + "\n" + tail
-    else:
-        new = old.rstrip() + "\n\n" + section
-    with open(a.out, "w") as f:
-        f.write(new)
+    write_section(a.out, "## Latest run", section)
 
 
 if __name__ == "__main__":

@@ -263,6 +263,8 @@ impl ContainerInfo {
 #[derive(Default, Debug, Clone)]
 pub struct Registry {
     by_id: BTreeMap<ContainerId, Arc<ContainerInfo>>,
+    /// Live trees that moved to a view of their own (after a rollback): view → container.
+    live_views: HashMap<u32, ContainerId>,
     by_name: BTreeMap<String, ContainerId>,
     branches: HashMap<BranchId, BranchRecord>,
     /// Containers whose delete has not finished.
@@ -398,7 +400,7 @@ impl Registry {
             self.snapshots
                 .get(&(view - SNAPSHOT_VIEW_BASE))
                 .cloned()
-                .or_else(|| self.by_id.values().find(|c| c.view == view).cloned())
+                .or_else(|| self.get(*self.live_views.get(&view)?))
         } else {
             None
         }
@@ -420,6 +422,9 @@ impl Registry {
         let id = ContainerId(c.id);
         let read_point = self.read_point(BranchId(c.head), Version::LATEST);
         self.by_name.insert(c.name.clone(), id);
+        if c.view() != c.id {
+            self.live_views.insert(c.view(), id);
+        }
         self.by_id.insert(
             id,
             Arc::new(ContainerInfo {
@@ -445,6 +450,7 @@ impl Registry {
     fn remove(&mut self, id: ContainerId) {
         if let Some(c) = self.by_id.remove(&id) {
             self.by_name.remove(&c.rec.name);
+            self.live_views.remove(&c.view);
         }
     }
 

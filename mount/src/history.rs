@@ -40,8 +40,14 @@ pub fn sync_mount(store: &Path) {
     }
 }
 
-/// Bind-mounts `MOUNT/.snapshots/NAME` on `target` (read-only for ro snapshots).
-pub fn mount_snapshot(store: &Path, name: &str, target: &Path) -> Result<(), CliError> {
+/// Bind-mounts `MOUNT/.snapshots/NAME` on `target`, read-only for ro snapshots (a
+/// read-only bind mount refuses writes in the kernel, before they reach the daemon).
+pub fn mount_snapshot(
+    store: &Path,
+    name: &str,
+    target: &Path,
+    read_only: bool,
+) -> Result<(), CliError> {
     let mnt = mountpoint_of(store).ok_or_else(|| {
         CliError::new(
             ExitKind::Mount,
@@ -61,7 +67,6 @@ pub fn mount_snapshot(store: &Path, name: &str, target: &Path) -> Result<(), Cli
         ));
     }
     crate::daemon::check_mountpoint(target)?;
-    let read_only = meta.permissions().readonly() || is_read_only_snapshot(&src);
     let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap_or_default();
     let (s, t) = (c(&src), c(target));
     // SAFETY: all pointers are NUL-terminated strings that outlive the call, or null.
@@ -97,11 +102,13 @@ pub fn mount_snapshot(store: &Path, name: &str, target: &Path) -> Result<(), Cli
             )
         };
         if rc != 0 {
-            log::warn!(
-                "could not make {} read-only: {}",
-                target.display(),
-                std::io::Error::last_os_error()
-            );
+            let e = std::io::Error::last_os_error();
+            // SAFETY: t is a NUL-terminated path; umount2 does not retain it.
+            unsafe { libc::umount2(t.as_ptr(), 0) };
+            return Err(CliError::new(
+                ExitKind::Mount,
+                format!("could not make {} read-only: {e}", target.display()),
+            ));
         }
     }
     println!(
@@ -111,14 +118,6 @@ pub fn mount_snapshot(store: &Path, name: &str, target: &Path) -> Result<(), Cli
         target.display()
     );
     Ok(())
-}
-
-fn is_read_only_snapshot(dir: &Path) -> bool {
-    // A ro snapshot refuses every change with EROFS; probing with a rename of the
-    // directory onto itself changes nothing either way.
-    std::fs::rename(dir, dir)
-        .err()
-        .is_some_and(|e| e.raw_os_error() == Some(libc::EROFS))
 }
 
 fn s(v: &serde_json::Value, k: &str) -> String {

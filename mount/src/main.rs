@@ -270,7 +270,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let store = resolve_store(cli.store)?;
             let (req, what) = match sc {
                 SnapshotCmd::Mount { name, mountpoint } => {
-                    return history::mount_snapshot(&store, &name, &mountpoint)
+                    let rec = store_cmd(
+                        &store,
+                        Request::SnapshotShow { name: name.clone() },
+                        "snapshot show",
+                    )?;
+                    let read_only = rec.get("mode").and_then(|m| m.as_str()) == Some("ro");
+                    return history::mount_snapshot(&store, &name, &mountpoint, read_only);
                 }
                 SnapshotCmd::Create {
                     container,

@@ -336,14 +336,11 @@ pub fn execute(
             compression: c,
             retention,
         } => {
-            let retention = match retention.as_deref() {
-                None => None,
-                Some("" | "none" | "forever") => Some(None),
-                Some(r) => {
-                    dedupfs_snapshot::retention::Policy::parse(r).map_err(hist)?;
-                    Some(Some(r.to_string()))
-                }
-            };
+            let retention = retention
+                .as_deref()
+                .map(dedupfs_snapshot::retention::Policy::setting)
+                .transpose()
+                .map_err(hist)?;
             let change = SettingsChange {
                 compression: compression(&c)?,
                 retention,

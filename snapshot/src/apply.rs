@@ -48,18 +48,7 @@ pub fn changes(store: &Store, fs: Option<&FsCore>, name: &str) -> Result<Vec<Cha
     if let Some(fs) = fs {
         fs.flush_container(s.id())?;
     }
-    let base = Tree {
-        rp: store.registry().read_point(
-            dedupfs_core::ids::BranchId(rec.base_branch),
-            dedupfs_core::ids::Version(rec.base_version),
-        ),
-        root: s.root(),
-    };
-    let now = Tree {
-        rp: s.read_point.clone(),
-        root: s.root(),
-    };
-    diff::diff(store, &base, &now)
+    diff::diff(store, &Tree::base_of(store, &s, &rec), &Tree::of(&s))
 }
 
 fn target_tree(store: &Store, onto: &str) -> Result<Arc<ContainerInfo>> {
@@ -276,17 +265,8 @@ pub fn apply(store: &Store, fs: &FsCore, snapshot: &str, onto: &str) -> Result<A
     let list = changes(store, Some(fs), snapshot)?;
     fs.flush_container(target.id())?;
     let kv = &**store.kv();
-    let base = Tree {
-        rp: store.registry().read_point(
-            dedupfs_core::ids::BranchId(rec.base_branch),
-            dedupfs_core::ids::Version(rec.base_version),
-        ),
-        root: src.root(),
-    };
-    let tgt = Tree {
-        rp: target.read_point.clone(),
-        root: target.root(),
-    };
+    let base = Tree::base_of(store, &src, &rec);
+    let tgt = Tree::of(&target);
     let (src_root, tgt_root) = (root_node(&src), root_node(&target));
     let mut report = ApplyReport {
         snapshot: snapshot.into(),

@@ -8,8 +8,9 @@
 //! both directory trees plus the extent maps of files whose inode record changed.
 
 use crate::Result;
+use dedupfs_core::containers::{ContainerInfo, SnapshotRecord};
 use dedupfs_core::extents;
-use dedupfs_core::ids::Ino;
+use dedupfs_core::ids::{BranchId, Ino, Version};
 use dedupfs_core::kv::{Cf, Kv};
 use dedupfs_core::mvcc::{self, ReadPoint};
 use dedupfs_core::records::{dirent_name_from_suffix, DirentRec, FileKind, InodeRec};
@@ -58,6 +59,34 @@ pub fn type_name(k: FileKind) -> &'static str {
 pub struct Tree {
     pub rp: ReadPoint,
     pub root: Ino,
+}
+
+impl Tree {
+    /// What a container's live tree, a snapshot or a time-travel view shows now.
+    pub fn of(t: &ContainerInfo) -> Tree {
+        Tree {
+            rp: t.read_point.clone(),
+            root: t.root(),
+        }
+    }
+
+    /// The container as of `version` on `branch` (the same root directory as `t`).
+    pub fn at(store: &Store, t: &ContainerInfo, branch: BranchId, version: Version) -> Tree {
+        Tree {
+            rp: store.registry().read_point(branch, version),
+            root: t.root(),
+        }
+    }
+
+    /// The point a snapshot was taken from.
+    pub fn base_of(store: &Store, s: &ContainerInfo, rec: &SnapshotRecord) -> Tree {
+        Tree::at(
+            store,
+            s,
+            BranchId(rec.base_branch),
+            Version(rec.base_version),
+        )
+    }
 }
 
 pub(crate) fn inode(kv: &dyn Kv, rp: &ReadPoint, ino: Ino) -> Result<Option<InodeRec>> {

@@ -17,7 +17,7 @@
 
 use crate::{container, HistoryError, Result};
 use dedupfs_core::containers::{self, ContainerInfo};
-use dedupfs_core::ids::{BranchId, ChunkId, ContainerId, Version};
+use dedupfs_core::ids::{BranchId, ChunkId, Version};
 use dedupfs_core::kv::{Cf, Kv};
 use dedupfs_core::points::{format_time, parse_duration};
 use dedupfs_core::records::{ExtentRec, Timestamp};
@@ -50,6 +50,18 @@ fn parse_size(s: &str) -> Option<u64> {
 }
 
 impl Policy {
+    /// A policy as the `retention` setting stores it: `None` for "keep everything"
+    /// (`forever`, `none` or empty), else the checked text.
+    pub fn setting(s: &str) -> Result<Option<String>> {
+        match s.trim() {
+            "" | "none" | "forever" => Ok(None),
+            p => {
+                Policy::parse(p)?;
+                Ok(Some(p.to_string()))
+            }
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Policy> {
         let bad = |t: &str, why: &str| {
             HistoryError::Invalid(format!(
@@ -187,6 +199,32 @@ fn extent_owner(key: &[u8]) -> (u64, u64) {
 fn gen_at(store: &Store, b: BranchId, ino: u64, v: Version) -> Result<Option<u64>> {
     let rp = store.registry().read_point(b, v);
     Ok(crate::diff::inode(&**store.kv(), &rp, dedupfs_core::ids::Ino(ino))?.map(|r| r.data_gen))
+}
+
+/// When version `v` (or the first one after it) was committed, in seconds: a binary
+/// search of the timeline between `from` and `now`. `now` if nothing that new exists.
+fn commit_time_of(store: &Store, v: Version, from: i64, now: Timestamp) -> Result<i64> {
+    let ms = |t: i64| Timestamp {
+        sec: t.div_euclid(1000),
+        nsec: (t.rem_euclid(1000) * 1_000_000) as u32,
+    };
+    let (mut lo, mut hi) = (
+        from.saturating_mul(1000) - 1000,
+        now.sec.saturating_mul(1000) + 999,
+    );
+    if store.committer.version_at(ms(hi))?.is_none_or(|x| x < v) {
+        return Ok(now.sec);
+    }
+    // Invariant: version_at(hi) >= v, version_at(lo) < v (or nothing).
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        if store.committer.version_at(ms(mid))?.is_some_and(|x| x >= v) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Ok(hi.div_euclid(1000))
 }
 
 /// Superseded extent versions of a container: (version that superseded it, bytes). An
@@ -406,15 +444,7 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
     }
     flush(&mut pending, &mut deltas)?;
     // Record the new floor and drop expired bookmarks.
-    let floor_time = store
-        .committer
-        .version_at(now)?
-        .map(|_| ())
-        .map(|_| match policy.all {
-            Some(d) => now.sec - d,
-            None => now.sec,
-        })
-        .unwrap_or(now.sec);
+    let floor_time = commit_time_of(store, cutoff, ci.rec.created, now)?;
     let mut reg = store.registry_mut();
     if let Some(cur) = reg.get(cid) {
         let mut rec = cur.rec.clone();
@@ -462,11 +492,6 @@ pub fn prune_all(store: &Store) -> Vec<(String, Result<RetentionReport>)> {
         .collect()
 }
 
-/// Used by tests: the container id of a name.
-pub fn container_id(store: &Store, name: &str) -> Result<ContainerId> {
-    Ok(container(store, name)?.id())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -478,6 +503,9 @@ mod tests {
         assert_eq!(p.every, vec![(14_400, 172_800)]);
         assert_eq!(p.bookmarks, vec![("app".to_string(), 28 * 86_400)]);
         assert_eq!(p.max_bytes, Some(10 << 30));
+        assert_eq!(Policy::setting("forever").unwrap(), None);
+        assert_eq!(Policy::setting(" all=1h ").unwrap(), Some("all=1h".into()));
+        assert!(Policy::setting("all=soon").is_err());
         assert!(p.keeps_bookmark("app", 86_400));
         assert!(!p.keeps_bookmark("user", 86_400));
         assert!(!p.keeps_bookmark("app", 29 * 86_400));

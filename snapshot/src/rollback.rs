@@ -60,15 +60,8 @@ pub fn rollback(
         if let Some(fs) = fs {
             fs.flush_container(ci.id())?;
         }
-        let live = Tree {
-            rp: ci.read_point.clone(),
-            root: ci.root(),
-        };
-        let then = Tree {
-            rp: store.registry().read_point(point.branch, point.version),
-            root: ci.root(),
-        };
-        out.changes = diff::diff(store, &live, &then)?;
+        let then = Tree::at(store, &ci, point.branch, point.version);
+        out.changes = diff::diff(store, &Tree::of(&ci), &then)?;
         for c in &out.changes {
             match c.kind {
                 ChangeKind::Added => out.added += 1,

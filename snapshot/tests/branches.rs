@@ -273,6 +273,11 @@ fn space_based_retention_keeps_history_within_the_limit_and_the_live_state_intac
         "the newest superseded versions stay: {r:?}"
     );
     assert!(r.released_bytes >= 3 * (256 << 10), "{r:?}");
+    let created = store.registry().by_name("c").unwrap().rec.created;
+    assert!(
+        (created..=now.sec).contains(&r.window_start),
+        "the window starts when its oldest kept version was committed: {r:?}"
+    );
     assert!(read_all(&fs, f) == noise(256 << 10, 6));
     // Reading before the new floor is refused, not answered from half-pruned history.
     let ci = store.registry().by_name("c").unwrap();

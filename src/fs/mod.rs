@@ -157,9 +157,15 @@ pub struct FsCore {
     icache: Arc<icache::InodeCache>,
     /// Decompresses chunks ahead of sequential readers (absent without background threads).
     pub(crate) readahead: Option<Arc<ReadAhead>>,
-    /// Time-travel views opened in this mount, by view number and by (container, version).
-    time_views: Mutex<HashMap<u32, Arc<ContainerInfo>>>,
-    time_view_ids: Mutex<HashMap<(crate::ids::ContainerId, Version), u32>>,
+    /// Time-travel views opened in this mount.
+    time_views: Mutex<TimeViews>,
+}
+
+/// Time-travel views of a mount: by view number (node ids) and by what they show.
+#[derive(Default)]
+pub(crate) struct TimeViews {
+    by_view: HashMap<u32, Arc<ContainerInfo>>,
+    by_point: HashMap<(crate::ids::ContainerId, Version), u32>,
 }
 
 /// A queue of chunks to load into the cache, served by background threads.
@@ -242,8 +248,7 @@ impl Fs {
             last_sync: Mutex::new(Instant::now()),
             pool: Arc::new(dirty::BufPool::new((opts.stream_trigger + (2 << 20)) * 3)),
             icache: Arc::new(icache::InodeCache::new(65536)),
-            time_views: Mutex::new(HashMap::new()),
-            time_view_ids: Mutex::new(HashMap::new()),
+            time_views: Mutex::new(TimeViews::default()),
             readahead: opts.background.then(|| {
                 Arc::new(ReadAhead {
                     queue: Mutex::new(VecDeque::new()),
@@ -346,7 +351,7 @@ impl FsCore {
     /// The tree of a view number, if it still exists.
     pub(crate) fn tree(&self, view: u32) -> Option<Arc<ContainerInfo>> {
         if view >= crate::containers::TIME_VIEW_BASE {
-            return self.time_views.lock().get(&view).cloned();
+            return self.time_views.lock().by_view.get(&view).cloned();
         }
         self.store.registry().view(view)
     }
@@ -372,19 +377,17 @@ impl FsCore {
     pub fn time_view(&self, ci: &ContainerInfo, v: Version) -> FsResult<Arc<ContainerInfo>> {
         let mut tv = self.time_views.lock();
         let key = (ci.id(), v);
-        if let Some(view) = self.time_view_ids.lock().get(&key) {
-            if let Some(t) = tv.get(view) {
-                return Ok(t.clone());
-            }
+        if let Some(t) = tv.by_point.get(&key).and_then(|view| tv.by_view.get(view)) {
+            return Ok(t.clone());
         }
-        let n = crate::containers::TIME_VIEW_BASE as usize + tv.len();
+        let n = crate::containers::TIME_VIEW_BASE as usize + tv.by_view.len();
         if n >= crate::containers::VIEW_LIMIT as usize {
             return Err(FsError::Invalid("too many time-travel views in this mount"));
         }
         let view = n as u32;
         let t = Arc::new(ci.as_of(&self.store.registry(), v, view));
-        tv.insert(view, t.clone());
-        self.time_view_ids.lock().insert(key, view);
+        tv.by_view.insert(view, t.clone());
+        tv.by_point.insert(key, view);
         Ok(t)
     }
 

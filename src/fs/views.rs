@@ -93,10 +93,7 @@ impl FsCore {
                     }
                 };
                 let tree = self.time_view(&ci, point.version)?;
-                let mut a = self.container_root_attr(&tree)?;
-                // The view is a different tree: show it as the container was then.
-                a.nlink = a.nlink.max(2);
-                Ok(a)
+                self.container_root_attr(&tree)
             }
         }
     }

@@ -102,6 +102,17 @@ fn snapshots_ro_rw_and_their_own_mount_point() {
     fs::write(mp.join("g"), "via vsnap mount").unwrap();
     assert_eq!(read(&t, ".snapshots/s-rw/g"), "via vsnap mount");
     sh(&format!("umount {}", mp.display()));
+    // A ro snapshot is mounted read-only in the kernel.
+    ok(&t.cli(&["snapshot", "mount", "s-ro", mp.to_str().unwrap()]));
+    let opts = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(mp.to_str().unwrap()))
+        .map(|l| l.split(' ').nth(5).unwrap_or("").to_string())
+        .expect("the snapshot mount is listed");
+    assert!(opts.split(',').any(|o| o == "ro"), "mount options {opts}");
+    assert_eq!(fs::read_to_string(mp.join("f")).unwrap(), "base");
+    sh(&format!("umount {}", mp.display()));
     // Deleting one snapshot changes nothing else.
     ok(&t.cli(&["snapshot", "delete", "s-rw"]));
     assert!(!t.path(".snapshots/s-rw").exists());
@@ -292,7 +303,20 @@ fn retention_prunes_history_but_keeps_live_state_snapshots_and_bookmarks() {
         "--retention",
         "all=1s,bookmarks=app/1h",
     ]));
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // The window (1 s) must end after the container's first seconds, so that a time
+    // there lies below it: wait for the clock, not for luck.
+    let created = json(&t.cli(&["--json", "container", "show", "c"]))["created"]
+        .as_i64()
+        .unwrap();
+    let secs = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    };
+    while secs() < created + 4 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     let p = json(&t.cli(&["--json", "retention", "prune", "c"]));
     assert!(
         p["released_bytes"].as_u64().unwrap() >= 4 * (256 << 10),
@@ -305,8 +329,48 @@ fn retention_prunes_history_but_keeps_live_state_snapshots_and_bookmarks() {
     assert!(fs::read(t.path(".snapshots/pinned/f")).unwrap() == pseudo_random(256 << 10, 4));
     assert!(fs::read(t.path(".at/c/app-point/f")).unwrap() == pseudo_random(256 << 10, 4));
     // A time before the window is refused, not answered wrongly.
-    let created = json(&t.cli(&["--json", "container", "show", "c"]))["created"]
-        .as_i64()
-        .unwrap();
     assert!(!t.path(&format!(".at/c/@{}", created + 1)).exists());
+    let out = t.cli(&[
+        "rollback",
+        "c",
+        "--dry-run",
+        "--to",
+        &format!("@{}", created + 1),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("outside the retention window"), "{err}");
+
+    // The daemon prunes on its own at mount: new history older than the window goes.
+    for i in 8..11u64 {
+        fs::write(t.path("c/f"), pseudo_random(256 << 10, i)).unwrap();
+        ok(&t.cli(&["stats"]));
+    }
+    let start = p["window_start"].as_i64().unwrap();
+    let held = json(&t.cli(&["--json", "retention", "show", "c"]))["history_bytes"]
+        .as_u64()
+        .unwrap();
+    let written = secs();
+    while secs() < written + 2 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let mut t = t;
+    t.umount();
+    t.mount("");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let r = json(&t.cli(&["--json", "retention", "show", "c"]));
+        if r["window_start"].as_i64().unwrap() > start
+            && r["history_bytes"].as_u64().unwrap() < held
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no prune at mount: {r}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(fs::read(t.path("c/f")).unwrap() == pseudo_random(256 << 10, 10));
+    assert!(fs::read(t.path(".at/c/app-point/f")).unwrap() == pseudo_random(256 << 10, 4));
 }
