@@ -10,7 +10,13 @@
 //! - An index entry exists only for bytes already written to a pack.
 //! - `refs` counts extent records (of every kept version) that name the chunk.
 //! - A chunk prepared but not yet committed is in `pending`, so a concurrent writer of the
-//!   same content reuses it instead of storing it twice.
+//!   same content reuses it instead of storing it twice. A chunk a writer deduplicated
+//!   against is held in `pending` too, until its commit, so garbage collection cannot delete
+//!   it between the lookup and the commit that references it.
+//! - Garbage collection changes the index only while holding the GC gate exclusively, and
+//!   writers hold it shared from their lookups to their holds (and from each append to its
+//!   `pending` entry). So when GC looks, every chunk a writer is about to reference is either
+//!   in `pending` or not yet looked up, and every pack record is indexed, pending, or garbage.
 //! - A read returns the chunk's exact bytes or an error: the record checksum, the decoded
 //!   length and the keyed hash of the content are all checked.
 
@@ -20,7 +26,7 @@ use crate::ids::{ChunkId, ContainerId, PackId};
 use crate::kv::{Cf, Kv, KvError, Txn};
 use crate::pack::{PackError, PackReader, PackWriter, RecordLoc, RECORD_HEADER_LEN};
 use crate::records::{ChunkRec, COMPRESSION_NONE, COMPRESSION_ZSTD};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock, RwLockWriteGuard};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::fmt;
@@ -116,13 +122,19 @@ pub struct Prepared {
 }
 
 #[derive(Clone, Copy, Debug)]
-struct Pending {
+struct Stored {
     loc: RecordLoc,
     stored_len: u32,
     raw_len: u32,
     encoding: u8,
-    users: u32,
     next: Option<(ChunkId, u32)>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Pending {
+    /// Where a writer stored the chunk; `None` for a hold on a chunk already indexed.
+    stored: Option<Stored>,
+    users: u32,
 }
 
 /// A chunk handed to [`ChunkStore::prepare`]: identity, content, and the chunk that follows
@@ -181,6 +193,7 @@ pub struct ChunkStore {
     cache: ChunkCache,
     hasher: ChunkHasher,
     pending: Mutex<HashMap<ChunkId, Pending>>,
+    gc_gate: RwLock<()>,
     verify_dedup: bool,
 }
 
@@ -290,6 +303,7 @@ impl ChunkStore {
             cache: ChunkCache::new(cache_bytes),
             hasher,
             pending: Mutex::new(HashMap::new()),
+            gc_gate: RwLock::new(()),
             verify_dedup,
         }
     }
@@ -334,6 +348,7 @@ impl ChunkStore {
         let mut claim = PendingClaim::default();
         let mut to_store: Vec<NewChunk<'_>> = Vec::new();
         let mut seen = std::collections::HashSet::new();
+        let gate = self.gc_gate.read();
         for &NewChunk { id, data, next } in chunks {
             if !seen.insert(id) {
                 continue;
@@ -346,17 +361,38 @@ impl ChunkStore {
                     continue;
                 }
             }
-            if let Some(rec) = self.lookup(id)? {
+            let found = match self.lookup(id) {
+                Ok(f) => f,
+                Err(e) => {
+                    drop(gate);
+                    self.release(claim);
+                    return Err(e);
+                }
+            };
+            if let Some(rec) = found {
                 if self.verify_dedup {
-                    let existing = self.read_rec(id, &rec)?;
-                    if existing.as_ref() != data {
-                        return Err(ChunkError::Collision { chunk: id });
+                    let same = self.read_rec(id, &rec).map(|d| d.as_ref() == data);
+                    if !matches!(same, Ok(true)) {
+                        drop(gate);
+                        self.release(claim);
+                        return Err(same.err().unwrap_or(ChunkError::Collision { chunk: id }));
                     }
                 }
+                // Hold it until the commit: GC must not delete what we are about to reference.
+                self.pending
+                    .lock()
+                    .entry(id)
+                    .or_insert(Pending {
+                        stored: None,
+                        users: 0,
+                    })
+                    .users += 1;
+                claim.ids.push(id);
                 continue;
             }
             to_store.push(NewChunk { id, data, next });
         }
+        drop(gate);
         let encoded: Vec<(u8, Option<Vec<u8>>)> =
             parallel_map(&to_store, threads, |c| match compression {
                 Compression::Off => (COMPRESSION_NONE, None),
@@ -366,6 +402,7 @@ impl ChunkStore {
                 },
             });
         let result = (|| {
+            let _gate = self.gc_gate.read();
             for (NewChunk { id, data, next }, (encoding, comp)) in
                 to_store.iter().zip(encoded.iter())
             {
@@ -385,12 +422,14 @@ impl ChunkStore {
                 self.pending.lock().insert(
                     *id,
                     Pending {
-                        loc,
-                        stored_len: stored.len() as u32,
-                        raw_len: data.len() as u32,
-                        encoding: *encoding,
+                        stored: Some(Stored {
+                            loc,
+                            stored_len: stored.len() as u32,
+                            raw_len: data.len() as u32,
+                            encoding: *encoding,
+                            next: *next,
+                        }),
                         users: 1,
-                        next: *next,
                     },
                 );
                 claim.ids.push(*id);
@@ -449,7 +488,7 @@ impl ChunkStore {
                         .pending
                         .lock()
                         .get(id)
-                        .copied()
+                        .and_then(|p| p.stored)
                         .ok_or(ChunkError::Vanished { chunk: *id })?;
                     store.chunks += 1;
                     store.raw_bytes += p.raw_len as u64;
@@ -511,8 +550,8 @@ impl ChunkStore {
 
     /// The chunk that followed `id` when it was first stored, if known.
     pub fn successor(&self, id: ChunkId) -> Option<(ChunkId, u32)> {
-        if let Some(p) = self.pending.lock().get(&id) {
-            return p.next;
+        if let Some(s) = self.pending.lock().get(&id).and_then(|p| p.stored) {
+            return s.next;
         }
         self.lookup(id).ok().flatten().and_then(|r| r.next)
     }
@@ -525,7 +564,152 @@ impl ChunkStore {
         let rec = self
             .lookup(id)?
             .ok_or(ChunkError::NotIndexed { chunk: id })?;
-        self.read_rec(id, &rec)
+        match self.read_rec(id, &rec) {
+            // GC may have moved the chunk (and, after its grace period, deleted the old
+            // pack) between our lookup and our read: look again once.
+            Err(e @ ChunkError::Damaged { .. }) => match self.lookup(id)? {
+                Some(now) if (now.pack, now.offset) != (rec.pack, rec.offset) => {
+                    self.read_rec(id, &now)
+                }
+                _ => Err(e),
+            },
+            r => r,
+        }
+    }
+
+    /// Reads and checks one chunk from the index entry given (for scrub and GC copies).
+    pub fn read_indexed(&self, id: ChunkId, rec: &ChunkRec) -> Result<ChunkData, ChunkError> {
+        self.read_rec(id, rec)
+    }
+
+    /// Shuts writers out of chunk lookups and stores while GC changes the index; hold it
+    /// across the commit of the change (lock order: this gate, then the commit lock).
+    pub fn gc_gate(&self) -> RwLockWriteGuard<'_, ()> {
+        self.gc_gate.write()
+    }
+
+    /// Whether a writer holds `id` until its commit (call with the GC gate held).
+    pub fn is_held(&self, id: ChunkId) -> bool {
+        self.pending.lock().contains_key(&id)
+    }
+
+    /// Packs holding chunks stored by writers that have not committed them yet (call with
+    /// the GC gate held): GC must leave them alone.
+    pub fn packs_with_pending(&self) -> std::collections::HashSet<PackId> {
+        self.pending
+            .lock()
+            .values()
+            .filter_map(|p| p.stored.map(|s| s.loc.pack))
+            .collect()
+    }
+
+    /// Inside a commit, with the GC gate held: drops the index entries of chunks nothing
+    /// references and no writer holds. Returns how many and their pack bytes.
+    pub fn forget_dead(
+        &self,
+        txn: &mut Txn<'_>,
+        ids: &[ChunkId],
+        store: &mut StoreCounters,
+    ) -> Result<(u64, u64), ChunkError> {
+        let (mut n, mut bytes) = (0, 0);
+        for &id in ids {
+            if self.is_held(id) {
+                continue;
+            }
+            let key = id.to_bytes().to_vec();
+            let Some(v) = txn.get(Cf::Chunks, &key)? else {
+                continue;
+            };
+            let rec = ChunkRec::decode(&v).map_err(|e| ChunkError::BadIndex {
+                chunk: id,
+                reason: e.to_string(),
+            })?;
+            if rec.refs != 0 {
+                continue;
+            }
+            let stored = RECORD_HEADER_LEN + rec.stored_len as u64;
+            store.chunks = store.chunks.saturating_sub(1);
+            store.raw_bytes = store.raw_bytes.saturating_sub(rec.raw_len as u64);
+            store.stored_bytes = store.stored_bytes.saturating_sub(stored);
+            store.dead_chunks = store.dead_chunks.saturating_sub(1);
+            store.dead_stored_bytes = store.dead_stored_bytes.saturating_sub(stored);
+            txn.delete(Cf::Chunks, key);
+            self.cache.remove(id);
+            n += 1;
+            bytes += stored;
+        }
+        Ok((n, bytes))
+    }
+
+    /// Inside a commit, with the GC gate held: points chunks at their copies, for those
+    /// whose entry still names the old location. Returns how many moved.
+    pub fn relocate(
+        &self,
+        txn: &mut Txn<'_>,
+        moves: &[(ChunkId, RecordLoc, RecordLoc)],
+    ) -> Result<u64, ChunkError> {
+        let mut n = 0;
+        for &(id, old, new) in moves {
+            let key = id.to_bytes().to_vec();
+            let Some(v) = txn.get(Cf::Chunks, &key)? else {
+                continue;
+            };
+            let rec = ChunkRec::decode(&v).map_err(|e| ChunkError::BadIndex {
+                chunk: id,
+                reason: e.to_string(),
+            })?;
+            if (rec.pack, rec.offset) != (old.pack, old.offset) {
+                continue;
+            }
+            txn.put(
+                Cf::Chunks,
+                key,
+                ChunkRec {
+                    pack: new.pack,
+                    offset: new.offset,
+                    ..rec
+                }
+                .encode(),
+            );
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Up to `max` index entries after `after` (from the start if `None`), in chunk-id
+    /// order. Scans page through the index so that their memory stays bounded; callers
+    /// re-check under the GC gate whatever they act on.
+    pub fn index_page(
+        &self,
+        after: Option<ChunkId>,
+        max: usize,
+    ) -> Result<Vec<(ChunkId, ChunkRec)>, ChunkError> {
+        let lower = match after {
+            None => vec![],
+            Some(id) => {
+                let mut k = id.to_bytes().to_vec();
+                k.push(0);
+                k
+            }
+        };
+        let mut it = self.kv.iter(Cf::Chunks, Some(lower.clone()), None);
+        it.seek(&lower);
+        let mut out = Vec::with_capacity(max.min(65536));
+        while it.valid() && out.len() < max {
+            let key: [u8; 16] = it.key().try_into().map_err(|_| ChunkError::BadIndex {
+                chunk: ChunkId(0),
+                reason: format!("bad key of {} bytes", it.key().len()),
+            })?;
+            let id = ChunkId::from_bytes(key);
+            let rec = ChunkRec::decode(it.value()).map_err(|e| ChunkError::BadIndex {
+                chunk: id,
+                reason: e.to_string(),
+            })?;
+            out.push((id, rec));
+            it.next();
+        }
+        it.status()?;
+        Ok(out)
     }
 
     fn read_rec(&self, id: ChunkId, rec: &ChunkRec) -> Result<ChunkData, ChunkError> {

@@ -94,6 +94,10 @@ impl<'a> Commit<'a> {
             self.st.containers.entry(c).or_default(),
         )
     }
+    /// The batch and the store counters at once (for chunk index maintenance).
+    pub fn txn_and_store(&mut self) -> (&mut Txn<'a>, &mut StoreCounters) {
+        (&mut self.txn, &mut self.st.store)
+    }
     /// Forgets a deleted container's counters.
     pub fn drop_container_counters(&mut self, c: ContainerId) {
         self.st.containers.remove(&c);

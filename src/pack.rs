@@ -12,6 +12,9 @@
 //!   `sync` orders pack data before the metadata WAL for power-loss durability.
 //! - Every read checks the record header and checksum; a mismatch is an error naming the pack
 //!   and offset, never data.
+//! - Pack data never takes the last `reserve` bytes of the filesystem (2 % of it, between
+//!   8 MiB and 1 GiB): writers get ENOSPC while the metadata database still has room to
+//!   record deletes, pruning and GC — which is how a full store is brought back.
 
 use crate::codec::{Dec, Enc};
 use crate::ids::{ChunkId, PackId};
@@ -160,6 +163,7 @@ struct WriterState {
 /// Appends records to the current pack, rolling over to a new pack at `target_size`.
 pub struct PackWriter {
     dir: PathBuf,
+    reserve: u64,
     store_id: [u8; 16],
     target_size: u64,
     st: Mutex<WriterState>,
@@ -167,8 +171,12 @@ pub struct PackWriter {
 
 impl PackWriter {
     pub fn new(dir: &Path, store_id: [u8; 16], target_size: u64, next_id: u32) -> PackWriter {
+        let reserve = fs_space(dir)
+            .map(|(total, _)| (total / 50).clamp(8 << 20, 1 << 30))
+            .unwrap_or(8 << 20);
         PackWriter {
             dir: dir.to_path_buf(),
+            reserve,
             store_id,
             target_size,
             st: Mutex::new(WriterState {
@@ -213,10 +221,19 @@ impl PackWriter {
         Ok(())
     }
 
-    fn flush_pack(p: &mut OpenPack) -> Result<(), PackError> {
+    /// Refuses a write of `n` bytes that would eat into the reserve.
+    fn check_space(&self, pack: PackId, n: u64) -> Result<(), PackError> {
+        match fs_space(&self.dir) {
+            Ok((_, avail)) if avail < n + self.reserve => Err(PackError::NoSpace { pack }),
+            _ => Ok(()),
+        }
+    }
+
+    fn flush_pack(&self, p: &mut OpenPack) -> Result<(), PackError> {
         if p.buf.is_empty() {
             return Ok(());
         }
+        self.check_space(p.id, p.buf.len() as u64)?;
         p.file
             .write_all(&p.buf)
             .map_err(|e| PackError::io(p.id, p.written, e))?;
@@ -245,7 +262,7 @@ impl PackWriter {
         };
         if need_new {
             if let Some(mut old) = st.cur.take() {
-                Self::flush_pack(&mut old)?;
+                self.flush_pack(&mut old)?;
                 st.unsynced.push((old.id, old.file));
             }
             self.open_new(&mut st)?;
@@ -258,9 +275,10 @@ impl PackWriter {
         let offset = p.written + p.buf.len() as u64;
         let header = record_header(chunk, encoding, raw_len, stored);
         if p.buf.len() + header.len() + stored.len() > WRITE_BUFFER {
-            Self::flush_pack(p)?;
+            self.flush_pack(p)?;
         }
         if header.len() + stored.len() > WRITE_BUFFER {
+            self.check_space(p.id, (header.len() + stored.len()) as u64)?;
             p.file
                 .write_all(&header)
                 .map_err(|e| PackError::io(p.id, offset, e))?;
@@ -282,7 +300,7 @@ impl PackWriter {
     pub fn flush(&self) -> Result<(), PackError> {
         let mut st = self.st.lock();
         match st.cur.as_mut() {
-            Some(p) => Self::flush_pack(p),
+            Some(p) => self.flush_pack(p),
             None => Ok(()),
         }
     }
@@ -293,7 +311,7 @@ impl PackWriter {
             let mut st = self.st.lock();
             let cur = match st.cur.as_mut() {
                 Some(p) => {
-                    Self::flush_pack(p)?;
+                    self.flush_pack(p)?;
                     Some((
                         p.id,
                         p.file.try_clone().map_err(|e| PackError::io(p.id, 0, e))?,
@@ -318,7 +336,7 @@ impl PackWriter {
     pub fn roll(&self) -> Result<(), PackError> {
         let mut st = self.st.lock();
         if let Some(mut old) = st.cur.take() {
-            Self::flush_pack(&mut old)?;
+            self.flush_pack(&mut old)?;
             st.unsynced.push((old.id, old.file));
         }
         Ok(())
@@ -328,6 +346,20 @@ impl PackWriter {
     pub fn current(&self) -> Option<PackId> {
         self.st.lock().cur.as_ref().map(|p| p.id)
     }
+}
+
+/// (total, available to us) bytes of the filesystem holding `dir`.
+fn fs_space(dir: &Path) -> std::io::Result<(u64, u64)> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    // SAFETY: statvfs is plain old data; zeroed is a valid initial value.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path and st a valid out-pointer.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let unit = st.f_frsize as u64;
+    Ok((st.f_blocks as u64 * unit, st.f_bavail as u64 * unit))
 }
 
 fn sync_dir_tree(dir: &Path) -> std::io::Result<()> {
@@ -421,6 +453,48 @@ impl PackReader {
             sum: h.sum,
             loc,
         })
+    }
+}
+
+impl PackReader {
+    /// Checks that the record at `loc` is present, whole, and names `chunk` with
+    /// `stored_len` payload bytes, reading only its header (fsck without scrub).
+    pub fn check_header(
+        &self,
+        loc: RecordLoc,
+        chunk: ChunkId,
+        stored_len: u32,
+    ) -> Result<(), PackError> {
+        let f = self.file(loc.pack)?;
+        let size = f
+            .metadata()
+            .map_err(|e| PackError::io(loc.pack, 0, e))?
+            .len();
+        let corrupt = |reason: String| PackError::Corrupt {
+            pack: loc.pack,
+            offset: loc.offset,
+            reason,
+        };
+        let end = loc.offset + RECORD_HEADER_LEN + stored_len as u64;
+        if end > size {
+            return Err(corrupt(format!(
+                "record ends at {end}, past the end of the pack ({size} bytes)"
+            )));
+        }
+        let mut header = [0u8; RECORD_HEADER_LEN as usize];
+        f.read_exact_at(&mut header, loc.offset)
+            .map_err(|e| PackError::io(loc.pack, loc.offset, e))?;
+        let h = parse_header(&header, loc)?;
+        if h.chunk != chunk {
+            return Err(corrupt(format!("record holds chunk {}", h.chunk)));
+        }
+        if h.stored_len != stored_len {
+            return Err(corrupt(format!(
+                "record holds {} bytes, index says {stored_len}",
+                h.stored_len
+            )));
+        }
+        Ok(())
     }
 }
 

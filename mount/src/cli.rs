@@ -48,9 +48,57 @@ pub enum Cmd {
         #[arg(short, long)]
         lazy: bool,
     },
+    /// Install this binary and the mount helper, for `mount -t fuse.dedupfs` and fstab
+    ///
+    /// Copies the binary to PREFIX/bin/dedupfs and links SBIN/mount.fuse.dedupfs to it.
+    /// An fstab line then reads:
+    ///   /srv/backup-store  /mnt/backup  fuse.dedupfs  allow_other,nofail  0  0
+    Install {
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+        #[arg(long, default_value = "/sbin")]
+        sbin: PathBuf,
+    },
     /// Create, list, inspect, change and delete containers
     #[command(subcommand)]
     Container(ContainerCmd),
+    /// Reclaim space: drop unreferenced chunks, rewrite mostly-dead packs, delete empty ones
+    ///
+    /// Works while the store is mounted and written. Chunks still referenced by the live
+    /// state, a snapshot or history kept by retention are never touched. Packs are deleted
+    /// in two phases: condemned first, removed after the grace period.
+    Gc {
+        /// The store (or its mount point) [default: --store, $DEDUPFS_STORE, the only mount]
+        store: Option<PathBuf>,
+        /// Print the plan (per pack: keep, rewrite or delete; reclaimable bytes per
+        /// container and in total) and change nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Seconds a condemned pack stays on disk for reads in flight
+        #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+        grace: f64,
+        /// Rewrite a pack when at least this share of its bytes is reclaimable
+        #[arg(long, default_value_t = 0.5, value_name = "FRACTION")]
+        min_reclaim: f64,
+        /// List every pack of the plan
+        #[arg(short, long)]
+        verbose: bool,
+    },
+    /// Check every reference and reference count; with --scrub, every chunk's content
+    ///
+    /// Exits 1 when a problem remains. Each problem names the container, path, version,
+    /// chunk and pack it concerns.
+    Fsck {
+        /// The store (or its mount point) [default: --store, $DEDUPFS_STORE, the only mount]
+        store: Option<PathBuf>,
+        /// Read every chunk and check it against its hash (reads all stored data)
+        #[arg(long)]
+        scrub: bool,
+        /// Fix what has one right answer: reference counts, counters, orphan packs, lost
+        /// unreferenced chunks; says what it cannot fix
+        #[arg(long)]
+        repair: bool,
+    },
     /// Show logical and physical usage, dedup and compression ratios
     Stats {
         /// Only this container
@@ -166,6 +214,9 @@ Mount options (-o, comma-separated, repeatable):
   lock_wait=S            wait up to S seconds for another process to release the store
   prune_interval=S       prune history outside retention policies every S seconds
                          (default 3600; 0 never; also at mount)
+  gc_idle=S              collect garbage once the store has been idle for S seconds
+                         (default 900; 0 never); shown in `dedupfs stats`
+  gc_grace=S             how long background GC keeps condemned packs (default 10)
   log=PATH               daemon log (default STORE/dedupfs.log)
 fstab options like defaults, noauto, nofail, _netdev and x-* are accepted and ignored.
 

@@ -340,6 +340,14 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
             });
     }
 
+    // The cleaner: garbage collection once the store has been idle for gc_idle.
+    if !opts.gc_idle.is_zero() && !opts.read_only {
+        let (st, idle, grace) = (store.clone(), opts.gc_idle, opts.gc_grace);
+        let _ = std::thread::Builder::new()
+            .name("gc".into())
+            .spawn(move || idle_gc(&st, idle, grace));
+    }
+
     log::info!("{} mounted at {}", store_root.display(), mnt.display());
     report_ready("ok\n");
     let r = session.run();
@@ -402,6 +410,63 @@ fn fuse_config(opts: &MountOpts, store_root: &Path) -> fuser::Config {
     c.n_threads = Some(opts.threads.unwrap_or((n * 2).clamp(4, 16)));
     c.clone_fd = true;
     c
+}
+
+/// Runs GC whenever no commit has happened for `idle` and there is space to reclaim; at most
+/// once per idle period.
+fn idle_gc(store: &Store, idle: std::time::Duration, grace: std::time::Duration) {
+    let tick = (idle / 4).clamp(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(60),
+    );
+    let mut head = store.committer.head();
+    let mut quiet_since = std::time::Instant::now();
+    loop {
+        std::thread::sleep(tick);
+        let now = store.committer.head();
+        if now != head {
+            head = now;
+            quiet_since = std::time::Instant::now();
+            continue;
+        }
+        if quiet_since.elapsed() < idle {
+            continue;
+        }
+        quiet_since = std::time::Instant::now();
+        let reclaimable = dedupfs_core::stats::store_stats(store)
+            .map(|s| (s.reclaimable_bytes, s.pack_bytes))
+            .unwrap_or((0, 0));
+        let condemned = dedupfs_gc::state::condemned(&**store.kv())
+            .map(|c| !c.is_empty())
+            .unwrap_or(false);
+        if !condemned && reclaimable.0 < (1u64 << 20).max(reclaimable.1 / 100) {
+            continue;
+        }
+        log::info!(
+            "store idle for {} s with {} bytes reclaimable: collecting garbage",
+            idle.as_secs(),
+            reclaimable.0
+        );
+        let opts = dedupfs_gc::plan::Options {
+            grace,
+            ..Default::default()
+        };
+        let t0 = std::time::Instant::now();
+        let r = dedupfs_gc::sweep::run(store, &opts, &mut |_, _, _| {});
+        match &r {
+            Ok(_) => {}
+            Err(dedupfs_gc::GcError::Busy) => continue,
+            Err(e) => log::warn!("background gc: {e}"),
+        }
+        dedupfs_gc::state::record_run(
+            store,
+            r.as_ref().map(|r| r.reclaimed_bytes).unwrap_or(0),
+            t0.elapsed().as_millis() as u64,
+            true,
+            r.err().map(|e| e.to_string()),
+        );
+        head = store.committer.head();
+    }
 }
 
 /// `dedupfs umount`: unmount and wait for the daemon to release the store.

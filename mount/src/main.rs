@@ -5,8 +5,10 @@ mod control;
 mod daemon;
 mod errno;
 mod fuse;
+mod helper;
 mod history;
 mod locate;
+mod maint;
 mod ops;
 mod options;
 mod output;
@@ -82,6 +84,15 @@ fn main() {
     // Die quietly on a closed pipe (`dedupfs stats | head`), as Unix tools do.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    if Path::new(&argv0)
+        .file_name()
+        .is_some_and(|n| n == "mount.fuse.dedupfs")
+    {
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
+        std::process::exit(helper::run(&args.collect::<Vec<_>>()));
+    }
     let cli = Cli::parse();
     let default_level = match &cli.cmd {
         Cmd::Mount(m) if m.foreground => "info,fuser=error",
@@ -174,6 +185,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
         }
         Cmd::Umount { mountpoint, lazy } => daemon::umount(&mountpoint, lazy),
+        Cmd::Install { prefix, sbin } => {
+            let done =
+                helper::install(&prefix, &sbin).map_err(|e| CliError::new(ExitKind::Failed, e))?;
+            if cli.json {
+                println!("{}", serde_json::json!({ "done": done }));
+            } else {
+                for d in done {
+                    println!("{d}");
+                }
+            }
+            Ok(())
+        }
         Cmd::Container(c) => {
             let json = cli.json;
             let store = resolve_store(cli.store)?;
@@ -363,6 +386,54 @@ fn run(cli: Cli) -> Result<(), CliError> {
             history::print(&v, what, cli.json);
             Ok(())
         }
+        Cmd::Gc {
+            store,
+            dry_run,
+            grace,
+            min_reclaim,
+            verbose,
+        } => {
+            let store = resolve_store(store.or(cli.store))?;
+            let v = store_cmd(
+                &store,
+                Request::Gc {
+                    dry_run,
+                    grace_secs: grace,
+                    min_reclaim,
+                },
+                "gc",
+            )?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                maint::print_gc(&v, verbose || dry_run);
+            }
+            Ok(())
+        }
+        Cmd::Fsck {
+            store,
+            scrub,
+            repair,
+        } => {
+            let store = resolve_store(store.or(cli.store))?;
+            let v = store_cmd(&store, Request::Fsck { scrub, repair }, "fsck")?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            } else {
+                maint::print_fsck(&v);
+            }
+            let left = num(&v, "unrepaired");
+            if left > 0 {
+                if cli.json {
+                    std::process::exit(ExitKind::Failed.code());
+                }
+                return Err(CliError::new(
+                    ExitKind::Failed,
+                    format!("fsck found {left} problem(s) it could not repair"),
+                ));
+            }
+            Ok(())
+        }
         Cmd::Stats { container } => {
             let store = resolve_store(cli.store)?;
             let v = store_cmd(
@@ -432,7 +503,11 @@ fn resolve_store(arg: Option<PathBuf>) -> Result<PathBuf, CliError> {
 fn store_cmd(store: &Path, req: Request, what: &str) -> Result<serde_json::Value, CliError> {
     let pb = output::progress(what);
     let mut on_progress = |p: &ops::Progress| {
-        pb.set_message(p.what.clone());
+        if pb.message() != p.what {
+            pb.set_message(p.what.clone());
+            pb.reset_eta();
+        }
+        pb.set_length(p.total.unwrap_or(0).max(p.done));
         pb.set_position(p.done);
     };
     let r = if let Some(conn) = control::connect(store) {
@@ -569,6 +644,7 @@ fn print_store_stats(v: &serde_json::Value) {
         output::ratio(float(v, "reduction_factor"))
     );
     println!("reclaimable  {}", output::size(num(v, "reclaimable_bytes")));
+    maint::print_gc_status(&v["gc"]);
     if let Some(cs) = v["containers"].as_array() {
         if !cs.is_empty() {
             println!();

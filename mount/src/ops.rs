@@ -85,6 +85,15 @@ pub enum Request {
         force: bool,
     },
     Sync,
+    Gc {
+        dry_run: bool,
+        grace_secs: f64,
+        min_reclaim: f64,
+    },
+    Fsck {
+        scrub: bool,
+        repair: bool,
+    },
 }
 
 /// A step of a long operation.
@@ -154,6 +163,19 @@ impl From<StoreError> for OpError {
         OpError {
             kind,
             message: e.to_string(),
+        }
+    }
+}
+
+impl From<dedupfs_gc::GcError> for OpError {
+    fn from(e: dedupfs_gc::GcError) -> Self {
+        match e {
+            dedupfs_gc::GcError::Store(s) => s.into(),
+            dedupfs_gc::GcError::Busy => OpError {
+                kind: ErrorKind::Busy,
+                message: e.to_string(),
+            },
+            other => OpError::io(other.to_string()),
         }
     }
 }
@@ -270,6 +292,15 @@ fn show(store: &Store, name: &str) -> Result<serde_json::Value, OpError> {
     }))
 }
 
+/// Commits buffered writes before an operation that reads committed state (stats, prune,
+/// GC, fsck) but does not need them: a file that cannot be flushed (its writer already got
+/// the error, e.g. ENOSPC) must not stop the very operations that free space.
+fn flush_best_effort(fs: &Fs) {
+    if let Err(e) = fs.flush_all() {
+        log::warn!("some buffered writes could not be committed first: {e}");
+    }
+}
+
 pub fn execute(
     ctx: &Ctx,
     req: Request,
@@ -288,7 +319,7 @@ pub fn execute(
         Request::Stats { container } => {
             // Figures describe committed data: commit what is buffered first.
             if let Some(fs) = &ctx.fs {
-                fs.flush_all().map_err(|e| OpError::io(e.to_string()))?;
+                flush_best_effort(fs);
             }
             match container {
                 Some(name) => {
@@ -299,8 +330,70 @@ pub fn execute(
                     Ok(serde_json::to_value(stats::container_stats(store, ci.id()))
                         .unwrap_or_default())
                 }
-                None => Ok(serde_json::to_value(stats::store_stats(store)?).unwrap_or_default()),
+                None => {
+                    let mut v =
+                        serde_json::to_value(stats::store_stats(store)?).unwrap_or_default();
+                    v["gc"] =
+                        serde_json::to_value(dedupfs_gc::state::status(store)).unwrap_or_default();
+                    Ok(v)
+                }
             }
+        }
+        Request::Gc {
+            dry_run,
+            grace_secs,
+            min_reclaim,
+        } => {
+            if !(0.0..=1.0).contains(&min_reclaim) {
+                return Err(OpError::invalid(format!(
+                    "--min-reclaim {min_reclaim}: expected a fraction between 0 and 1"
+                )));
+            }
+            if !dry_run {
+                // Commit buffered writes first, so that what they replaced counts as dead.
+                if let Some(fs) = &ctx.fs {
+                    flush_best_effort(fs);
+                }
+            }
+            let opts = dedupfs_gc::plan::Options {
+                min_reclaim,
+                grace: std::time::Duration::from_secs_f64(grace_secs.max(0.0)),
+                dry_run,
+            };
+            let t0 = std::time::Instant::now();
+            let mut pr = |what: &str, done: u64, total: Option<u64>| {
+                progress(&Progress {
+                    what: what.to_string(),
+                    done,
+                    total,
+                })
+            };
+            let res = dedupfs_gc::sweep::run(store, &opts, &mut pr);
+            if !dry_run {
+                dedupfs_gc::state::record_run(
+                    store,
+                    res.as_ref().map(|r| r.reclaimed_bytes).unwrap_or(0),
+                    t0.elapsed().as_millis() as u64,
+                    false,
+                    res.as_ref().err().map(|e| e.to_string()),
+                );
+            }
+            Ok(serde_json::to_value(res?).unwrap_or_default())
+        }
+        Request::Fsck { scrub, repair } => {
+            if let Some(fs) = &ctx.fs {
+                flush_best_effort(fs);
+            }
+            let opts = dedupfs_gc::fsck::Options { scrub, repair };
+            let mut pr = |what: &str, done: u64, total: Option<u64>| {
+                progress(&Progress {
+                    what: what.to_string(),
+                    done,
+                    total,
+                })
+            };
+            let r = dedupfs_gc::fsck::run(store, &opts, &mut pr)?;
+            Ok(serde_json::to_value(r).unwrap_or_default())
         }
         Request::ContainerCreate {
             name,
@@ -469,7 +562,7 @@ pub fn execute(
         )),
         Request::RetentionPrune { container } => {
             if let Some(fs) = &ctx.fs {
-                fs.flush_all().map_err(|e| OpError::io(e.to_string()))?;
+                flush_best_effort(fs);
             }
             Ok(to_json(
                 &dedupfs_snapshot::retention::prune(

@@ -33,6 +33,10 @@ pub struct MountOpts {
     pub lock_wait: Duration,
     /// How often the daemon prunes history outside retention policies (0: never).
     pub prune_interval: Duration,
+    /// Run GC after the store has seen no commit for this long (0: never).
+    pub gc_idle: Duration,
+    /// Grace period of packs condemned by background GC.
+    pub gc_grace: Duration,
     pub log: Option<PathBuf>,
     /// Options as given, for re-exec of a background daemon.
     pub raw: Vec<String>,
@@ -62,6 +66,8 @@ impl Default for MountOpts {
             entry_timeout: Duration::from_secs(1),
             lock_wait: Duration::ZERO,
             prune_interval: Duration::from_secs(3600),
+            gc_idle: Duration::from_secs(900),
+            gc_grace: Duration::from_secs(10),
             log: None,
             raw: Vec::new(),
         }
@@ -145,7 +151,8 @@ impl MountOpts {
             "auto_unmount" => self.auto_unmount = true,
             "default_permissions" => {} // always on: the kernel checks permissions
             "fsname" => self.fsname = Some(need(key, val)?.to_string()),
-            "subtype" => self.subtype = Some(need(key, val)?.to_string()),
+            // `subtype=` (empty) mounts as plain "fuse", as xfstests' FSTYP=fuse expects.
+            "subtype" => self.subtype = Some(val.unwrap_or("").to_string()),
             "dev" => self.dev = true,
             "nodev" => self.dev = false,
             "suid" => self.suid = true,
@@ -193,6 +200,8 @@ impl MountOpts {
             "entry_timeout" => self.entry_timeout = parse_secs(key, need(key, val)?)?,
             "lock_wait" => self.lock_wait = parse_secs(key, need(key, val)?)?,
             "prune_interval" => self.prune_interval = parse_secs(key, need(key, val)?)?,
+            "gc_idle" => self.gc_idle = parse_secs(key, need(key, val)?)?,
+            "gc_grace" => self.gc_grace = parse_secs(key, need(key, val)?)?,
             "log" => self.log = Some(PathBuf::from(need(key, val)?)),
             // util-linux and fstab bookkeeping that reaches helpers: not ours to act on.
             "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "owner" | "group"

@@ -33,7 +33,7 @@ pub fn progress(what: &str) -> ProgressBar {
     }
     let pb = ProgressBar::new_spinner();
     pb.set_style(
-        ProgressStyle::with_template("{spinner} {msg} {pos}")
+        ProgressStyle::with_template("{spinner} {msg} {pos}/{len} {wide_bar} {eta}")
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     pb.set_message(what.to_string());

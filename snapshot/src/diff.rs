@@ -284,3 +284,30 @@ fn walk(
     }
     Ok(())
 }
+
+/// The paths (in `tree`) of the inodes in `wanted`, by walking the tree. For reports that
+/// name files (fsck, scrub); a hard-linked file gets one of its paths.
+pub fn paths_of(
+    store: &Store,
+    tree: &Tree,
+    wanted: &std::collections::HashSet<Ino>,
+) -> Result<std::collections::HashMap<Ino, String>> {
+    let kv = &**store.kv();
+    let mut out = std::collections::HashMap::new();
+    let mut stack = vec![(tree.root, String::new())];
+    while let Some((dir, path)) = stack.pop() {
+        if out.len() == wanted.len() {
+            break;
+        }
+        for (name, d) in entries(kv, &tree.rp, dir)? {
+            let p = format!("{path}/{}", String::from_utf8_lossy(&name));
+            if wanted.contains(&d.ino) {
+                out.entry(d.ino).or_insert_with(|| p.clone());
+            }
+            if d.kind == FileKind::Directory {
+                stack.push((d.ino, p));
+            }
+        }
+    }
+    Ok(out)
+}

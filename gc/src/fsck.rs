@@ -1,0 +1,601 @@
+//! `fsck` and `scrub`: every reference checked, every problem named.
+//!
+//! Checks, in order:
+//! 1. extent → chunk: every extent record of every kept version names an indexed chunk;
+//! 2. reference counts: each chunk's count equals the extent records naming it, and each
+//!    per-container count equals those of the container's branches;
+//! 3. chunk → pack: each indexed chunk's pack exists and holds a whole record for it at the
+//!    recorded offset (with `scrub`: its content decodes and hashes to the chunk id);
+//! 4. packs: files nothing names (orphans), condemned packs still named;
+//! 5. the store's counters against what the index holds.
+//!
+//! Steps 1, 2 and 5 run under the commit lock, so a mounted store's writers wait for them
+//! (reads do not); the pack reads of step 3 do not hold it. Memory: reference counts are
+//! tallied in passes over partitions of the chunk-id space, each at most `PARTITION` chunks.
+//!
+//! `repair` fixes only what has one right answer: reference-count and counter drift (set
+//! to what the records say), index entries of unreferenced chunks whose data is gone
+//! (dropped), orphan packs (deleted), condemned packs still named (kept). Lost or damaged
+//! data that files reference cannot be repaired; the report names the files.
+
+use crate::state;
+use crate::{io_err, GcError, Progress, Result, PAGE};
+use dedupfs_core::chunks::StoreCounters;
+use dedupfs_core::codec::Enc;
+use dedupfs_core::commit::Commit;
+use dedupfs_core::containers::Registry;
+use dedupfs_core::ids::{BranchId, ChunkId, ContainerId, Ino, PackId, Version};
+use dedupfs_core::kv::{Cf, Kv};
+use dedupfs_core::pack::{self, RecordLoc, RECORD_HEADER_LEN};
+use dedupfs_core::records::{ChunkRec, ExtentRec};
+use dedupfs_core::store::{Store, PACKS_DIR};
+use dedupfs_snapshot::diff::{paths_of, Tree};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Instant;
+
+/// Chunks whose counts one pass tallies.
+const PARTITION: u64 = 4_000_000;
+
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Read every chunk and check its content against its hash.
+    pub scrub: bool,
+    /// Fix what can be fixed without guessing.
+    pub repair: bool,
+}
+
+/// One problem, with everything needed to find it.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Problem {
+    pub kind: &'static str,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pack: Option<u32>,
+    pub repaired: bool,
+}
+
+impl Problem {
+    fn new(kind: &'static str, message: String) -> Problem {
+        Problem {
+            kind,
+            message,
+            container: None,
+            path: None,
+            version: None,
+            chunk: None,
+            pack: None,
+            repaired: false,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub scrub: bool,
+    pub repair: bool,
+    pub extents: u64,
+    pub chunks: u64,
+    pub packs: u64,
+    pub bytes_scrubbed: u64,
+    pub problems: Vec<Problem>,
+    /// Problems left after repair (the exit status).
+    pub unrepaired: u64,
+    /// Not problems: space GC will reclaim (garbage left by crashes, dead chunks).
+    pub notes: Vec<String>,
+    pub duration_ms: u64,
+}
+
+/// Container name and path (if found) of each (branch, inode) named in a report.
+type FileNames = HashMap<(BranchId, Ino), (String, Option<String>)>;
+
+struct ExtentRef {
+    branch: BranchId,
+    ino: Ino,
+    version: Version,
+    offset: u64,
+    chunk: ChunkId,
+}
+
+fn parse_extent(key: &[u8], value: &[u8]) -> Option<ExtentRef> {
+    if key.len() != 40 || value.first() != Some(&1) {
+        return None;
+    }
+    let n = |i: usize| u64::from_be_bytes(key[i..i + 8].try_into().unwrap_or([0; 8]));
+    let e = ExtentRec::decode(&value[1..]).ok()?;
+    Some(ExtentRef {
+        branch: BranchId(n(0)),
+        ino: Ino(n(8)),
+        offset: n(24),
+        version: Version(!n(32)),
+        chunk: e.chunk,
+    })
+}
+
+fn in_part(id: ChunkId, parts: u64, p: u64) -> bool {
+    parts <= 1 || (id.0 % parts as u128) as u64 == p
+}
+
+fn container_key(c: u32, id: ChunkId) -> Vec<u8> {
+    Enc::new().u32(c).u128(id.0).finish()
+}
+
+/// Checks the store; with `repair`, fixes what it can. Problems are in the report.
+pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Report> {
+    let t0 = Instant::now();
+    let mut r = Report {
+        scrub: opts.scrub,
+        repair: opts.repair,
+        ..Default::default()
+    };
+    let index_chunks = store.committer.store_counters().chunks;
+    let parts = index_chunks.div_ceil(PARTITION).max(1);
+    let mut dangling: HashSet<ChunkId> = HashSet::new();
+    let mut counted = StoreCounters::default();
+    // Cloned first: code that changes the registry takes its lock before the commit lock.
+    let reg = store.registry().clone();
+    for p in 0..parts {
+        store.committer.commit(|c| {
+            check_refs(
+                store,
+                &reg,
+                c,
+                (parts, p),
+                opts.repair,
+                &mut r,
+                &mut dangling,
+                &mut counted,
+            )
+        })?;
+        progress("checking references", p + 1, Some(parts));
+    }
+    store.committer.commit(|c| {
+        let have = *c.store_counters();
+        if have != counted {
+            let mut pr = Problem::new(
+                "counter_drift",
+                format!("store counters say {have:?}, the index holds {counted:?}"),
+            );
+            if opts.repair {
+                *c.store_counters() = counted;
+                pr.repaired = true;
+            }
+            r.problems.push(pr);
+        }
+        Ok::<_, GcError>(())
+    })?;
+
+    // Chunk → pack.
+    let dir = store.root().join(PACKS_DIR);
+    let on_disk: HashMap<PackId, u64> = pack::list_packs(&dir)
+        .map_err(io_err(&dir))?
+        .into_iter()
+        .collect();
+    r.packs = on_disk.len() as u64;
+    let condemned: HashSet<u32> = state::condemned(&**store.kv())?
+        .iter()
+        .map(|c| c.pack)
+        .collect();
+    let mut named: HashSet<PackId> = HashSet::new();
+    let mut bad: BTreeMap<ChunkId, (ChunkRec, String)> = BTreeMap::new();
+    let mut dead_lost: Vec<ChunkId> = Vec::new();
+    let mut still_condemned: HashSet<u32> = HashSet::new();
+    let mut after = None;
+    let mut seen = 0u64;
+    loop {
+        let page = store.chunks.index_page(after, PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        for (id, rec) in &page {
+            named.insert(rec.pack);
+            if condemned.contains(&rec.pack.0) {
+                still_condemned.insert(rec.pack.0);
+            }
+            let loc = RecordLoc {
+                pack: rec.pack,
+                offset: rec.offset,
+            };
+            let res = if opts.scrub {
+                r.bytes_scrubbed += RECORD_HEADER_LEN + rec.stored_len as u64;
+                store
+                    .chunks
+                    .read_indexed(*id, rec)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            } else if !on_disk.contains_key(&rec.pack) {
+                Err(format!("pack {} is missing", rec.pack))
+            } else {
+                store
+                    .chunks
+                    .reader()
+                    .check_header(loc, *id, rec.stored_len)
+                    .map_err(|e| e.to_string())
+            };
+            if let Err(why) = res {
+                if rec.refs == 0 {
+                    dead_lost.push(*id);
+                } else {
+                    bad.insert(*id, (*rec, why));
+                }
+            }
+        }
+        seen += page.len() as u64;
+        progress(
+            if opts.scrub {
+                "scrubbing chunks"
+            } else {
+                "checking chunk locations"
+            },
+            seen,
+            Some(index_chunks.max(seen)),
+        );
+    }
+    r.chunks = seen;
+
+    if !dead_lost.is_empty() {
+        let mut pr = Problem::new(
+            "dead_chunk_lost",
+            format!(
+                "{} unreferenced chunks have damaged or missing data (no file uses them)",
+                dead_lost.len()
+            ),
+        );
+        if opts.repair {
+            let _gate = store.chunks.gc_gate();
+            store.committer.commit(|c| {
+                let (txn, counters) = c.txn_and_store();
+                store.chunks.forget_dead(txn, &dead_lost, counters)
+            })?;
+            pr.repaired = true;
+        }
+        r.problems.push(pr);
+    }
+    if !bad.is_empty() {
+        report_damaged(store, &reg, &bad, &mut r)?;
+    }
+    for p in still_condemned {
+        let mut pr = Problem::new(
+            "condemned_pack_named",
+            format!("pack {p} is condemned by GC but chunks still name it"),
+        );
+        pr.pack = Some(p);
+        if opts.repair {
+            state::release(&**store.kv(), &[p])?;
+            pr.repaired = true;
+        }
+        r.problems.push(pr);
+    }
+
+    // Packs nothing names.
+    let current = store.chunks.writer().current();
+    let mut orphans: Vec<(PackId, u64)> = on_disk
+        .iter()
+        .filter(|(p, _)| !named.contains(p) && !condemned.contains(&p.0) && Some(**p) != current)
+        .map(|(p, n)| (*p, *n))
+        .collect();
+    orphans.sort();
+    if !orphans.is_empty() {
+        let bytes: u64 = orphans.iter().map(|(_, n)| n).sum();
+        if opts.repair {
+            let _gate = store.chunks.gc_gate();
+            let busy = store.chunks.packs_with_pending();
+            let mut removed = 0;
+            for (p, _) in &orphans {
+                if busy.contains(p) {
+                    continue;
+                }
+                let path = pack::pack_path(&dir, *p);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => removed += 1,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&path)(e)),
+                }
+                store.chunks.reader().forget(*p);
+            }
+            r.notes.push(format!(
+                "removed {removed} orphan pack files ({bytes} bytes) that no chunk named"
+            ));
+        } else {
+            r.notes.push(format!(
+                "{} pack files ({bytes} bytes) hold no indexed chunk (left by a crash or an interrupted GC); `dedupfs gc` or `fsck --repair` removes them",
+                orphans.len()
+            ));
+        }
+    }
+    let have = store.committer.store_counters();
+    if have.dead_chunks > 0 {
+        r.notes.push(format!(
+            "{} unreferenced chunks ({} bytes) wait for `dedupfs gc`",
+            have.dead_chunks, have.dead_stored_bytes
+        ));
+    }
+    r.unrepaired = r.problems.iter().filter(|p| !p.repaired).count() as u64;
+    r.duration_ms = t0.elapsed().as_millis() as u64;
+    Ok(r)
+}
+
+/// One partition of the reference check, under the commit lock.
+#[allow(clippy::too_many_arguments)]
+fn check_refs(
+    store: &Store,
+    reg: &Registry,
+    c: &mut Commit<'_>,
+    (parts, p): (u64, u64),
+    repair: bool,
+    r: &mut Report,
+    dangling: &mut HashSet<ChunkId>,
+    counted: &mut StoreCounters,
+) -> Result<()> {
+    let kv: &dyn Kv = c.txn.kv();
+    let mut refs: HashMap<ChunkId, u64> = HashMap::new();
+    let mut per_container: HashMap<(u32, ChunkId), u64> = HashMap::new();
+    let mut it = kv.iter(Cf::Extents, None, None);
+    it.seek(&[]);
+    let mut extents = 0u64;
+    while it.valid() {
+        if let Some(e) = parse_extent(it.key(), it.value()) {
+            extents += 1;
+            if in_part(e.chunk, parts, p) {
+                *refs.entry(e.chunk).or_default() += 1;
+                if let Some(b) = reg.branch(e.branch) {
+                    *per_container.entry((b.container, e.chunk)).or_default() += 1;
+                }
+            }
+        }
+        it.next();
+    }
+    it.status()?;
+    drop(it);
+    if p == 0 {
+        r.extents = extents;
+    }
+
+    // Index entries against the tally.
+    let mut after = None;
+    loop {
+        let page = store.chunks.index_page(after, crate::PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        for (id, rec) in page {
+            if !in_part(id, parts, p) {
+                continue;
+            }
+            let actual = refs.remove(&id).unwrap_or(0);
+            let bytes = RECORD_HEADER_LEN + rec.stored_len as u64;
+            counted.chunks += 1;
+            counted.raw_bytes += rec.raw_len as u64;
+            counted.stored_bytes += bytes;
+            if actual == 0 {
+                counted.dead_chunks += 1;
+                counted.dead_stored_bytes += bytes;
+            }
+            if actual != rec.refs {
+                let mut pr = Problem::new(
+                    "refcount_drift",
+                    format!(
+                        "chunk {id} records {} references, {actual} extent records name it",
+                        rec.refs
+                    ),
+                );
+                pr.chunk = Some(id.to_string());
+                pr.pack = Some(rec.pack.0);
+                if repair {
+                    c.txn.put(
+                        Cf::Chunks,
+                        id.to_bytes().to_vec(),
+                        ChunkRec {
+                            refs: actual,
+                            ..rec
+                        }
+                        .encode(),
+                    );
+                    pr.repaired = true;
+                }
+                r.problems.push(pr);
+            }
+        }
+    }
+    // Whatever is left was referenced but is not in the index.
+    for id in refs.keys() {
+        dangling.insert(*id);
+    }
+    if !refs.is_empty() {
+        report_dangling(store, kv, reg, &refs, r)?;
+    }
+
+    // Per-container counts.
+    let mut it = kv.iter(Cf::ContainerRefs, None, None);
+    it.seek(&[]);
+    let mut fixes: Vec<(Vec<u8>, u64)> = Vec::new();
+    while it.valid() {
+        let k = it.key();
+        if k.len() == 20 {
+            let cid = u32::from_be_bytes(k[..4].try_into().unwrap_or([0; 4]));
+            let id = ChunkId(u128::from_be_bytes(k[4..].try_into().unwrap_or([0; 16])));
+            if in_part(id, parts, p) {
+                let have = it
+                    .value()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .unwrap_or(u64::MAX);
+                let want = per_container.remove(&(cid, id)).unwrap_or(0);
+                if have != want && !dangling.contains(&id) {
+                    fixes.push((k.to_vec(), want));
+                }
+            }
+        }
+        it.next();
+    }
+    it.status()?;
+    drop(it);
+    for ((cid, id), want) in per_container {
+        if !dangling.contains(&id) {
+            fixes.push((container_key(cid, id), want));
+        }
+    }
+    if !fixes.is_empty() {
+        let mut pr = Problem::new(
+            "container_refcount_drift",
+            format!(
+                "{} per-container chunk counts differ from the extent records",
+                fixes.len()
+            ),
+        );
+        if repair {
+            for (k, want) in fixes {
+                if want == 0 {
+                    c.txn.delete(Cf::ContainerRefs, k);
+                } else {
+                    c.txn.put(Cf::ContainerRefs, k, want.to_be_bytes().to_vec());
+                }
+            }
+            pr.repaired = true;
+        }
+        r.problems.push(pr);
+    }
+    Ok(())
+}
+
+/// Where a branch's files can be named: its container and, for a snapshot, the snapshot.
+fn branch_tree(reg: &Registry, b: BranchId) -> (String, Option<Tree>) {
+    let Some(br) = reg.branch(b) else {
+        return (format!("(branch {b})"), None);
+    };
+    let Some(ci) = reg.get(ContainerId(br.container)) else {
+        return (format!("(deleted container {})", br.container), None);
+    };
+    if ci.branch() == b {
+        return (ci.rec.name.clone(), Some(Tree::of(&ci)));
+    }
+    for s in reg.snapshots() {
+        if s.branch() == b {
+            let name = s
+                .snapshot
+                .as_ref()
+                .map(|x| x.name.clone())
+                .unwrap_or_default();
+            return (
+                format!("{} (snapshot {name})", ci.rec.name),
+                Some(Tree::of(&s)),
+            );
+        }
+    }
+    (format!("{} (history of branch {b})", ci.rec.name), None)
+}
+
+fn name_files(store: &Store, reg: &Registry, hits: &[ExtentRef]) -> Result<FileNames> {
+    let mut by_branch: BTreeMap<BranchId, HashSet<Ino>> = BTreeMap::new();
+    for h in hits {
+        by_branch.entry(h.branch).or_default().insert(h.ino);
+    }
+    let mut out = HashMap::new();
+    for (b, inos) in by_branch {
+        let (cname, tree) = branch_tree(reg, b);
+        let paths = match &tree {
+            Some(t) => paths_of(store, t, &inos)?,
+            None => HashMap::new(),
+        };
+        for ino in inos {
+            out.insert((b, ino), (cname.clone(), paths.get(&ino).cloned()));
+        }
+    }
+    Ok(out)
+}
+
+fn scan_extents(kv: &dyn Kv, want: impl Fn(ChunkId) -> bool) -> Result<Vec<ExtentRef>> {
+    let mut out = Vec::new();
+    let mut it = kv.iter(Cf::Extents, None, None);
+    it.seek(&[]);
+    while it.valid() {
+        if let Some(e) = parse_extent(it.key(), it.value()) {
+            if want(e.chunk) {
+                out.push(e);
+            }
+        }
+        it.next();
+    }
+    it.status()?;
+    Ok(out)
+}
+
+fn file_problem(
+    kind: &'static str,
+    h: &ExtentRef,
+    names: &FileNames,
+    what: String,
+    pack: Option<u32>,
+) -> Problem {
+    let (cname, path) = names
+        .get(&(h.branch, h.ino))
+        .cloned()
+        .unwrap_or_else(|| ("?".into(), None));
+    let shown = path
+        .clone()
+        .unwrap_or_else(|| format!("inode {} (not in the live tree)", h.ino));
+    let mut pr = Problem::new(
+        kind,
+        format!(
+            "{cname}: {shown} version {} offset {}: {what}",
+            h.version, h.offset
+        ),
+    );
+    pr.container = Some(cname);
+    pr.path = path;
+    pr.version = Some(h.version.0);
+    pr.chunk = Some(h.chunk.to_string());
+    pr.pack = pack;
+    pr
+}
+
+fn report_dangling(
+    store: &Store,
+    kv: &dyn Kv,
+    reg: &Registry,
+    missing: &HashMap<ChunkId, u64>,
+    r: &mut Report,
+) -> Result<()> {
+    let hits = scan_extents(kv, |c| missing.contains_key(&c))?;
+    let names = name_files(store, reg, &hits)?;
+    for h in &hits {
+        r.problems.push(file_problem(
+            "dangling_extent",
+            h,
+            &names,
+            format!("names chunk {}, which is not in the chunk index", h.chunk),
+            None,
+        ));
+    }
+    Ok(())
+}
+
+fn report_damaged(
+    store: &Store,
+    reg: &Registry,
+    bad: &BTreeMap<ChunkId, (ChunkRec, String)>,
+    r: &mut Report,
+) -> Result<()> {
+    let hits = scan_extents(&**store.kv(), |c| bad.contains_key(&c))?;
+    let names = name_files(store, reg, &hits)?;
+    for h in &hits {
+        let (rec, why) = &bad[&h.chunk];
+        r.problems.push(file_problem(
+            "damaged_data",
+            h,
+            &names,
+            format!(
+                "chunk {} in pack {} at offset {}: {why} (reads of this range fail with EIO; restore the file from another copy)",
+                h.chunk, rec.pack, rec.offset
+            ),
+            Some(rec.pack.0),
+        ));
+    }
+    Ok(())
+}

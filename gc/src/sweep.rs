@@ -1,0 +1,420 @@
+//! Executing a plan: forget dead chunks, rewrite and condemn packs, delete condemned packs
+//! whose grace period has passed.
+//!
+//! What waits on what: writers never wait for the scans or the copying. Each batch of index
+//! changes (up to `BATCH` dead entries, or one pack's relocations) is committed while
+//! holding the chunk store's GC gate, which makes writers' chunk lookups wait for that one
+//! commit (milliseconds). Reads never wait: a reader that looked a chunk up just before it
+//! moved finds the old pack still on disk (grace period) or looks again.
+
+use crate::plan::{self, Action, Options, Plan};
+use crate::state::{self, Condemned};
+use crate::{io_err, GcError, Progress, Result, PAGE};
+use dedupfs_core::chunks::ChunkError;
+use dedupfs_core::ids::{ChunkId, PackId};
+use dedupfs_core::pack::{self, RecordLoc};
+use dedupfs_core::records::ChunkRec;
+use dedupfs_core::store::{Store, StoreError, PACKS_DIR};
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+/// Dead index entries dropped per commit.
+const BATCH: usize = 4096;
+/// Packs whose chunks one index scan collects (bounds memory: their live entries).
+const GROUP: usize = 64;
+
+/// Stores with a GC running in this process (one at a time per store).
+/// A chunk copied out of a pack: (chunk, old location, new location).
+type Move = (ChunkId, RecordLoc, RecordLoc);
+
+static RUNNING: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
+
+struct Running(std::path::PathBuf);
+
+impl Running {
+    fn claim(store: &Store) -> Result<Running> {
+        let mut r = RUNNING.lock();
+        let root = store.root().to_path_buf();
+        if r.contains(&root) {
+            return Err(GcError::Busy);
+        }
+        r.push(root.clone());
+        Ok(Running(root))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        RUNNING.lock().retain(|p| *p != self.0);
+    }
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    pub dry_run: bool,
+    pub plan: Plan,
+    pub dead_chunks_removed: u64,
+    pub dead_bytes_removed: u64,
+    pub packs_rewritten: u64,
+    pub packs_deleted: u64,
+    pub bytes_copied: u64,
+    pub pack_bytes_before: u64,
+    pub pack_bytes_after: u64,
+    /// Pack bytes freed on disk by this run.
+    pub reclaimed_bytes: u64,
+    /// Condemned packs still inside their grace period (a later run deletes them).
+    pub waiting: Vec<u32>,
+    /// Packs left alone this time, and why.
+    pub skipped: Vec<String>,
+    pub duration_ms: u64,
+}
+
+/// Plans and (unless `dry_run`) runs a garbage collection.
+pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Report> {
+    let _running = Running::claim(store)?;
+    let t0 = Instant::now();
+    let plan = plan::build(store, opts, progress)?;
+    let mut r = Report {
+        dry_run: opts.dry_run,
+        pack_bytes_before: plan.pack_bytes,
+        ..Default::default()
+    };
+    if opts.dry_run {
+        r.pack_bytes_after = plan.pack_bytes;
+        r.plan = plan;
+        r.duration_ms = t0.elapsed().as_millis() as u64;
+        return Ok(r);
+    }
+    forget_dead(store, &mut r, progress)?;
+    // Deletes first: they need no space, and free some for the rewrites' copies.
+    let mut targets: Vec<(bool, u32)> = plan
+        .packs
+        .iter()
+        .filter(|p| p.action != Action::Keep)
+        .map(|p| (p.action == Action::Rewrite, p.pack))
+        .collect();
+    targets.sort();
+    let targets: Vec<u32> = targets.into_iter().map(|(_, p)| p).collect();
+    let sizes: HashMap<u32, u64> = plan.packs.iter().map(|p| (p.pack, p.size)).collect();
+    let mut done = 0u64;
+    for group in targets.chunks(GROUP) {
+        match rewrite_group(
+            store,
+            group,
+            &sizes,
+            &mut r,
+            progress,
+            &mut done,
+            targets.len(),
+        ) {
+            Err(GcError::Chunk(ChunkError::Pack(pack::PackError::NoSpace { .. }))) => {
+                // Finish what frees space; the copies made so far are garbage for next time.
+                r.skipped
+                    .push("rewrites stopped: no space left for copies (deletes went ahead)".into());
+                break;
+            }
+            other => other?,
+        }
+    }
+    delete_expired(store, opts, &mut r, progress)?;
+    let dir = store.root().join(PACKS_DIR);
+    r.pack_bytes_after = pack::list_packs(&dir)
+        .map_err(io_err(&dir))?
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    r.reclaimed_bytes = r.pack_bytes_before.saturating_sub(r.pack_bytes_after);
+    r.plan = plan;
+    r.duration_ms = t0.elapsed().as_millis() as u64;
+    log::info!(
+        "gc: removed {} dead chunks, rewrote {} packs ({} bytes copied), deleted {} packs, reclaimed {} bytes in {} ms",
+        r.dead_chunks_removed,
+        r.packs_rewritten,
+        r.bytes_copied,
+        r.packs_deleted,
+        r.reclaimed_bytes,
+        r.duration_ms
+    );
+    Ok(r)
+}
+
+/// Drops the index entries of unreferenced chunks, a batch per commit.
+fn forget_dead(store: &Store, r: &mut Report, progress: Progress<'_>) -> Result<()> {
+    let mut after: Option<ChunkId> = None;
+    let mut dead: Vec<ChunkId> = Vec::new();
+    let flush = |dead: &mut Vec<ChunkId>, r: &mut Report| -> Result<()> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let _gate = store.chunks.gc_gate();
+        let (n, bytes) = store.committer.commit(|c| {
+            let (txn, counters) = c.txn_and_store();
+            store
+                .chunks
+                .forget_dead(txn, dead, counters)
+                .map_err(StoreError::from)
+        })?;
+        r.dead_chunks_removed += n;
+        r.dead_bytes_removed += bytes;
+        dead.clear();
+        Ok(())
+    };
+    loop {
+        let page = store.chunks.index_page(after, PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        for (id, rec) in &page {
+            if rec.refs == 0 {
+                dead.push(*id);
+                if dead.len() >= BATCH {
+                    flush(&mut dead, r)?;
+                    progress("removing dead chunks", r.dead_chunks_removed, None);
+                }
+            }
+        }
+    }
+    flush(&mut dead, r)?;
+    progress("removing dead chunks", r.dead_chunks_removed, None);
+    Ok(())
+}
+
+/// Copies the indexed chunks of a group of packs to new packs, then moves their entries
+/// and condemns each pack in one commit per pack.
+fn rewrite_group(
+    store: &Store,
+    group: &[u32],
+    sizes: &HashMap<u32, u64>,
+    r: &mut Report,
+    progress: Progress<'_>,
+    done: &mut u64,
+    total: usize,
+) -> Result<()> {
+    // Packs with chunks a writer stored but has not committed yet are left for next time.
+    // Checked under the gate before the scan: no record can join these packs later (only
+    // the current pack is appended to), so the scan sees every chunk that will ever name
+    // them.
+    let mut members: HashSet<PackId> = group.iter().map(|p| PackId(*p)).collect();
+    {
+        let _gate = store.chunks.gc_gate();
+        let busy = store.chunks.packs_with_pending();
+        let current = store.chunks.writer().current();
+        members.retain(|p| {
+            let skip = busy.contains(p) || Some(*p) == current;
+            if skip {
+                r.skipped
+                    .push(format!("pack {p}: a writer is still committing into it"));
+            }
+            !skip
+        });
+    }
+    if members.is_empty() {
+        return Ok(());
+    }
+    let mut chunks: HashMap<PackId, Vec<(ChunkId, ChunkRec)>> = HashMap::new();
+    let mut after: Option<ChunkId> = None;
+    loop {
+        let page = store.chunks.index_page(after, PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        for (id, rec) in page {
+            if members.contains(&rec.pack) {
+                chunks.entry(rec.pack).or_default().push((id, rec));
+            }
+        }
+    }
+    let mut ordered: Vec<PackId> = members.into_iter().collect();
+    ordered.sort();
+    let mut moves_of: Vec<(PackId, Vec<Move>)> = Vec::new();
+    let mut no_space = None;
+    for pack in ordered {
+        if no_space.is_some() && chunks.get(&pack).is_some_and(|l| !l.is_empty()) {
+            continue;
+        }
+        let mut list = chunks.remove(&pack).unwrap_or_default();
+        list.sort_by_key(|(_, rec)| rec.offset);
+        let mut moves = Vec::with_capacity(list.len());
+        let mut damaged = None;
+        let mut out_of_space = false;
+        for (id, rec) in &list {
+            let old = RecordLoc {
+                pack: rec.pack,
+                offset: rec.offset,
+            };
+            let copied = store
+                .chunks
+                .reader()
+                .read(old, rec.stored_len)
+                .map_err(ChunkError::from)
+                .and_then(|record| {
+                    record.verify().map_err(ChunkError::from)?;
+                    if record.chunk != *id {
+                        return Err(ChunkError::Damaged {
+                            chunk: *id,
+                            pack: old.pack,
+                            offset: old.offset,
+                            reason: format!("record holds chunk {}", record.chunk),
+                        });
+                    }
+                    let (new, _) = store.chunks.writer().append(
+                        *id,
+                        record.encoding,
+                        record.raw_len,
+                        &record.stored,
+                    )?;
+                    r.bytes_copied += record.stored.len() as u64;
+                    Ok(new)
+                });
+            match copied {
+                Ok(new) => moves.push((*id, old, new)),
+                Err(e @ ChunkError::Pack(pack::PackError::NoSpace { .. })) => {
+                    no_space = Some(e);
+                    out_of_space = true;
+                    break;
+                }
+                Err(e) => {
+                    damaged = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if out_of_space {
+            continue;
+        }
+        match damaged {
+            Some(why) => {
+                log::error!("gc: pack {pack} kept: {why} (run `dedupfs fsck --scrub`)");
+                r.skipped.push(format!(
+                    "pack {pack}: kept, a chunk in it is damaged: {why}"
+                ));
+            }
+            None => moves_of.push((pack, moves)),
+        }
+    }
+    // Packs with nothing to move are condemned first: that needs no space, and a full
+    // disk that cannot take the copies still gets them back.
+    moves_of.sort_by_key(|(_, m)| !m.is_empty());
+    let mut synced = false;
+    for (pack, moves) in moves_of {
+        if !moves.is_empty() && !synced {
+            // The copies must be durable before any entry points at them.
+            store
+                .chunks
+                .writer()
+                .sync()
+                .map_err(|e| GcError::Chunk(e.into()))?;
+            synced = true;
+        }
+        let since = state::now();
+        let size = sizes.get(&pack.0).copied().unwrap_or(0);
+        let _gate = store.chunks.gc_gate();
+        store.committer.commit(|c| {
+            store
+                .chunks
+                .relocate(&mut c.txn, &moves)
+                .map_err(StoreError::from)?;
+            state::condemn(
+                &mut c.txn,
+                Condemned {
+                    pack: pack.0,
+                    since,
+                    size,
+                },
+            );
+            Ok::<_, StoreError>(())
+        })?;
+        if !moves.is_empty() {
+            r.packs_rewritten += 1;
+        }
+        *done += 1;
+        progress("rewriting packs", *done, Some(total as u64));
+    }
+    match no_space {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+/// Deletes condemned packs whose grace period has passed, after waiting for those this run
+/// condemned, and after checking that no index entry names them.
+fn delete_expired(
+    store: &Store,
+    opts: &Options,
+    r: &mut Report,
+    progress: Progress<'_>,
+) -> Result<()> {
+    let kv = &**store.kv();
+    let mut condemned = state::condemned(kv)?;
+    if condemned.is_empty() {
+        return Ok(());
+    }
+    // Wait out the grace period of what this run condemned (bounded by `grace`).
+    let grace = opts.grace.as_secs() as i64;
+    let newest = condemned.iter().map(|c| c.since).max().unwrap_or(0);
+    while state::now() < newest + grace {
+        let waited = (state::now() - newest).clamp(0, grace) as u64;
+        progress(
+            "waiting for readers in flight (grace period)",
+            waited,
+            Some(grace as u64),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let now = state::now();
+    let (expired, waiting): (Vec<Condemned>, Vec<Condemned>) =
+        condemned.drain(..).partition(|c| c.since + grace <= now);
+    r.waiting = waiting.iter().map(|c| c.pack).collect();
+    if expired.is_empty() {
+        return Ok(());
+    }
+    // The commits that moved chunks away must be durable before the old copies go (the
+    // copies themselves were synced before those commits).
+    store.kv().sync()?;
+    let mut doomed: HashSet<PackId> = expired.iter().map(|c| PackId(c.pack)).collect();
+    let mut after: Option<ChunkId> = None;
+    let mut rescued = Vec::new();
+    loop {
+        let page = store.chunks.index_page(after, PAGE)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.0);
+        for (id, rec) in &page {
+            if doomed.remove(&rec.pack) {
+                log::error!(
+                    "gc: condemned pack {} is still named by chunk {id}; keeping it",
+                    rec.pack
+                );
+                rescued.push(rec.pack.0);
+                r.skipped
+                    .push(format!("pack {}: still referenced, kept", rec.pack));
+            }
+        }
+    }
+    state::release(kv, &rescued)?;
+    let dir = store.root().join(PACKS_DIR);
+    let mut gone = Vec::new();
+    let mut shards = HashSet::new();
+    for (i, p) in doomed.iter().enumerate() {
+        let path = pack::pack_path(&dir, *p);
+        match std::fs::remove_file(&path) {
+            Ok(()) => r.packs_deleted += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(&path)(e)),
+        }
+        store.chunks.reader().forget(*p);
+        if let Some(parent) = path.parent() {
+            shards.insert(parent.to_path_buf());
+        }
+        gone.push(p.0);
+        progress("deleting packs", i as u64 + 1, Some(doomed.len() as u64));
+    }
+    // The unlinks are made durable before their keys go, so a crash never leaves a pack
+    // file that nothing remembers to delete.
+    for d in shards {
+        if let Ok(d) = std::fs::File::open(&d) {
+            let _ = d.sync_all();
+        }
+    }
+    state::release(kv, &gone)?;
+    Ok(())
+}

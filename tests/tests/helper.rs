@@ -1,0 +1,122 @@
+//! The mount helper: `mount -t fuse.dedupfs`, fstab lines, remount, refusing to stack on a
+//! live mount, cleaning a dead one, and waiting for a previous daemon to let go.
+
+use dedupfs_tests::*;
+use std::fs;
+use std::process::Command;
+
+fn mount(args: &[&str]) -> std::process::Output {
+    Command::new("mount").args(args).output().expect("mount")
+}
+
+#[test]
+fn mount_t_fuse_dedupfs_fstab_remount_stacking_and_dead_mounts() {
+    // `dedupfs install` puts the binary and the helper link in place.
+    let t = TestStore::new();
+    let prefix = t.dir.path().join("prefix");
+    let out = dedupfs(&[
+        "install",
+        "--prefix",
+        prefix.to_str().unwrap(),
+        "--sbin",
+        prefix.join("sbin").to_str().unwrap(),
+    ]);
+    ok(&out);
+    let link = prefix.join("sbin/mount.fuse.dedupfs");
+    assert_eq!(fs::read_link(&link).unwrap(), prefix.join("bin/dedupfs"));
+    assert!(prefix.join("bin/dedupfs").is_file());
+    // mount(8) looks in /sbin: point the helper at the binary under test.
+    let helper = std::path::Path::new("/sbin/mount.fuse.dedupfs");
+    let _ = fs::remove_file(helper);
+    std::os::unix::fs::symlink(bin(), helper).unwrap();
+
+    let (store, mnt) = (t.store.to_str().unwrap(), t.mnt.to_str().unwrap());
+    ok(&mount(&[
+        "-t",
+        "fuse.dedupfs",
+        store,
+        mnt,
+        "-o",
+        "allow_other",
+    ]));
+    fs::create_dir(t.path("c")).unwrap();
+    fs::write(t.path("c/f"), b"via mount -t").unwrap();
+    let pid = t.daemon_pid();
+
+    // A second mount on the same point is refused, naming the problem.
+    let out = mount(&["-t", "fuse.dedupfs", store, mnt]);
+    assert_eq!(out.status.code(), Some(32), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("busy"),
+        "{out:?}"
+    );
+
+    // Remount read-only: the same daemon, now refusing writes.
+    ok(&mount(&[
+        "-t",
+        "fuse.dedupfs",
+        "-o",
+        "remount,ro",
+        store,
+        mnt,
+    ]));
+    assert_eq!(t.daemon_pid(), pid, "remount must not start another daemon");
+    let e = fs::write(t.path("c/g"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS));
+    ok(&mount(&[
+        "-t",
+        "fuse.dedupfs",
+        "-o",
+        "remount,rw",
+        store,
+        mnt,
+    ]));
+    fs::write(t.path("c/g"), b"rw again").unwrap();
+
+    // umount returns before the daemon lets go of the store; an immediate mount waits.
+    sh(&format!("umount {mnt}"));
+    ok(&mount(&[
+        "-t",
+        "fuse.dedupfs",
+        store,
+        mnt,
+        "-o",
+        "allow_other",
+    ]));
+    assert_eq!(fs::read(t.path("c/f")).unwrap(), b"via mount -t");
+
+    // A dead mount (daemon killed) is detached and mounted over.
+    sh(&format!("kill -9 {}", t.daemon_pid()));
+    wait_gone(t.daemon_pid());
+    assert_eq!(
+        fs::metadata(t.path("c/never-looked-up"))
+            .unwrap_err()
+            .raw_os_error(),
+        Some(libc::ENOTCONN)
+    );
+    ok(&mount(&[
+        "-t",
+        "fuse.dedupfs",
+        store,
+        mnt,
+        "-o",
+        "allow_other",
+    ]));
+    assert_eq!(fs::read(t.path("c/g")).unwrap(), b"rw again");
+    sh(&format!("umount {mnt}"));
+    wait_gone(t.daemon_pid());
+
+    // An fstab line, with a free name as the source and the store in source=.
+    let fstab = t.dir.path().join("fstab");
+    fs::write(
+        &fstab,
+        format!("dd_fstab_test {mnt} fuse.dedupfs source={store},allow_other,noauto,nofail 0 0\n"),
+    )
+    .unwrap();
+    ok(&mount(&["-T", fstab.to_str().unwrap(), mnt]));
+    let src = sh(&format!("findmnt -n -o SOURCE {mnt}"));
+    assert_eq!(src.trim(), "dd_fstab_test");
+    assert_eq!(fs::read(t.path("c/f")).unwrap(), b"via mount -t");
+    sh("umount dd_fstab_test");
+    assert!(!is_mounted(&t.mnt));
+}
