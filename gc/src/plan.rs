@@ -92,7 +92,14 @@ pub struct Plan {
     pub condemned: Vec<Condemned>,
     /// Chunks naming packs that are not on disk (run `dedupfs fsck`).
     pub missing_pack_chunks: u64,
+    /// The pack being written is worth collecting: the sweep closes it first (on a quiet
+    /// store it would otherwise never stop being "current").
+    pub closes_current: bool,
 }
+
+/// The pack being written is closed for collection only when it frees at least this much
+/// (closing small packs again and again would only make more small packs).
+const CLOSE_CURRENT_MIN: u64 = 1 << 20;
 
 #[derive(Default, Clone, Copy)]
 struct Tally {
@@ -168,7 +175,10 @@ pub fn build(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Pl
         };
         if condemned_ids.contains(&id.0) {
             p.note = Some("condemned; deleted after its grace period".into());
-        } else if Some(id) == current {
+        } else if Some(id) == current
+            && ((size - t.live) < CLOSE_CURRENT_MIN
+                || ((size - t.live) as f64) < opts.min_reclaim * size as f64)
+        {
             p.note = Some("being written".into());
         } else if t.live == 0 {
             p.action = Action::Delete;
@@ -181,6 +191,10 @@ pub fn build(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Pl
                 p.reclaim_bytes = reclaim;
                 plan.copy_bytes += t.live;
             }
+        }
+        if Some(id) == current && p.action != Action::Keep {
+            p.note = Some("being written; closed first".into());
+            plan.closes_current = true;
         }
         match p.action {
             Action::Keep => plan.keep += 1,

@@ -87,6 +87,13 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
         r.duration_ms = t0.elapsed().as_millis() as u64;
         return Ok(r);
     }
+    if plan.closes_current {
+        store
+            .chunks
+            .writer()
+            .roll()
+            .map_err(|e| GcError::Chunk(e.into()))?;
+    }
     forget_dead(store, &mut r, progress)?;
     // Deletes first: they need no space, and free some for the rewrites' copies.
     let mut targets: Vec<(bool, u32)> = plan

@@ -724,3 +724,46 @@ fn many_writers_and_readers_while_gc_runs() {
     ));
     fsck_clean(&t, true);
 }
+
+#[test]
+fn the_idle_cleaner_collects_on_its_own_and_stats_show_it() {
+    let t = TestStore::mounted("gc_idle=1,gc_grace=0,prune_interval=0");
+    fs::create_dir(t.path("c")).unwrap();
+    ok(&t.cli(&["container", "set", "c", "--retention", "all=1s"]));
+    fs::write(t.path("c/keep"), pseudo_random(3 << 20, 1)).unwrap();
+    let mut f = File::create(t.path("c/gone")).unwrap();
+    f.write_all(&pseudo_random(24 << 20, 2)).unwrap();
+    f.sync_all().unwrap(); // committed, so its chunks die by the prune, not by never living
+    drop(f);
+    fs::remove_file(t.path("c/gone")).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1100)); // past the 1 s window
+    ok(&t.cli(&["retention", "prune", "c"]));
+    let before = t.stats();
+    assert!(
+        before["reclaimable_bytes"].as_u64().unwrap() >= 24 << 20,
+        "{before}"
+    );
+    assert_eq!(before["gc"]["runs"].as_u64(), Some(0), "{before}");
+    // The cleaner needs a quiet second, then runs; poll its record (generous deadline).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let after = loop {
+        let s = t.stats();
+        if s["gc"]["runs"].as_u64().unwrap_or(0) > 0 || std::time::Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let g = &after["gc"];
+    assert_eq!(g["last_background"].as_bool(), Some(true), "{after}");
+    assert!(
+        g["last_reclaimed_bytes"].as_u64().unwrap() >= 20 << 20,
+        "{after}"
+    );
+    assert!(
+        after["pack_bytes"].as_u64().unwrap() < before["pack_bytes"].as_u64().unwrap(),
+        "{after}"
+    );
+    assert!(fs::read(t.path("c/keep")).unwrap() == pseudo_random(3 << 20, 1));
+    let text = String::from_utf8_lossy(&t.cli(&["stats"]).stdout).into_owned();
+    assert!(text.contains("background, idle store"), "{text}");
+}
