@@ -150,6 +150,9 @@ pub struct FsCore {
     tick: (Mutex<()>, Condvar),
     /// Set when a flush failed for lack of space; writers fail fast until a flush succeeds.
     pub(crate) out_of_space: AtomicBool,
+    /// When the ticker last retried flushes while out of space (it backs off: each retry
+    /// chunks and compresses the buffered data again, for nothing while the disk is full).
+    nospace_retry: Mutex<Instant>,
     last_sync: Mutex<Instant>,
     /// Recycled stream buffers for write buffering.
     pub(crate) pool: Arc<dirty::BufPool>,
@@ -245,6 +248,7 @@ impl Fs {
             shutdown: AtomicBool::new(false),
             tick: (Mutex::new(()), Condvar::new()),
             out_of_space: AtomicBool::new(false),
+            nospace_retry: Mutex::new(Instant::now()),
             last_sync: Mutex::new(Instant::now()),
             pool: Arc::new(dirty::BufPool::new((opts.stream_trigger + (2 << 20)) * 3)),
             icache: Arc::new(icache::InodeCache::new(65536)),
@@ -563,6 +567,7 @@ impl FsCore {
     }
 
     fn ticker_loop(self: Arc<Self>) {
+        const NOSPACE_RETRY: Duration = Duration::from_secs(5);
         let tick = Duration::from_millis(250)
             .min(self.opts.flush_age / 2)
             .max(Duration::from_millis(10));
@@ -572,16 +577,27 @@ impl FsCore {
                 self.tick.1.wait_for(&mut g, tick);
             }
             let now = Instant::now();
-            let old: Vec<FileKey> = self
-                .files
-                .lock()
-                .iter()
-                .filter(|(_, f)| {
-                    f.dirty_since()
-                        .is_some_and(|t| now.duration_since(t) >= self.opts.flush_age)
-                })
-                .map(|(k, _)| *k)
-                .collect();
+            let back_off = self.out_of_space.load(Ordering::Acquire) && {
+                let mut last = self.nospace_retry.lock();
+                let wait = now.duration_since(*last) < NOSPACE_RETRY;
+                if !wait {
+                    *last = now;
+                }
+                wait
+            };
+            let old: Vec<FileKey> = if back_off {
+                Vec::new()
+            } else {
+                self.files
+                    .lock()
+                    .iter()
+                    .filter(|(_, f)| {
+                        f.dirty_since()
+                            .is_some_and(|t| now.duration_since(t) >= self.opts.flush_age)
+                    })
+                    .map(|(k, _)| *k)
+                    .collect()
+            };
             for k in old {
                 self.enqueue(k, FlushMode::Force);
             }

@@ -384,6 +384,19 @@ impl SmallFs {
         SmallFs(dir)
     }
 }
+/// Unmounts a dedupfs mount when dropped (also when the test fails).
+struct Unmount(PathBuf);
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = dedupfs(&["umount", self.0.to_str().unwrap()]);
+        }
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+        }
+    }
+}
+
 impl Drop for SmallFs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).output();
@@ -418,6 +431,7 @@ fn a_full_disk_gives_enospc_damages_nothing_and_gc_makes_room() {
         ]))
     };
     mount();
+    let _unmount = Unmount(mnt.clone());
     let cli = |args: &[&str]| {
         let mut a = vec!["--store", store.to_str().unwrap()];
         a.extend_from_slice(args);
