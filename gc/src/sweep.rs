@@ -59,10 +59,14 @@ pub struct Report {
     pub dead_bytes_removed: u64,
     pub packs_rewritten: u64,
     pub packs_deleted: u64,
+    /// Bytes written as copies by rewrites (record headers included).
     pub bytes_copied: u64,
+    /// Bytes of the pack files this run deleted.
+    pub deleted_bytes: u64,
     pub pack_bytes_before: u64,
     pub pack_bytes_after: u64,
-    /// Pack bytes freed on disk by this run.
+    /// Pack bytes freed on disk by this run: packs deleted minus the copies written for
+    /// them (unlike `pack_bytes_before - pack_bytes_after`, not skewed by concurrent writers).
     pub reclaimed_bytes: u64,
     /// Condemned packs still inside their grace period (a later run deletes them).
     pub waiting: Vec<u32>,
@@ -132,7 +136,7 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
         .iter()
         .map(|(_, n)| n)
         .sum();
-    r.reclaimed_bytes = r.pack_bytes_before.saturating_sub(r.pack_bytes_after);
+    r.reclaimed_bytes = r.deleted_bytes.saturating_sub(r.bytes_copied);
     r.plan = plan;
     r.duration_ms = t0.elapsed().as_millis() as u64;
     log::info!(
@@ -270,7 +274,7 @@ fn rewrite_group(
                         record.raw_len,
                         &record.stored,
                     )?;
-                    r.bytes_copied += record.stored.len() as u64;
+                    r.bytes_copied += pack::RECORD_HEADER_LEN + record.stored.len() as u64;
                     Ok(new)
                 });
             match copied {
@@ -403,8 +407,12 @@ fn delete_expired(
     let mut shards = HashSet::new();
     for (i, p) in doomed.iter().enumerate() {
         let path = pack::pack_path(&dir, *p);
+        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         match std::fs::remove_file(&path) {
-            Ok(()) => r.packs_deleted += 1,
+            Ok(()) => {
+                r.packs_deleted += 1;
+                r.deleted_bytes += size;
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io_err(&path)(e)),
         }
