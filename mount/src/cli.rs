@@ -218,6 +218,8 @@ Mount options (-o, comma-separated, repeatable):
                          (default 900; 0 never); shown in `dedupfs stats`
   gc_grace=S             how long background GC keeps condemned packs (default 10)
   log=PATH               daemon log (default STORE/dedupfs.log)
+  container=NAME         mount one container (created if missing) as the mount's root,
+                         e.g. to export it alone; .at and .snapshots are then not shown
 fstab options like defaults, noauto, nofail, _netdev and x-* are accepted and ignored.
 
 Data acknowledged by fsync survives a crash of the daemon or the machine; other writes

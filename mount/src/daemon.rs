@@ -239,6 +239,22 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
     };
     let store = Arc::new(Store::open(store_path, &open).map_err(CliError::from_store)?);
     let store_root = store.root().to_path_buf();
+    if let Some(name) = &opts.container {
+        if store.registry().by_name(name).is_none() {
+            if opts.read_only {
+                return Err(mount_err(format!(
+                    "container '{name}' does not exist (a read-only mount cannot create it)"
+                )));
+            }
+            dedupfs_core::admin::create_container(
+                &store,
+                name,
+                Default::default(),
+                dedupfs_core::containers::RootOwner::default(),
+            )
+            .map_err(CliError::from_store)?;
+        }
+    }
     let mut fs_opts = FsOptions {
         read_only: opts.read_only,
         ..Default::default()
@@ -253,6 +269,7 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
             attr_ttl: opts.attr_timeout,
             entry_ttl: opts.entry_timeout,
             writeback_cache: opts.writeback && !opts.read_only,
+            root_container: opts.container.clone(),
             ..Default::default()
         },
     );

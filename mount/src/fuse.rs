@@ -25,6 +25,8 @@ pub struct AdapterOptions {
     pub entry_ttl: Duration,
     pub writeback_cache: bool,
     pub max_write: u32,
+    /// Mount one container as the root of the mount (`container=NAME`).
+    pub root_container: Option<String>,
 }
 
 impl Default for AdapterOptions {
@@ -33,11 +35,16 @@ impl Default for AdapterOptions {
             attr_ttl: Duration::from_secs(1),
             entry_ttl: Duration::from_secs(1),
             writeback_cache: true,
+            root_container: None,
             max_write: 1 << 20,
         }
     }
 }
 
+/// The adapter. With `root_container`, the kernel's root (node 1) stands for that
+/// container's root directory: node ids are translated on the way in (`core`) and out
+/// (`kernel`); the container is looked up per request, so a rollback that gives it a new
+/// tree is followed.
 pub struct DedupFuse {
     fs: Arc<Fs>,
     opts: AdapterOptions,
@@ -85,6 +92,36 @@ impl DedupFuse {
     }
     pub fn known_nodes(&self) -> Arc<KnownNodes> {
         self.known.clone()
+    }
+
+    fn root_node(&self) -> Option<u64> {
+        self.opts
+            .root_container
+            .as_deref()
+            .and_then(|c| self.fs.container_root_node(c))
+    }
+
+    /// A kernel node id as the core knows it.
+    fn core(&self, ino: INodeNo) -> u64 {
+        match ino.0 {
+            1 => self.root_node().unwrap_or(1),
+            n => n,
+        }
+    }
+
+    /// A core node id as the kernel knows it.
+    fn kernel(&self, node: u64) -> u64 {
+        if node != 1 && Some(node) == self.root_node() {
+            1
+        } else {
+            node
+        }
+    }
+
+    fn attr(&self, a: &Attr) -> FileAttr {
+        let mut f = file_attr(a);
+        f.ino = INodeNo(self.kernel(a.node));
+        f
     }
 }
 
@@ -147,11 +184,11 @@ impl DedupFuse {
     fn entry(&self, reply: ReplyEntry, r: Result<Attr, FsError>) {
         match r {
             Ok(a) => {
-                self.known.add(a.node);
+                self.known.add(self.kernel(a.node));
                 reply.entry_with_ttls(
                     &self.opts.attr_ttl,
                     &self.opts.entry_ttl,
-                    &file_attr(&a),
+                    &self.attr(&a),
                     Generation(0),
                 )
             }
@@ -211,12 +248,16 @@ impl Filesystem for DedupFuse {
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        self.entry(reply, self.fs.lookup(&ctx(req), parent.0, name.as_bytes()))
+        self.entry(
+            reply,
+            self.fs
+                .lookup(&ctx(req), self.core(parent), name.as_bytes()),
+        )
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(ino.0) {
-            Ok(a) => reply.attr(&self.opts.attr_ttl, &file_attr(&a)),
+        match self.fs.getattr(self.core(ino)) {
+            Ok(a) => reply.attr(&self.opts.attr_ttl, &self.attr(&a)),
             Err(e) => reply.error(err(&e)),
         }
     }
@@ -249,14 +290,14 @@ impl Filesystem for DedupFuse {
             ctime: ctime.map(Timestamp::from_system),
             flags: None,
         };
-        match self.fs.setattr(&ctx(req), ino.0, set) {
-            Ok(a) => reply.attr(&self.opts.attr_ttl, &file_attr(&a)),
+        match self.fs.setattr(&ctx(req), self.core(ino), set) {
+            Ok(a) => reply.attr(&self.opts.attr_ttl, &self.attr(&a)),
             Err(e) => reply.error(err(&e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.fs.readlink(ino.0) {
+        match self.fs.readlink(self.core(ino)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(err(&e)),
         }
@@ -275,7 +316,7 @@ impl Filesystem for DedupFuse {
         self.entry(
             reply,
             self.fs
-                .mknod(&ctx(req), parent.0, name.as_bytes(), mode, rdev),
+                .mknod(&ctx(req), self.core(parent), name.as_bytes(), mode, rdev),
         )
     }
 
@@ -290,16 +331,24 @@ impl Filesystem for DedupFuse {
     ) {
         self.entry(
             reply,
-            self.fs.mkdir(&ctx(req), parent.0, name.as_bytes(), mode),
+            self.fs
+                .mkdir(&ctx(req), self.core(parent), name.as_bytes(), mode),
         )
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::empty(reply, self.fs.unlink(&ctx(req), parent.0, name.as_bytes()))
+        Self::empty(
+            reply,
+            self.fs
+                .unlink(&ctx(req), self.core(parent), name.as_bytes()),
+        )
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::empty(reply, self.fs.rmdir(&ctx(req), parent.0, name.as_bytes()))
+        Self::empty(
+            reply,
+            self.fs.rmdir(&ctx(req), self.core(parent), name.as_bytes()),
+        )
     }
 
     fn symlink(
@@ -314,7 +363,7 @@ impl Filesystem for DedupFuse {
             reply,
             self.fs.symlink(
                 &ctx(req),
-                parent.0,
+                self.core(parent),
                 link_name.as_bytes(),
                 target.as_os_str().as_bytes(),
             ),
@@ -342,9 +391,9 @@ impl Filesystem for DedupFuse {
             reply,
             self.fs.rename(
                 &ctx(req),
-                parent.0,
+                self.core(parent),
                 name.as_bytes(),
-                newparent.0,
+                self.core(newparent),
                 newname.as_bytes(),
                 f,
             ),
@@ -361,16 +410,21 @@ impl Filesystem for DedupFuse {
     ) {
         self.entry(
             reply,
-            self.fs
-                .link(&ctx(req), ino.0, newparent.0, newname.as_bytes()),
+            self.fs.link(
+                &ctx(req),
+                self.core(ino),
+                self.core(newparent),
+                newname.as_bytes(),
+            ),
         )
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self
-            .fs
-            .open(&ctx(req), ino.0, core::OpenFlags::from_libc(flags.0))
-        {
+        match self.fs.open(
+            &ctx(req),
+            self.core(ino),
+            core::OpenFlags::from_libc(flags.0),
+        ) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(err(&e)),
         }
@@ -387,7 +441,7 @@ impl Filesystem for DedupFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        match self.fs.read(ino.0, fh.0, offset, size) {
+        match self.fs.read(self.core(ino), fh.0, offset, size) {
             Ok(d) => reply.data(&d),
             Err(e) => reply.error(err(&e)),
         }
@@ -406,11 +460,11 @@ impl Filesystem for DedupFuse {
         reply: ReplyWrite,
     ) {
         if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-            if let Err(e) = self.fs.drop_privileges(ino.0) {
+            if let Err(e) = self.fs.drop_privileges(self.core(ino)) {
                 return reply.error(err(&e));
             }
         }
-        match self.fs.write(ino.0, fh.0, offset, data) {
+        match self.fs.write(self.core(ino), fh.0, offset, data) {
             Ok(n) => reply.written(n),
             Err(e) => reply.error(err(&e)),
         }
@@ -424,7 +478,7 @@ impl Filesystem for DedupFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        Self::empty(reply, self.fs.flush(ino.0, fh.0))
+        Self::empty(reply, self.fs.flush(self.core(ino), fh.0))
     }
 
     fn release(
@@ -448,11 +502,11 @@ impl Filesystem for DedupFuse {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        Self::empty(reply, self.fs.fsync(ino.0, fh.0, datasync))
+        Self::empty(reply, self.fs.fsync(self.core(ino), fh.0, datasync))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.opendir(ino.0) {
+        match self.fs.opendir(self.core(ino)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(err(&e)),
         }
@@ -466,9 +520,9 @@ impl Filesystem for DedupFuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let r = self.fs.readdir(ino.0, fh.0, offset, |e| {
+        let r = self.fs.readdir(self.core(ino), fh.0, offset, |e| {
             reply.add(
-                INodeNo(e.node),
+                INodeNo(self.kernel(e.node)),
                 e.offset,
                 file_type(e.kind),
                 OsStr::from_bytes(&e.name),
@@ -500,7 +554,7 @@ impl Filesystem for DedupFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        Self::empty(reply, self.fs.fsyncdir(ino.0))
+        Self::empty(reply, self.fs.fsyncdir(self.core(ino)))
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
@@ -524,16 +578,21 @@ impl Filesystem for DedupFuse {
     ) {
         Self::empty(
             reply,
-            self.fs.setxattr(ino.0, name.as_bytes(), value, flags),
+            self.fs
+                .setxattr(self.core(ino), name.as_bytes(), value, flags),
         )
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        Self::xattr_reply(reply, size, self.fs.getxattr(ino.0, name.as_bytes()))
+        Self::xattr_reply(
+            reply,
+            size,
+            self.fs.getxattr(self.core(ino), name.as_bytes()),
+        )
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let list = self.fs.listxattr(ino.0).map(|names| {
+        let list = self.fs.listxattr(self.core(ino)).map(|names| {
             let mut out = Vec::new();
             for n in names {
                 out.extend_from_slice(&n);
@@ -545,12 +604,12 @@ impl Filesystem for DedupFuse {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        Self::empty(reply, self.fs.removexattr(ino.0, name.as_bytes()))
+        Self::empty(reply, self.fs.removexattr(self.core(ino), name.as_bytes()))
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
         // Permissions are enforced by the kernel (default_permissions); only existence here.
-        Self::empty(reply, self.fs.getattr(ino.0).map(|_| ()))
+        Self::empty(reply, self.fs.getattr(self.core(ino)).map(|_| ()))
     }
 
     fn create(
@@ -565,16 +624,16 @@ impl Filesystem for DedupFuse {
     ) {
         match self.fs.create(
             &ctx(req),
-            parent.0,
+            self.core(parent),
             name.as_bytes(),
             mode,
             core::OpenFlags::from_libc(flags),
         ) {
             Ok((a, fh)) => {
-                self.known.add(a.node);
+                self.known.add(self.kernel(a.node));
                 reply.created(
                     &self.opts.entry_ttl,
-                    &file_attr(&a),
+                    &self.attr(&a),
                     Generation(0),
                     FileHandle(fh),
                     FopenFlags::FOPEN_KEEP_CACHE,
@@ -602,7 +661,10 @@ impl Filesystem for DedupFuse {
             libc::FALLOC_FL_ZERO_RANGE => Fallocate::ZeroRange { keep_size: keep },
             _ => return reply.error(Errno::from_i32(libc::EOPNOTSUPP)),
         };
-        Self::empty(reply, self.fs.fallocate(ino.0, fh.0, offset, length, m))
+        Self::empty(
+            reply,
+            self.fs.fallocate(self.core(ino), fh.0, offset, length, m),
+        )
     }
 
     fn lseek(
@@ -622,7 +684,7 @@ impl Filesystem for DedupFuse {
         if offset < 0 {
             return reply.error(Errno::from_i32(libc::ENXIO));
         }
-        match self.fs.lseek(ino.0, fh.0, offset as u64, w) {
+        match self.fs.lseek(self.core(ino), fh.0, offset as u64, w) {
             Ok(o) => reply.offset(o as i64),
             Err(e) => reply.error(err(&e)),
         }
@@ -643,7 +705,13 @@ impl Filesystem for DedupFuse {
     ) {
         let len = len.min(u32::MAX as u64 & !0xfff);
         match self.fs.copy_file_range(
-            ino_in.0, fh_in.0, offset_in, ino_out.0, fh_out.0, offset_out, len,
+            self.core(ino_in),
+            fh_in.0,
+            offset_in,
+            self.core(ino_out),
+            fh_out.0,
+            offset_out,
+            len,
         ) {
             Ok(n) => reply.written(n as u32),
             Err(e) => reply.error(err(&e)),

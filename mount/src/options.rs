@@ -38,6 +38,8 @@ pub struct MountOpts {
     /// Grace period of packs condemned by background GC.
     pub gc_grace: Duration,
     pub log: Option<PathBuf>,
+    /// Mount this container (created if missing) as the root of the mount.
+    pub container: Option<String>,
     /// Options as given, for re-exec of a background daemon.
     pub raw: Vec<String>,
 }
@@ -69,6 +71,7 @@ impl Default for MountOpts {
             gc_idle: Duration::from_secs(900),
             gc_grace: Duration::from_secs(10),
             log: None,
+            container: None,
             raw: Vec::new(),
         }
     }
@@ -203,6 +206,7 @@ impl MountOpts {
             "gc_idle" => self.gc_idle = parse_secs(key, need(key, val)?)?,
             "gc_grace" => self.gc_grace = parse_secs(key, need(key, val)?)?,
             "log" => self.log = Some(PathBuf::from(need(key, val)?)),
+            "container" => self.container = Some(need(key, val)?.to_string()),
             // util-linux and fstab bookkeeping that reaches helpers: not ours to act on.
             "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "owner" | "group"
             | "_netdev" | "nofail" | "loud" | "silent" | "remount" | "bg" | "fg" => {}

@@ -506,6 +506,12 @@ impl FsCore {
         self.handles.lock().remove(&fh)
     }
 
+    /// The node of a container's root directory (for mounting one container as the root).
+    pub fn container_root_node(&self, name: &str) -> Option<u64> {
+        let ci = self.store.registry().by_name(name)?;
+        Some(Self::node_of(&ci, ci.root()))
+    }
+
     /// Node ids with open handles in a view.
     pub fn open_nodes_in(&self, view: u32) -> Vec<u64> {
         self.handles

@@ -360,8 +360,25 @@ impl FsCore {
             cc.files = cc.files.saturating_sub(1);
             cc.logical_bytes = cc.logical_bytes.saturating_sub(rec.size);
         }
+        // A directory removed while open keeps answering fstat (nlink 0) through its handle;
+        // its record goes when the store is next opened, like any orphan.
+        let dir_open = rec.kind == FileKind::Directory && {
+            let node = Self::node_of(ci, ino);
+            self.handles
+                .lock()
+                .values()
+                .any(|h| matches!(h, super::Handle::Dir { node: n, .. } if *n == node))
+        };
         let open = self.files.lock().get(&(branch, ino)).cloned();
         match open {
+            _ if dir_open => {
+                self.put_inode(c, rp, ino, Some(&rec));
+                c.txn.put(
+                    Cf::Orphans,
+                    crate::store::orphan_key(branch, ino),
+                    ci.id().0.to_be_bytes().to_vec(),
+                );
+            }
             Some(f) if f.mark_unlinked_if_open() => {
                 self.put_inode(c, rp, ino, Some(&rec));
                 c.txn.put(

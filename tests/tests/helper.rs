@@ -2,7 +2,7 @@
 //! live mount, cleaning a dead one, and waiting for a previous daemon to let go.
 
 use dedupfs_tests::*;
-use std::fs;
+use std::fs::{self, File};
 use std::process::Command;
 
 fn mount(args: &[&str]) -> std::process::Output {
@@ -119,4 +119,39 @@ fn mount_t_fuse_dedupfs_fstab_remount_stacking_and_dead_mounts() {
     assert_eq!(fs::read(t.path("c/f")).unwrap(), b"via mount -t");
     sh("umount dd_fstab_test");
     assert!(!is_mounted(&t.mnt));
+}
+
+#[test]
+fn container_option_mounts_one_container_as_the_root() {
+    let mut t = TestStore::new();
+    t.mount("container=box");
+    // Files at the root, as xfstests and single-share exports need.
+    fs::write(t.path("f"), b"at the root").unwrap();
+    fs::create_dir(t.path("d")).unwrap();
+    fs::rename(t.path("f"), t.path("d/g")).unwrap();
+    assert!(
+        !t.path(".at").exists(),
+        "views are not shown in a container mount"
+    );
+    let root_ino = std::os::unix::fs::MetadataExt::ino(&fs::metadata(&t.mnt).unwrap());
+    assert_eq!(root_ino, 1);
+    // An open directory removed by rename keeps answering fstat (nlink 0).
+    fs::create_dir(t.path("a")).unwrap();
+    fs::create_dir(t.path("b")).unwrap();
+    let open = File::open(t.path("b")).unwrap();
+    fs::rename(t.path("a"), t.path("b")).unwrap();
+    let m = open.metadata().unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::nlink(&m), 0);
+    drop(open);
+    t.umount();
+    t.mount("");
+    assert_eq!(fs::read(t.path("box/d/g")).unwrap(), b"at the root");
+    assert!(t.path("box/b").is_dir() && !t.path("box/a").exists());
+    t.umount();
+    let out = t.cli(&["fsck"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
