@@ -51,6 +51,11 @@ pub struct Commit<'a> {
     pub txn: Txn<'a>,
     pub version: Version,
     pub time: Timestamp,
+    /// The time stamped on files changed by this commit: the kernel's coarse clock, which is
+    /// what the kernel itself writes into a FUSE inode it updates (a hard link's ctime),
+    /// so timestamps from either side never run backwards. `time` (the version's) stays
+    /// fine-grained so that moments between two commits can be named.
+    pub file_time: Timestamp,
     st: CommitState,
     after: Vec<Box<dyn FnOnce() + 'a>>,
 }
@@ -232,6 +237,7 @@ impl Committer {
             txn: Txn::new(&*self.kv),
             version: Version(guard.next_version),
             time,
+            file_time: Timestamp::now_coarse(),
             st: guard.clone(),
             after: Vec::new(),
         };

@@ -68,6 +68,21 @@ impl Timestamp {
     pub fn now() -> Timestamp {
         Timestamp::from_system(std::time::SystemTime::now())
     }
+    /// `CLOCK_REALTIME_COARSE`: the clock the kernel stamps inodes with (last tick).
+    pub fn now_coarse() -> Timestamp {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime only writes the timespec we pass, which outlives the call.
+        if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } != 0 {
+            return Timestamp::now();
+        }
+        Timestamp {
+            sec: ts.tv_sec,
+            nsec: ts.tv_nsec as u32,
+        }
+    }
     pub fn from_system(t: std::time::SystemTime) -> Timestamp {
         match t.duration_since(std::time::UNIX_EPOCH) {
             Ok(d) => Timestamp {

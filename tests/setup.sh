@@ -8,7 +8,7 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/dedupfs-target}"
 SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
-pkgs=(fuse3 libfuse3-dev libclang-dev clang pkg-config python3 rsync fio attr)
+pkgs=(fuse3 libfuse3-dev libclang-dev clang pkg-config python3 rsync fio attr acl)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -123,6 +123,103 @@ fn report_ready(msg: &str) {
     }
 }
 
+/// A store a live daemon already serves is mounted again the way Linux mounts a block
+/// device twice: the new mount point is another view of the same filesystem (a bind mount
+/// of the live one, or of one of its containers for `container=`), served by the same
+/// daemon, which exits once the last view is unmounted. Returns false when no daemon
+/// serves the store.
+pub fn mount_another_view(store: &Path, mnt: &Path, opts: &MountOpts) -> Result<bool, CliError> {
+    let Ok(canon) = std::fs::canonicalize(store) else {
+        return Ok(false);
+    };
+    let Some(rec) = locate::mounts().into_iter().find(|r| r.store == canon) else {
+        return Ok(false);
+    };
+    let src = match (&rec.container, &opts.container) {
+        (None, None) => rec.mountpoint.clone(),
+        (Some(a), Some(b)) if a == b => rec.mountpoint.clone(),
+        (None, Some(c)) => rec.mountpoint.join(c),
+        (Some(a), _) => {
+            return Err(mount_err(format!(
+                "store {} is mounted at {} showing only container '{a}', so it cannot also be \
+                 mounted {}; unmount it first",
+                canon.display(),
+                rec.mountpoint.display(),
+                match &opts.container {
+                    Some(c) => format!("with container={c}"),
+                    None => "whole".to_string(),
+                }
+            )))
+        }
+    };
+    if !src.exists() && opts.container.is_some() && !opts.read_only {
+        // As for a first mount, `container=` creates the container (mkdir at the root).
+        let _ = std::fs::create_dir(&src);
+    }
+    if !src.is_dir() {
+        return Err(mount_err(format!(
+            "{} does not exist in the mount of {} at {}",
+            src.display(),
+            canon.display(),
+            rec.mountpoint.display()
+        )));
+    }
+    let target = check_mountpoint(mnt)?;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|_| mount_err(format!("{}: path contains NUL", p.display())))
+    };
+    let (csrc, ctarget) = (c(&src)?, c(&target)?);
+    // SAFETY: both paths are NUL-terminated and outlive the calls; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            csrc.as_ptr(),
+            ctarget.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(mount_err(format!(
+            "mounting {} again at {} (bind of {}) failed: {}",
+            canon.display(),
+            target.display(),
+            src.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    if opts.read_only && !rec.read_only {
+        // SAFETY: as above; a remount of the bind just made, read-only.
+        let rc = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                ctarget.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: detach the bind we made; the path is NUL-terminated.
+            unsafe { libc::umount2(ctarget.as_ptr(), libc::MNT_DETACH) };
+            return Err(mount_err(format!(
+                "making {} read-only failed: {e}",
+                target.display()
+            )));
+        }
+    }
+    log::info!(
+        "{} is served by pid {} at {}; mounted another view at {}",
+        canon.display(),
+        rec.pid,
+        rec.mountpoint.display(),
+        target.display()
+    );
+    Ok(true)
+}
+
 /// `dedupfs mount` in the background: start the daemon and wait for its verdict.
 pub fn mount_background(store: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError> {
     let mut fds = [0 as RawFd; 2];
@@ -257,6 +354,7 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
     }
     let mut fs_opts = FsOptions {
         read_only: opts.read_only,
+        relatime: !opts.noatime,
         ..Default::default()
     };
     if let Some(d) = opts.dirty_limit {
@@ -274,6 +372,7 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
         },
     );
     let known = adapter.known_nodes();
+    let notifier_slot = adapter.notifier_slot();
     let config = fuse_config(opts, &store_root);
     let mut session = fuser::Session::new(adapter, &mnt, &config).map_err(|e| {
         mount_err(match e.raw_os_error() {
@@ -286,6 +385,7 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
     })?;
     let mut unmounter = session.unmount_callable();
     let notifier = session.notifier();
+    let _ = notifier_slot.set(session.notifier());
 
     // Control socket and registry entry.
     let _ = std::fs::create_dir_all(locate::run_dir());
@@ -312,6 +412,9 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
         store: store_root.clone(),
         mountpoint: mnt.clone(),
         pid: std::process::id(),
+        dev: locate::mount_at(&mnt).map(|m| m.dev).unwrap_or_default(),
+        container: opts.container.clone(),
+        read_only: opts.read_only,
     };
     if let Err(e) = locate::register(&rec) {
         log::warn!(
@@ -491,9 +594,9 @@ pub fn umount(mnt: &Path, lazy: bool) -> Result<(), CliError> {
     let info = locate::mount_at(mnt)
         .ok_or_else(|| mount_err(format!("{} is not mounted", mnt.display())))?;
     let target = info.mountpoint.clone();
-    let rec = locate::mounts()
+    let rec = locate::records()
         .into_iter()
-        .find(|m| m.mountpoint == target);
+        .find(|m| m.mountpoint == target || (!m.dev.is_empty() && m.dev == info.dev));
     let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
         .map_err(|_| mount_err("bad path".into()))?;
     // SAFETY: geteuid has no preconditions; umount2 gets a NUL-terminated path.
@@ -528,8 +631,9 @@ pub fn umount(mnt: &Path, lazy: bool) -> Result<(), CliError> {
             target.display()
         )));
     }
-    if let Some(r) = rec {
-        // The daemon flushes and syncs after the kernel lets go; wait for it to finish.
+    if let Some(r) = rec.filter(|r| !locate::any_view_of(&r.dev)) {
+        // The daemon flushes and syncs after the kernel lets go (once no other view of the
+        // mount is left); wait for it to finish.
         if !wait_exit(r.pid, std::time::Duration::from_secs(120)) {
             return Err(CliError::new(
                 ExitKind::Failed,

@@ -49,6 +49,7 @@ pub struct DedupFuse {
     fs: Arc<Fs>,
     opts: AdapterOptions,
     known: Arc<KnownNodes>,
+    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 /// The node ids the kernel holds (looked up and not yet forgotten), so that a rollback
@@ -88,10 +89,30 @@ impl DedupFuse {
             fs,
             opts,
             known: Arc::new(KnownNodes::default()),
+            notifier: Arc::default(),
         }
     }
     pub fn known_nodes(&self) -> Arc<KnownNodes> {
         self.known.clone()
+    }
+    /// Where the daemon puts the session's notifier once the session exists.
+    pub fn notifier_slot(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
+    }
+
+    /// Clears setuid/setgid after a data change by `req`'s caller; when the mode changed,
+    /// the kernel's cached attributes are dropped (only the attributes: offset -1 leaves the
+    /// page cache alone and takes no inode lock, so this is safe inside a write).
+    fn drop_privileges(&self, req: &Request, ino: INodeNo) -> Result<(), FsError> {
+        let changed = self
+            .fs
+            .drop_privileges(self.core(ino), |gid| caller_in_group(req, gid))?;
+        if changed {
+            if let Some(n) = self.notifier.get() {
+                let _ = n.inval_inode(ino, -1, 0);
+            }
+        }
+        Ok(())
     }
 
     fn root_node(&self) -> Option<u64> {
@@ -130,7 +151,29 @@ fn ctx(req: &Request) -> Ctx {
         uid: req.uid(),
         gid: req.gid(),
         pid: req.pid(),
+        umask: 0,
     }
+}
+
+/// For creations: with `FUSE_DONT_MASK` the kernel leaves the umask to us.
+fn ctx_umask(req: &Request, umask: u32) -> Ctx {
+    Ctx { umask, ..ctx(req) }
+}
+
+/// Whether the caller of `req` is a member of group `gid`: its primary group, or one of
+/// its supplementary groups (from /proc, which the request does not carry). When /proc
+/// cannot tell, the answer is "no", which only ever clears setgid.
+fn caller_in_group(req: &Request, gid: u32) -> bool {
+    if req.gid() == gid {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", req.pid())) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
 }
 
 fn err(e: &FsError) -> Errno {
@@ -217,9 +260,13 @@ impl Filesystem for DedupFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         // HANDLE_KILLPRIV_V2: we clear setuid/setgid ourselves, so the kernel need not ask
         // for security.capability before every write (a request per write otherwise).
+        // POSIX_ACL + DONT_MASK: the kernel enforces ACLs; default-ACL inheritance, the
+        // umask and the mode/ACL coupling are ours (core `acl`).
         let mut want = InitFlags::FUSE_EXPORT_SUPPORT
             | InitFlags::FUSE_PARALLEL_DIROPS
-            | InitFlags::FUSE_HANDLE_KILLPRIV_V2;
+            | InitFlags::FUSE_HANDLE_KILLPRIV_V2
+            | InitFlags::FUSE_POSIX_ACL
+            | InitFlags::FUSE_DONT_MASK;
         if self.opts.writeback_cache {
             want |= InitFlags::FUSE_WRITEBACK_CACHE;
         }
@@ -309,14 +356,19 @@ impl Filesystem for DedupFuse {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         rdev: u32,
         reply: ReplyEntry,
     ) {
         self.entry(
             reply,
-            self.fs
-                .mknod(&ctx(req), self.core(parent), name.as_bytes(), mode, rdev),
+            self.fs.mknod(
+                &ctx_umask(req, umask),
+                self.core(parent),
+                name.as_bytes(),
+                mode,
+                rdev,
+            ),
         )
     }
 
@@ -326,13 +378,17 @@ impl Filesystem for DedupFuse {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         reply: ReplyEntry,
     ) {
         self.entry(
             reply,
-            self.fs
-                .mkdir(&ctx(req), self.core(parent), name.as_bytes(), mode),
+            self.fs.mkdir(
+                &ctx_umask(req, umask),
+                self.core(parent),
+                name.as_bytes(),
+                mode,
+            ),
         )
     }
 
@@ -420,12 +476,18 @@ impl Filesystem for DedupFuse {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        match self.fs.open(
-            &ctx(req),
-            self.core(ino),
-            core::OpenFlags::from_libc(flags.0),
-        ) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE),
+        let f = core::OpenFlags::from_libc(flags.0);
+        match self.fs.open(&ctx(req), self.core(ino), f) {
+            Ok(fh) => {
+                // Reads from the page cache never reach us, so relatime is applied at open;
+                // the kernel's cached atime must then be dropped (attributes only).
+                if f.read && !f.write && self.fs.touch_atime(self.core(ino)) {
+                    if let Some(n) = self.notifier.get() {
+                        let _ = n.inval_inode(ino, -1, 0);
+                    }
+                }
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
+            }
             Err(e) => reply.error(err(&e)),
         }
     }
@@ -449,7 +511,7 @@ impl Filesystem for DedupFuse {
 
     fn write(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -460,7 +522,7 @@ impl Filesystem for DedupFuse {
         reply: ReplyWrite,
     ) {
         if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
-            if let Err(e) = self.fs.drop_privileges(self.core(ino)) {
+            if let Err(e) = self.drop_privileges(req, ino) {
                 return reply.error(err(&e));
             }
         }
@@ -568,7 +630,7 @@ impl Filesystem for DedupFuse {
 
     fn setxattr(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         name: &OsStr,
         value: &[u8],
@@ -576,10 +638,19 @@ impl Filesystem for DedupFuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let node = self.core(ino);
+        // Setting an access ACL clears setgid unless the caller is privileged or in the
+        // file's group (the kernel's rule; it would say so only with SETXATTR_EXT).
+        let kill_sgid = name.as_bytes() == core::acl::ACCESS
+            && req.uid() != 0
+            && self
+                .fs
+                .getattr(node)
+                .is_ok_and(|a| a.perm & 0o2000 != 0 && !caller_in_group(req, a.gid));
         Self::empty(
             reply,
             self.fs
-                .setxattr(self.core(ino), name.as_bytes(), value, flags),
+                .setxattr_ext(node, name.as_bytes(), value, flags, kill_sgid),
         )
     }
 
@@ -618,12 +689,12 @@ impl Filesystem for DedupFuse {
         parent: INodeNo,
         name: &OsStr,
         mode: u32,
-        _umask: u32,
+        umask: u32,
         flags: i32,
         reply: ReplyCreate,
     ) {
         match self.fs.create(
-            &ctx(req),
+            &ctx_umask(req, umask),
             self.core(parent),
             name.as_bytes(),
             mode,
@@ -645,7 +716,7 @@ impl Filesystem for DedupFuse {
 
     fn fallocate(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         fh: FileHandle,
         offset: u64,
@@ -661,6 +732,13 @@ impl Filesystem for DedupFuse {
             libc::FALLOC_FL_ZERO_RANGE => Fallocate::ZeroRange { keep_size: keep },
             _ => return reply.error(Errno::from_i32(libc::EOPNOTSUPP)),
         };
+        // With HANDLE_KILLPRIV_V2 the kernel asks nothing of us for fallocate, yet a change
+        // of the data by an unprivileged caller must clear setuid/setgid as a write does.
+        if req.uid() != 0 {
+            if let Err(e) = self.drop_privileges(req, ino) {
+                return reply.error(err(&e));
+            }
+        }
         Self::empty(
             reply,
             self.fs.fallocate(self.core(ino), fh.0, offset, length, m),

@@ -14,6 +14,15 @@ pub struct MountRecord {
     pub store: PathBuf,
     pub mountpoint: PathBuf,
     pub pid: u32,
+    /// The mount's device id ("MAJOR:MINOR" in mountinfo): every view of the same FUSE
+    /// connection (bind mounts, a second `mount` of the store) shares it.
+    #[serde(default)]
+    pub dev: String,
+    /// The `container=` option the daemon was mounted with.
+    #[serde(default)]
+    pub container: Option<String>,
+    #[serde(default)]
+    pub read_only: bool,
 }
 
 pub fn run_dir() -> PathBuf {
@@ -47,8 +56,8 @@ fn pid_alive(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Live mounts known to the registry (stale entries of dead daemons are skipped).
-pub fn mounts() -> Vec<MountRecord> {
+/// Registry entries of running daemons, as recorded.
+pub fn records() -> Vec<MountRecord> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(run_dir()) else {
         return out;
@@ -57,13 +66,33 @@ pub fn mounts() -> Vec<MountRecord> {
         if e.path().extension().is_some_and(|x| x == "json") {
             if let Ok(raw) = std::fs::read(e.path()) {
                 if let Ok(r) = serde_json::from_slice::<MountRecord>(&raw) {
-                    if pid_alive(r.pid) && is_mountpoint(&r.mountpoint) {
+                    if pid_alive(r.pid) {
                         out.push(r);
                     }
                 }
             }
         }
     }
+    out
+}
+
+/// Live mounts known to the registry (stale entries of dead daemons are skipped). When
+/// the recorded mount point was unmounted while another view of the same mount remains,
+/// that view is reported instead.
+pub fn mounts() -> Vec<MountRecord> {
+    let mut out: Vec<MountRecord> = records()
+        .into_iter()
+        .filter_map(|r| {
+            if is_mountpoint(&r.mountpoint) {
+                Some(r)
+            } else {
+                view_of(&r.dev).map(|m| MountRecord {
+                    mountpoint: m.mountpoint,
+                    ..r
+                })
+            }
+        })
+        .collect();
     out.sort_by(|a, b| a.mountpoint.cmp(&b.mountpoint));
     out
 }
@@ -84,6 +113,11 @@ pub fn unregister(store: &Path) {
 /// One line of /proc/self/mountinfo.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MountInfo {
+    /// "MAJOR:MINOR" of the mounted filesystem.
+    pub dev: String,
+    /// The directory of that filesystem shown at the mount point ("/" unless a bind mount
+    /// of a subdirectory).
+    pub root: String,
     pub mountpoint: PathBuf,
     pub fstype: String,
     pub source: String,
@@ -117,6 +151,8 @@ pub fn mountinfo() -> Vec<MountInfo> {
             let f: Vec<&str> = l.split(' ').collect();
             let sep = f.iter().position(|x| *x == "-")?;
             Some(MountInfo {
+                dev: f.get(2)?.to_string(),
+                root: unescape(f.get(3)?),
                 mountpoint: PathBuf::from(unescape(f.get(4)?)),
                 fstype: f.get(sep + 1)?.to_string(),
                 source: unescape(f.get(sep + 2)?),
@@ -131,6 +167,21 @@ pub fn mount_at(p: &Path) -> Option<MountInfo> {
         .into_iter()
         .rev()
         .find(|m| m.mountpoint == canon || m.mountpoint == p)
+}
+
+/// A mount showing the whole of filesystem `dev` (root "/"), if one is left.
+pub fn view_of(dev: &str) -> Option<MountInfo> {
+    if dev.is_empty() {
+        return None;
+    }
+    mountinfo()
+        .into_iter()
+        .find(|m| m.dev == dev && m.root == "/")
+}
+
+/// Whether any mount (whole or a subdirectory) of filesystem `dev` is left.
+pub fn any_view_of(dev: &str) -> bool {
+    !dev.is_empty() && mountinfo().iter().any(|m| m.dev == dev)
 }
 
 pub fn is_mountpoint(p: &Path) -> bool {

@@ -170,6 +170,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Store::read_config(&store).map_err(CliError::from_store)?;
             daemon::check_mountpoint(&mnt)?;
             daemon::check_fuse()?;
+            if daemon::mount_another_view(&store, &mnt, &opts)? {
+                return Ok(());
+            }
             if let Some(holder) = dedupfs_core::store::lock::holder(&store) {
                 if opts.lock_wait.is_zero() {
                     return Err(CliError::from_store(StoreError::Locked {

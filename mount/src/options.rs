@@ -163,7 +163,9 @@ impl MountOpts {
             "exec" => self.exec = true,
             "noexec" => self.exec = false,
             "atime" | "relatime" | "strictatime" => self.noatime = false,
-            "noatime" | "nodiratime" => self.noatime = true,
+            "noatime" => self.noatime = true,
+            // Listing a directory never moves its atime here, so there is nothing to turn off.
+            "nodiratime" | "diratime" => {}
             "sync" => self.sync = true,
             "async" => self.sync = false,
             "dirsync" => self.dirsync = true,

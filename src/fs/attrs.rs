@@ -101,11 +101,15 @@ impl FsCore {
             self.truncate(node, size)?;
         }
         let others = SetAttr { size: None, ..set };
-        if others != SetAttr::default() && others.flags.is_none() {
+        // A mode change of a file with an access ACL rewrites the ACL in the same commit.
+        if others != SetAttr::default()
+            && others.flags.is_none()
+            && (others.mode.is_none() || self.getxattr(node, acl::ACCESS).is_err())
+        {
             // A file with uncommitted writes takes attribute changes with them (tar sets
             // times, owner and mode right after writing each file).
             if let Some(f) = l.key.and_then(|k| self.files.lock().get(&k).cloned()) {
-                if f.buffer_attrs(&others, crate::records::Timestamp::now()) {
+                if f.buffer_attrs(&others, crate::records::Timestamp::now_coarse()) {
                     return self.getattr(node);
                 }
             }
@@ -113,9 +117,16 @@ impl FsCore {
         if others != SetAttr::default() {
             self.store.committer.commit(|c| {
                 let mut rec = self.txn_inode(c, &l.rp, l.ino)?.ok_or(FsError::NotFound)?;
-                let now = c.time;
+                let now = c.file_time;
                 if let Some(mode) = set.mode {
                     rec.perm = (mode & 0o7777) as u16;
+                    if rec.xattrs > 0 {
+                        if let Some(v) = Self::txn_xattr(c, &l.rp, l.ino, acl::ACCESS)? {
+                            let mut a = acl::Acl::parse(&v)?;
+                            a.chmod(rec.perm);
+                            Self::put_xattr(c, &l.rp, l.ino, acl::ACCESS, Some(&a.encode()));
+                        }
+                    }
                 }
                 if let Some(uid) = set.uid {
                     rec.uid = uid;
@@ -144,7 +155,56 @@ impl FsCore {
         self.getattr(node)
     }
 
+    /// relatime for a regular file being opened to read: atime moves to now when it is not
+    /// newer than mtime or ctime, or is a day old; ctime stays. Returns whether it moved
+    /// (so the caller can drop cached attributes). Views that cannot change, `noatime` and
+    /// a failure to record it (a full disk) leave it alone: reading never fails for atime.
+    pub fn touch_atime(&self, node: u64) -> bool {
+        if !self.opts.relatime || self.opts.read_only {
+            return false;
+        }
+        let Ok(l) = self.locate(node) else {
+            return false;
+        };
+        if l.read_only || l.key.is_none() {
+            return false;
+        }
+        let Ok(a) = self.getattr(node) else {
+            return false;
+        };
+        let now = crate::records::Timestamp::now_coarse();
+        let stale = a.atime <= a.mtime || a.atime <= a.ctime || now.sec - a.atime.sec >= 86_400;
+        if a.kind != FileKind::RegularFile || !stale {
+            return false;
+        }
+        let r = self.store.committer.commit(|c| {
+            let mut rec = self.txn_inode(c, &l.rp, l.ino)?.ok_or(FsError::NotFound)?;
+            rec.atime = c.file_time;
+            self.put_inode(c, &l.rp, l.ino, Some(&rec));
+            Ok::<_, FsError>(())
+        });
+        if let Err(e) = &r {
+            log::debug!("atime of node {node} not updated: {e}");
+        }
+        r.is_ok()
+    }
+
     pub fn setxattr(&self, node: u64, name: &[u8], value: &[u8], flags: i32) -> FsResult<()> {
+        self.setxattr_ext(node, name, value, flags, false)
+    }
+
+    /// `setxattr`; `kill_sgid` asks that setting an access ACL also clear setgid (the caller
+    /// is neither in the file's group nor privileged, as the kernel's `setfacl` rule says).
+    /// An access ACL also sets the mode's permission bits, and one that says no more than
+    /// the mode is not stored (see `acl`).
+    pub fn setxattr_ext(
+        &self,
+        node: u64,
+        name: &[u8],
+        value: &[u8],
+        flags: i32,
+        kill_sgid: bool,
+    ) -> FsResult<()> {
         self.check_writable()?;
         if name.is_empty() || name.len() > XATTR_NAME_MAX {
             return Err(FsError::Range);
@@ -152,35 +212,75 @@ impl FsCore {
         if value.len() > XATTR_SIZE_MAX {
             return Err(FsError::TooBig);
         }
+        let parsed = if name == acl::ACCESS || name == acl::DEFAULT {
+            Some(acl::Acl::parse(value)?)
+        } else {
+            None
+        };
         let l = self.locate_mut(node)?;
-        let suffix = crate::codec::Enc::new().name(name).finish();
         self.store.committer.commit(|c| {
             let mut rec = self.txn_inode(c, &l.rp, l.ino)?.ok_or(FsError::NotFound)?;
-            let exists =
-                mvcc::txn_get_live(&c.txn, Cf::Xattrs, &l.rp, l.ino, &suffix, c.version)?.is_some();
+            let exists = Self::txn_xattr(c, &l.rp, l.ino, name)?.is_some();
             if flags & XATTR_CREATE != 0 && exists {
                 return Err(FsError::Exists);
             }
             if flags & XATTR_REPLACE != 0 && !exists {
                 return Err(FsError::NoAttr);
             }
-            let v = c.version;
-            mvcc::put(
-                &mut c.txn,
-                Cf::Xattrs,
-                &l.rp,
-                l.ino,
-                &suffix,
-                v,
-                Some(value),
-            );
-            if !exists {
-                rec.xattrs += 1;
+            if name == acl::DEFAULT && rec.kind != FileKind::Directory {
+                return Err(FsError::Invalid("default ACL on a non-directory"));
             }
-            rec.ctime = c.time;
+            let mut store_it = true;
+            if let (true, Some(a)) = (name == acl::ACCESS, &parsed) {
+                rec.perm = (rec.perm & !0o777) | a.mode_bits();
+                store_it = !a.is_mode_equivalent();
+                if kill_sgid {
+                    rec.perm &= !namespace::S_ISGID;
+                }
+            }
+            if store_it {
+                Self::put_xattr(c, &l.rp, l.ino, name, Some(value));
+                if !exists {
+                    rec.xattrs += 1;
+                }
+            } else if exists {
+                Self::put_xattr(c, &l.rp, l.ino, name, None);
+                rec.xattrs = rec.xattrs.saturating_sub(1);
+            }
+            rec.ctime = c.file_time;
             self.put_inode(c, &l.rp, l.ino, Some(&rec));
             Ok(())
         })
+    }
+
+    pub(crate) fn txn_xattr(
+        c: &Commit<'_>,
+        rp: &ReadPoint,
+        ino: Ino,
+        name: &[u8],
+    ) -> FsResult<Option<Vec<u8>>> {
+        let suffix = crate::codec::Enc::new().name(name).finish();
+        Ok(mvcc::txn_get_live(
+            &c.txn,
+            Cf::Xattrs,
+            rp,
+            ino,
+            &suffix,
+            c.version,
+        )?)
+    }
+
+    /// Writes (or with `None` deletes) one xattr; the caller keeps `InodeRec::xattrs`.
+    pub(crate) fn put_xattr(
+        c: &mut Commit<'_>,
+        rp: &ReadPoint,
+        ino: Ino,
+        name: &[u8],
+        value: Option<&[u8]>,
+    ) {
+        let suffix = crate::codec::Enc::new().name(name).finish();
+        let v = c.version;
+        mvcc::put(&mut c.txn, Cf::Xattrs, rp, ino, &suffix, v, value);
     }
 
     pub fn getxattr(&self, node: u64, name: &[u8]) -> FsResult<Vec<u8>> {
@@ -242,7 +342,7 @@ impl FsCore {
             let v = c.version;
             mvcc::put(&mut c.txn, Cf::Xattrs, &l.rp, l.ino, &suffix, v, None);
             rec.xattrs = rec.xattrs.saturating_sub(1);
-            rec.ctime = c.time;
+            rec.ctime = c.file_time;
             self.put_inode(c, &l.rp, l.ino, Some(&rec));
             Ok(())
         })

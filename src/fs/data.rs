@@ -285,20 +285,32 @@ impl FsCore {
 
     /// Clears setuid/setgid as a write by an unprivileged caller must (the kernel flags such
     /// writes and leaves this to us).
-    pub fn drop_privileges(&self, node: u64) -> FsResult<()> {
+    /// Clears setuid/setgid after an unprivileged caller changed the file's data (a write
+    /// the kernel flagged, a fallocate). Setgid without group-execute stays when the caller
+    /// is in the file's group (`caller_in_group` is asked only then), as in the Linux VFS.
+    /// Returns whether the mode changed, so the caller can tell the kernel.
+    pub fn drop_privileges(
+        &self,
+        node: u64,
+        caller_in_group: impl FnOnce(u32) -> bool,
+    ) -> FsResult<bool> {
         let cur = self.getattr(node)?;
-        let killed = super::attrs::kill_suid_sgid(cur.perm);
-        if killed != cur.perm {
-            self.setattr(
-                &Ctx::root(),
-                node,
-                SetAttr {
-                    mode: Some(killed as u32),
-                    ..Default::default()
-                },
-            )?;
+        let mut killed = super::attrs::kill_suid_sgid(cur.perm);
+        if killed & 0o2000 != 0 && !caller_in_group(cur.gid) {
+            killed &= !0o2000;
         }
-        Ok(())
+        if killed == cur.perm {
+            return Ok(false);
+        }
+        self.setattr(
+            &Ctx::root(),
+            node,
+            SetAttr {
+                mode: Some(killed as u32),
+                ..Default::default()
+            },
+        )?;
+        Ok(true)
     }
 
     pub fn write(&self, node: u64, fh: u64, off: u64, data: &[u8]) -> FsResult<u32> {
@@ -324,7 +336,7 @@ impl FsCore {
             .cloned()
             .ok_or(FsError::BadHandle)?;
         let _ = node;
-        let now = Timestamp::now();
+        let now = Timestamp::now_coarse();
         let (delta, span) = {
             let mut g = f.inner.lock();
             if let Some(e) = g.error.clone() {
@@ -932,7 +944,7 @@ impl FsCore {
         self.store.committer.commit(|c| {
             let mut rec = self.txn_inode(c, rp, ino)?.ok_or(FsError::NotFound)?;
             let old_size = rec.size;
-            let now = c.time;
+            let now = c.file_time;
             let mut deltas = HashMap::new();
             match edit {
                 Edit::Truncate(0) => {
@@ -1017,6 +1029,16 @@ impl FsCore {
             } else {
                 FsError::NotSupported("fallocate of a special file")
             });
+        }
+        if let Fallocate::Allocate { .. } = mode {
+            // Nothing is reserved, but a request that the store's filesystem could never
+            // hold (more than its free space plus what the file already stores) is refused
+            // now rather than failing the writes that trust it later.
+            let st = self.statfs()?;
+            let free = st.bavail.saturating_mul(st.frsize as u64);
+            if len.saturating_sub(rec.data_bytes) > free {
+                return Err(FsError::NoSpace);
+            }
         }
         let f = self.file_state(&ci, ino, rec.size);
         let r = match mode {

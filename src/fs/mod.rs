@@ -15,6 +15,7 @@
 //! then commit lock, then a file's state lock; the files map and handle table locks are
 //! leaves.
 
+pub mod acl;
 mod attrs;
 mod data;
 pub mod dirty;
@@ -64,6 +65,9 @@ pub struct FsOptions {
     pub compress_threads: usize,
     /// Run the flush and sync threads (tests may drive flushes by hand).
     pub background: bool,
+    /// relatime: opening a file to read it moves its atime when that is not newer than its
+    /// mtime/ctime or is a day old (`noatime` turns it off).
+    pub relatime: bool,
 }
 
 impl Default for FsOptions {
@@ -80,6 +84,7 @@ impl Default for FsOptions {
             flush_threads: n.max(2),
             compress_threads: n,
             background: true,
+            relatime: true,
         }
     }
 }

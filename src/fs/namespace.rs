@@ -10,7 +10,7 @@ use crate::containers::{ContainerSettings, RootOwner};
 use crate::records::{dirent_name_from_suffix, FileKind};
 use std::ops::ControlFlow;
 
-const S_ISGID: u16 = 0o2000;
+pub(crate) const S_ISGID: u16 = 0o2000;
 
 pub(crate) fn check_name(name: &[u8]) -> FsResult<()> {
     if name.is_empty() {
@@ -187,7 +187,7 @@ impl FsCore {
             if ino.0 > Ino::MAX {
                 return Err(FsError::NoSpace);
             }
-            let now = c.time;
+            let now = c.file_time;
             let mut perm = n.perm & 0o7777;
             let gid = if p.perm & S_ISGID != 0 {
                 if n.kind == FileKind::Directory {
@@ -205,6 +205,27 @@ impl FsCore {
                 && gid != ctx.gid
             {
                 perm &= !S_ISGID;
+            }
+            // The directory's default ACL, or else the umask, shapes the new mode.
+            let default_acl = match (n.kind, p.xattrs) {
+                (FileKind::Symlink, _) | (_, 0) => None,
+                _ => Self::txn_xattr(c, rp, dir, acl::DEFAULT)?,
+            };
+            let mut inherited = Vec::new();
+            if let Some(d) = default_acl {
+                let (mode, access) = acl::Acl::parse(&d)?.inherit(perm);
+                perm = mode;
+                if let Some(a) = access {
+                    inherited.push((acl::ACCESS, a.encode()));
+                }
+                if n.kind == FileKind::Directory {
+                    inherited.push((acl::DEFAULT, d));
+                }
+            } else if n.kind != FileKind::Symlink {
+                perm &= !(ctx.umask as u16 & 0o777);
+            }
+            for (name, v) in &inherited {
+                Self::put_xattr(c, rp, ino, name, Some(v));
             }
             let rec = InodeRec {
                 kind: n.kind,
@@ -230,7 +251,7 @@ impl FsCore {
                 data_gen: c.version.0,
                 data_bytes: 0,
                 flags: 0,
-                xattrs: 0,
+                xattrs: inherited.len() as u32,
                 target: n.target.to_vec(),
             };
             self.put_inode(c, rp, ino, Some(&rec));
@@ -321,7 +342,7 @@ impl FsCore {
         let owner = RootOwner {
             uid: ctx.uid,
             gid: ctx.gid,
-            perm: perm & 0o7777,
+            perm: perm & 0o7777 & !(ctx.umask as u16 & 0o777),
         };
         let rec =
             crate::admin::create_container(&self.store, name, ContainerSettings::default(), owner)?;
@@ -344,7 +365,7 @@ impl FsCore {
     ) -> FsResult<()> {
         let branch = ci.branch();
         let rp = &ci.read_point;
-        let now = c.time;
+        let now = c.file_time;
         rec.ctime = now;
         if rec.kind == FileKind::Directory {
             rec.nlink = 0;
@@ -416,7 +437,7 @@ impl FsCore {
             if d.kind == FileKind::Directory {
                 return Err(FsError::IsDir);
             }
-            let now = c.time;
+            let now = c.file_time;
             let mut p = self.txn_inode(c, rp, dir)?.ok_or(FsError::NotFound)?;
             p.size = p.size.saturating_sub(1);
             p.mtime = now;
@@ -472,7 +493,7 @@ impl FsCore {
             if rec.size > 0 {
                 return Err(FsError::NotEmpty);
             }
-            let now = c.time;
+            let now = c.file_time;
             let mut p = self.txn_inode(c, rp, dir)?.ok_or(FsError::NotFound)?;
             p.size = p.size.saturating_sub(1);
             p.nlink = p.nlink.saturating_sub(1).max(2);
@@ -585,7 +606,7 @@ impl FsCore {
                     return Err(FsError::Invalid("cannot move a directory into itself"));
                 }
             }
-            let now = c.time;
+            let now = c.file_time;
             let mut removed: Option<(Ino, InodeRec)> = None;
             if let (Some(d), false) = (dst, flags.exchange) {
                 if d.ino == src.ino {
@@ -732,7 +753,7 @@ impl FsCore {
             if Self::txn_dirent(c, rp, dir, newname)?.is_some() {
                 return Err(FsError::Exists);
             }
-            let now = c.time;
+            let now = c.file_time;
             rec.nlink += 1;
             rec.ctime = now;
             self.put_inode(c, rp, ino, Some(&rec));

@@ -85,6 +85,9 @@ pub struct Ctx {
     pub uid: u32,
     pub gid: u32,
     pub pid: u32,
+    /// The creator's umask: applied to a new node's mode unless its directory has a
+    /// default ACL (the kernel leaves both to us, see `acl`).
+    pub umask: u32,
 }
 
 impl Ctx {

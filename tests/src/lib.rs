@@ -183,6 +183,14 @@ pub fn is_mounted(p: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(canon.to_str().unwrap_or("")))
 }
 
+/// Whether a process is running (exists and is not a zombie waiting to be reaped).
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+        .unwrap_or(false)
+}
+
 /// Waits for a process to exit (pidfd + poll; no sleeping).
 pub fn wait_gone(pid: u32) {
     // SAFETY: pidfd_open with a pid; poll on the returned fd, closed afterwards.

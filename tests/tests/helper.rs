@@ -155,3 +155,51 @@ fn container_option_mounts_one_container_as_the_root() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn a_store_mounted_twice_shows_one_filesystem_at_both_points() {
+    // Like a block device mounted at two places (xfstests generic/732): the second mount
+    // is another view served by the same daemon, which lives until the last view goes.
+    let mut t = TestStore::mounted("");
+    let pid = t.daemon_pid();
+    let (m2, m3) = (t.dir.path().join("m2"), t.dir.path().join("m3"));
+    fs::create_dir(&m2).unwrap();
+    fs::create_dir(&m3).unwrap();
+    let store = t.store.to_str().unwrap().to_string();
+    fs::create_dir_all(t.path("c/A")).unwrap();
+    ok(&dedupfs(&["mount", &store, m2.to_str().unwrap()]));
+    ok(&dedupfs(&[
+        "mount",
+        &store,
+        m3.to_str().unwrap(),
+        "-o",
+        "container=c,ro",
+    ]));
+    fs::create_dir(t.path("c/B")).unwrap();
+    fs::write(t.path("c/A/f"), b"one file").unwrap();
+    // Renames through one view are seen at once through the others.
+    fs::rename(t.path("c/A/f"), t.path("c/B/f")).unwrap();
+    assert_eq!(fs::read(m2.join("c/B/f")).unwrap(), b"one file");
+    assert_eq!(fs::read(m3.join("B/f")).unwrap(), b"one file");
+    fs::rename(m2.join("c/B/f"), m2.join("c/A/f")).unwrap();
+    assert_eq!(fs::read(t.path("c/A/f")).unwrap(), b"one file");
+    let err = fs::write(m3.join("A/g"), b"x").unwrap_err();
+    assert_eq!(
+        err.raw_os_error(),
+        Some(libc::EROFS),
+        "the ro view refuses writes"
+    );
+    ok(&dedupfs(&["umount", t.mnt.to_str().unwrap()]));
+    assert!(is_mounted(&m2) && is_mounted(&m3));
+    assert!(running(pid));
+    // Commands still find the daemon through the remaining whole view.
+    let stats = ok(&dedupfs(&["stats", "--store", &store, "--json"]));
+    assert!(stats.contains("\"files\""), "{stats}");
+    ok(&dedupfs(&["umount", m2.to_str().unwrap()]));
+    assert!(running(pid));
+    ok(&dedupfs(&["umount", m3.to_str().unwrap()]));
+    // The last view gone, `umount` returned only after the daemon had exited.
+    assert!(!running(pid));
+    t.mount("");
+    assert_eq!(fs::read(t.path("c/A/f")).unwrap(), b"one file");
+}

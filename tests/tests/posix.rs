@@ -514,3 +514,236 @@ fn the_mount_root_holds_only_containers() {
         "names starting with '.' are reserved at the root"
     );
 }
+
+/// A container that user `nobody` (65534) can reach, and a shell running as nobody in it.
+fn shared_container(t: &TestStore) -> std::path::PathBuf {
+    fs::set_permissions(t.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let d = container(t);
+    fs::set_permissions(&d, fs::Permissions::from_mode(0o777)).unwrap();
+    d
+}
+
+fn as_nobody(d: &Path, cmd: &str) -> std::process::Output {
+    as_nobody_argv(d, &["sh", "-c", cmd])
+}
+
+fn as_nobody_argv(d: &Path, argv: &[&str]) -> std::process::Output {
+    std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .args(argv)
+        .current_dir(d)
+        .output()
+        .expect("setpriv")
+}
+
+fn mode_of(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().mode() & 0o7777
+}
+
+#[test]
+fn posix_acls_grant_access_follow_chmod_and_are_inherited() {
+    let t = TestStore::mounted("");
+    let d = shared_container(&t);
+    let f = d.join("secret");
+    fs::write(&f, b"s3cret").unwrap();
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(!as_nobody(&d, "cat secret").status.success());
+    // A named entry: the kernel grants access by it; the mode's group bits show the mask.
+    sh(&format!("setfacl -m u:nobody:r {}", f.display()));
+    assert_eq!(mode_of(&f), 0o640);
+    let out = as_nobody(&d, "cat secret");
+    assert_eq!(
+        out.stdout,
+        b"s3cret",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // chmod rewrites the mask, which now denies the named entry.
+    fs::set_permissions(&f, fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(sh(&format!("getfacl -cp {}", f.display())).contains("mask::---"));
+    assert!(!as_nobody(&d, "cat secret").status.success());
+    // An ACL that says no more than a mode is a mode: nothing stored.
+    sh(&format!("setfacl -b {}", f.display()));
+    sh(&format!("setfacl -m u::rwx,g::r,o::- {}", f.display()));
+    assert_eq!(mode_of(&f), 0o740);
+    assert!(!sh(&format!("getfattr -d -m - {}", f.display())).contains("posix_acl_access"));
+
+    // Default ACLs are inherited, narrowed by the mode the creator asked for.
+    let dir = d.join("shared");
+    fs::create_dir(&dir).unwrap();
+    sh(&format!(
+        "setfacl -d -m u:nobody:rwx,g::rx,o::- {}",
+        dir.display()
+    ));
+    sh(&format!(
+        "cd {} && umask 077 && touch file && mkdir sub",
+        dir.display()
+    ));
+    let file_acl = sh(&format!("getfacl -cp {}/file", dir.display()));
+    assert!(file_acl.contains("user:nobody:rwx"), "{file_acl}");
+    assert!(file_acl.contains("mask::rw-"), "{file_acl}");
+    assert_eq!(
+        mode_of(&dir.join("file")),
+        0o660,
+        "umask ignored under a default ACL"
+    );
+    let sub_acl = sh(&format!("getfacl -cp {}/sub", dir.display()));
+    assert!(sub_acl.contains("default:user:nobody:rwx"), "{sub_acl}");
+    assert!(as_nobody(&dir, "echo hi > file").status.success());
+    // Without a default ACL the umask applies (the kernel leaves it to us).
+    sh(&format!(
+        "cd {} && umask 027 && touch plain && mkdir plaind",
+        d.display()
+    ));
+    assert_eq!(mode_of(&d.join("plain")), 0o640);
+    assert_eq!(mode_of(&d.join("plaind")), 0o750);
+    // ACLs survive a remount.
+    let mut t = t;
+    t.umount();
+    t.mount("");
+    assert!(sh(&format!("getfacl -cp {}/file", dir.display())).contains("user:nobody:rwx"));
+}
+
+#[test]
+fn unprivileged_data_changes_clear_setuid_and_setgid() {
+    let t = TestStore::mounted("");
+    let d = shared_container(&t);
+    let f = d.join("prog");
+    fs::write(&f, vec![1u8; 8192]).unwrap();
+    // Written back first, so that nothing but the kill can refresh the kernel's attributes.
+    File::open(&f).unwrap().sync_all().unwrap();
+    sh(&format!(
+        "chown 65534:65534 {0} && chmod 6755 {0}",
+        f.display()
+    ));
+    assert_eq!(mode_of(&f), 0o6755, "the kernel now caches the mode");
+    // O_DIRECT write: the kernel flags it and we clear the bits; stat right after must
+    // see it (the kernel's cached attributes are dropped, no waiting for their timeout).
+    let out = as_nobody_argv(
+        &d,
+        &[
+            "dd",
+            "if=/dev/zero",
+            "of=prog",
+            "bs=4096",
+            "count=1",
+            "oflag=direct",
+        ]
+        .into_iter()
+        .chain(["conv=notrunc", "status=none"])
+        .collect::<Vec<_>>(),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode_of(&f), 0o755);
+    // fallocate asks nothing of us, yet must clear them too; setgid without group-execute
+    // goes when the caller is not in the file's group.
+    sh(&format!("chown 0:0 {0} && chmod 6766 {0}", f.display()));
+    assert_eq!(mode_of(&f), 0o6766);
+    let out = as_nobody_argv(&d, &["fallocate", "-l", "16384", "prog"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(mode_of(&f), 0o766);
+    // Root keeps them.
+    sh(&format!(
+        "chmod 6755 {0} && fallocate -l 32768 {0}",
+        f.display()
+    ));
+    assert_eq!(mode_of(&f), 0o6755);
+}
+
+#[test]
+fn a_hard_link_never_makes_ctime_run_backwards() {
+    // The kernel stamps the linked inode's ctime with its own coarse clock; files created
+    // just before must not carry a later ctime (xfstests generic/423).
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    for i in 0..50 {
+        let a = d.join(format!("a{i}"));
+        fs::write(&a, b"x").unwrap();
+        // A directory: its ctime is ours alone (a written file's is the kernel's).
+        fs::create_dir(d.join(format!("b{i}"))).unwrap();
+        fs::hard_link(&a, d.join(format!("l{i}"))).unwrap();
+        let b = fs::metadata(d.join(format!("b{i}"))).unwrap();
+        let l = fs::metadata(d.join(format!("l{i}"))).unwrap();
+        assert!(
+            (l.ctime(), l.ctime_nsec()) >= (b.ctime(), b.ctime_nsec()),
+            "round {i}: link ctime {}.{:09} before the earlier file's {}.{:09}",
+            l.ctime(),
+            l.ctime_nsec(),
+            b.ctime(),
+            b.ctime_nsec()
+        );
+    }
+}
+
+#[test]
+fn fallocate_beyond_free_space_is_refused() {
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    let f = File::create(d.join("big")).unwrap();
+    // SAFETY: statvfs into a zeroed struct; fallocate on an open fd.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c(&d).as_ptr(), &mut st) }, 0);
+    let free = st.f_bavail * st.f_frsize;
+    let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, (2 * free) as i64) };
+    assert_eq!((rc, errno()), (-1, libc::ENOSPC));
+    assert_eq!(f.metadata().unwrap().len(), 0, "nothing changed");
+    let rc = unsafe { libc::fallocate(f.as_raw_fd(), 0, 0, 1 << 20) };
+    assert_eq!(rc, 0, "a request that fits is accepted");
+}
+
+fn set_times(p: &Path, atime: i64, mtime: i64) {
+    let ts = [
+        libc::timespec {
+            tv_sec: atime,
+            tv_nsec: 0,
+        },
+        libc::timespec {
+            tv_sec: mtime,
+            tv_nsec: 0,
+        },
+    ];
+    // SAFETY: a NUL-terminated path and two timespecs that outlive the call.
+    let rc = unsafe { libc::utimensat(libc::AT_FDCWD, c(p).as_ptr(), ts.as_ptr(), 0) };
+    assert_eq!(rc, 0, "utimensat errno {}", errno());
+}
+
+#[test]
+fn reads_move_atime_the_relatime_way() {
+    let mut t = TestStore::mounted("");
+    let d = container(&t);
+    let f = d.join("f");
+    fs::write(&f, b"data").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // atime not newer than mtime: a read moves it to now, and the next stat sees it.
+    set_times(&f, 1_000, 2_000);
+    let ctime = fs::metadata(&f).unwrap().ctime();
+    assert_eq!(fs::read(&f).unwrap(), b"data");
+    let m = fs::metadata(&f).unwrap();
+    assert!(
+        m.atime() >= now,
+        "atime {} not moved by the read",
+        m.atime()
+    );
+    assert_eq!((m.mtime(), m.ctime()), (2_000, ctime), "only atime moves");
+    // atime newer than mtime and ctime (and less than a day old): a read leaves it.
+    set_times(&f, now + 3_600, 2_000);
+    fs::read(&f).unwrap();
+    assert_eq!(fs::metadata(&f).unwrap().atime(), now + 3_600);
+    // noatime: reads never move it.
+    t.umount();
+    t.mount("noatime");
+    set_times(&f, 1_000, 2_000);
+    fs::read(&f).unwrap();
+    assert_eq!(fs::metadata(&f).unwrap().atime(), 1_000);
+}
