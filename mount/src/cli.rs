@@ -204,7 +204,8 @@ Mount options (-o, comma-separated, repeatable):
   allow_other, allow_root  let other users (or root) access the mount
   default_permissions    accepted; permissions are always checked by the kernel
   fsname=NAME, subtype=T what mount(8) and df show (default: the store path, fuse.dedupfs)
-  dev, nodev, suid, nosuid, exec, noexec, noatime, sync, dirsync, auto_unmount
+  dev, nodev, suid, nosuid, exec, noexec, sync, dirsync, auto_unmount
+  relatime, strictatime, noatime  when reads move atime (default relatime)
   source=STORE           the store (for mount -t fuse.dedupfs and fstab)
   threads=N              FUSE worker threads
   cache_size=SIZE        decompressed chunk cache (default 32M)

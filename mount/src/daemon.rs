@@ -220,6 +220,14 @@ pub fn mount_another_view(store: &Path, mnt: &Path, opts: &MountOpts) -> Result<
     Ok(true)
 }
 
+/// Threads serving FUSE requests: `threads=N`, else twice the cores within 4..=16.
+fn session_threads(opts: &MountOpts) -> usize {
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    opts.threads.unwrap_or((n * 2).clamp(4, 16))
+}
+
 /// `dedupfs mount` in the background: start the daemon and wait for its verdict.
 pub fn mount_background(store: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError> {
     let mut fds = [0 as RawFd; 2];
@@ -354,7 +362,11 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
     }
     let mut fs_opts = FsOptions {
         read_only: opts.read_only,
-        relatime: !opts.noatime,
+        atime: match (opts.noatime, opts.strictatime) {
+            (true, _) => dedupfs_core::fs::Atime::Off,
+            (false, true) => dedupfs_core::fs::Atime::Strict,
+            (false, false) => dedupfs_core::fs::Atime::Relatime,
+        },
         ..Default::default()
     };
     if let Some(d) = opts.dirty_limit {
@@ -368,6 +380,7 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
             entry_ttl: opts.entry_timeout,
             writeback_cache: opts.writeback && !opts.read_only,
             root_container: opts.container.clone(),
+            threads: session_threads(opts),
             ..Default::default()
         },
     );
@@ -524,10 +537,7 @@ fn fuse_config(opts: &MountOpts, store_root: &Path) -> fuser::Config {
     } else {
         fuser::SessionACL::Owner
     };
-    let n = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(2);
-    c.n_threads = Some(opts.threads.unwrap_or((n * 2).clamp(4, 16)));
+    c.n_threads = Some(session_threads(opts));
     c.clone_fd = true;
     c
 }

@@ -27,6 +27,8 @@ pub struct AdapterOptions {
     pub max_write: u32,
     /// Mount one container as the root of the mount (`container=NAME`).
     pub root_container: Option<String>,
+    /// Threads serving the session (SEEK_DATA/SEEK_HOLE need a free one, see `lseek`).
+    pub threads: usize,
 }
 
 impl Default for AdapterOptions {
@@ -37,6 +39,7 @@ impl Default for AdapterOptions {
             writeback_cache: true,
             root_container: None,
             max_write: 1 << 20,
+            threads: 4,
         }
     }
 }
@@ -50,6 +53,8 @@ pub struct DedupFuse {
     opts: AdapterOptions,
     known: Arc<KnownNodes>,
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    /// Session threads blocked in `lseek` waiting for the kernel to write back.
+    seeking: std::sync::atomic::AtomicUsize,
 }
 
 /// The node ids the kernel holds (looked up and not yet forgotten), so that a rollback
@@ -90,6 +95,7 @@ impl DedupFuse {
             opts,
             known: Arc::new(KnownNodes::default()),
             notifier: Arc::default(),
+            seeking: Default::default(),
         }
     }
     pub fn known_nodes(&self) -> Arc<KnownNodes> {
@@ -98,6 +104,27 @@ impl DedupFuse {
     /// Where the daemon puts the session's notifier once the session exists.
     pub fn notifier_slot(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
         self.notifier.clone()
+    }
+
+    /// With the writeback cache, data written through the page cache reaches us later, so
+    /// SEEK_DATA/SEEK_HOLE would see it as a hole. Invalidating the file's pages from
+    /// `offset` on makes the kernel write dirty ones back first (it launders them through
+    /// FUSE_WRITE and waits), served by the other session threads while this one waits;
+    /// so at least one thread is always left free, else the answer may miss unflushed data.
+    fn write_back_from(&self, ino: INodeNo, offset: i64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let Some(n) = self.notifier.get() else {
+            return;
+        };
+        if !self.opts.writeback_cache {
+            return;
+        }
+        if self.seeking.fetch_add(1, SeqCst) + 1 < self.opts.threads {
+            if let Err(e) = n.inval_inode(ino, offset, 0) {
+                log::debug!("write-back before lseek of {}: {e}", ino.0);
+            }
+        }
+        self.seeking.fetch_sub(1, SeqCst);
     }
 
     /// Clears setuid/setgid after a data change by `req`'s caller; when the mode changed,
@@ -762,6 +789,7 @@ impl Filesystem for DedupFuse {
         if offset < 0 {
             return reply.error(Errno::from_i32(libc::ENXIO));
         }
+        self.write_back_from(ino, offset);
         match self.fs.lseek(self.core(ino), fh.0, offset as u64, w) {
             Ok(o) => reply.offset(o as i64),
             Err(e) => reply.error(err(&e)),

@@ -20,6 +20,8 @@ pub struct MountOpts {
     pub suid: bool,
     pub exec: bool,
     pub noatime: bool,
+    /// `strictatime`: every read moves atime (else relatime).
+    pub strictatime: bool,
     pub sync: bool,
     pub dirsync: bool,
     /// The store (for `mount -t fuse.dedupfs SOURCE DIR -o source=STORE`).
@@ -57,6 +59,7 @@ impl Default for MountOpts {
             suid: false,
             exec: true,
             noatime: false,
+            strictatime: false,
             sync: false,
             dirsync: false,
             source: None,
@@ -162,8 +165,9 @@ impl MountOpts {
             "nosuid" => self.suid = false,
             "exec" => self.exec = true,
             "noexec" => self.exec = false,
-            "atime" | "relatime" | "strictatime" => self.noatime = false,
-            "noatime" => self.noatime = true,
+            "atime" | "relatime" => (self.noatime, self.strictatime) = (false, false),
+            "strictatime" => (self.noatime, self.strictatime) = (false, true),
+            "noatime" => (self.noatime, self.strictatime) = (true, false),
             // Listing a directory never moves its atime here, so there is nothing to turn off.
             "nodiratime" | "diratime" => {}
             "sync" => self.sync = true,

@@ -155,12 +155,13 @@ impl FsCore {
         self.getattr(node)
     }
 
-    /// relatime for a regular file being opened to read: atime moves to now when it is not
-    /// newer than mtime or ctime, or is a day old; ctime stays. Returns whether it moved
+    /// atime for a regular file being opened to read: with relatime it moves to now when it
+    /// is not newer than mtime or ctime, or is a day old; with strictatime always; ctime
+    /// stays. Returns whether it moved
     /// (so the caller can drop cached attributes). Views that cannot change, `noatime` and
     /// a failure to record it (a full disk) leave it alone: reading never fails for atime.
     pub fn touch_atime(&self, node: u64) -> bool {
-        if !self.opts.relatime || self.opts.read_only {
+        if self.opts.atime == Atime::Off || self.opts.read_only {
             return false;
         }
         let Ok(l) = self.locate(node) else {
@@ -173,7 +174,10 @@ impl FsCore {
             return false;
         };
         let now = crate::records::Timestamp::now_coarse();
-        let stale = a.atime <= a.mtime || a.atime <= a.ctime || now.sec - a.atime.sec >= 86_400;
+        let stale = self.opts.atime == Atime::Strict
+            || a.atime <= a.mtime
+            || a.atime <= a.ctime
+            || now.sec - a.atime.sec >= 86_400;
         if a.kind != FileKind::RegularFile || !stale {
             return false;
         }

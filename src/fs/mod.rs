@@ -65,9 +65,20 @@ pub struct FsOptions {
     pub compress_threads: usize,
     /// Run the flush and sync threads (tests may drive flushes by hand).
     pub background: bool,
-    /// relatime: opening a file to read it moves its atime when that is not newer than its
-    /// mtime/ctime or is a day old (`noatime` turns it off).
-    pub relatime: bool,
+    /// When opening a file to read it moves its atime (see [`Atime`]).
+    pub atime: Atime,
+}
+
+/// atime updates, as the mount options of the same names.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Atime {
+    /// Only when atime is not newer than mtime or ctime, or is a day old (Linux default).
+    #[default]
+    Relatime,
+    /// On every read.
+    Strict,
+    /// Never.
+    Off,
 }
 
 impl Default for FsOptions {
@@ -84,7 +95,7 @@ impl Default for FsOptions {
             flush_threads: n.max(2),
             compress_threads: n,
             background: true,
-            relatime: true,
+            atime: Atime::Relatime,
         }
     }
 }

@@ -740,10 +740,46 @@ fn reads_move_atime_the_relatime_way() {
     set_times(&f, now + 3_600, 2_000);
     fs::read(&f).unwrap();
     assert_eq!(fs::metadata(&f).unwrap().atime(), now + 3_600);
+    // strictatime: every read moves it.
+    t.umount();
+    t.mount("strictatime");
+    set_times(&f, now + 3_600, 2_000);
+    fs::read(&f).unwrap();
+    let a = fs::metadata(&f).unwrap().atime();
+    assert!(a >= now && a < now + 3_600, "strictatime: atime {a}");
     // noatime: reads never move it.
     t.umount();
     t.mount("noatime");
     set_times(&f, 1_000, 2_000);
     fs::read(&f).unwrap();
     assert_eq!(fs::metadata(&f).unwrap().atime(), 1_000);
+}
+
+#[test]
+fn seek_data_sees_data_still_in_the_page_cache() {
+    // Written through the kernel's writeback cache and not yet closed: the daemon has not
+    // seen the data, yet SEEK_DATA/SEEK_HOLE on the same descriptor must find it.
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(d.join("f"))
+        .unwrap();
+    // (No truncate: that would make the kernel write back by itself.)
+    f.write_all_at(&[7u8; 8192], 8192).unwrap();
+    let fd = f.as_raw_fd();
+    // SAFETY: lseek on an open fd.
+    let data = unsafe { libc::lseek(fd, 0, libc::SEEK_DATA) };
+    assert_eq!(data, 8192, "errno {}", errno());
+    let hole = unsafe { libc::lseek(fd, 8192, libc::SEEK_HOLE) };
+    assert_eq!(hole, 16384);
+    let none = unsafe { libc::lseek(fd, 16384, libc::SEEK_DATA) };
+    assert_eq!(
+        (none, errno()),
+        (-1, libc::ENXIO),
+        "nothing at the end of the file"
+    );
 }
