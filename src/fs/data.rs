@@ -149,9 +149,17 @@ impl FsCore {
     }
 
     /// Drops the in-memory state of a file nobody has open and nothing buffered.
+    ///
+    /// Only when the map holds the sole reference: every other holder (an `open` between
+    /// finding the state and counting itself, a read, a truncate, a flush) cloned it under
+    /// the map lock we hold, so none can be left with a state the map no longer has (an
+    /// open that did would buffer its writes where nobody reads or flushes them).
     fn maybe_evict(&self, key: FileKey) {
         let mut m = self.files.lock();
         if let Some(f) = m.get(&key) {
+            if Arc::strong_count(f) > 1 {
+                return;
+            }
             let g = f.inner.lock();
             if g.opens == 0 && g.dirty.is_empty() && g.inflight.is_empty() && g.attrs.is_empty() {
                 drop(g);
@@ -240,6 +248,12 @@ impl FsCore {
         let Some(Handle::File { key, .. }) = self.drop_handle(fh) else {
             return Ok(());
         };
+        self.release_state(key)?;
+        self.maybe_evict(key);
+        Ok(())
+    }
+
+    fn release_state(&self, key: FileKey) -> FsResult<()> {
         let Some(f) = self.files.lock().get(&key).cloned() else {
             return Ok(());
         };
@@ -279,7 +293,6 @@ impl FsCore {
                 self.flush_key(key, FlushMode::Force)?;
             }
         }
-        self.maybe_evict(key);
         Ok(())
     }
 
@@ -631,6 +644,7 @@ impl FsCore {
             }
         }
         self.space.1.notify_all();
+        drop(f);
         self.maybe_evict(key);
         r
     }
@@ -910,7 +924,9 @@ impl FsCore {
         }
         let f = self.file_state(&ci, ino, rec.size);
         let r = self.edit_range(&f, &ci, Edit::Truncate(size));
-        self.maybe_evict(f.key);
+        let key = f.key;
+        drop(f);
+        self.maybe_evict(key);
         r
     }
 
@@ -1078,7 +1094,9 @@ impl FsCore {
                 },
             ),
         };
-        self.maybe_evict(f.key);
+        let key = f.key;
+        drop(f);
+        self.maybe_evict(key);
         r
     }
 
