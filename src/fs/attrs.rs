@@ -181,6 +181,11 @@ impl FsCore {
         if a.kind != FileKind::RegularFile || !stale {
             return false;
         }
+        if let Some(f) = l.key.and_then(|k| self.files.lock().get(&k).cloned()) {
+            if f.buffer_atime(now) {
+                return true;
+            }
+        }
         let r = self.store.committer.commit(|c| {
             let mut rec = self.txn_inode(c, &l.rp, l.ino)?.ok_or(FsError::NotFound)?;
             rec.atime = c.file_time;

@@ -120,6 +120,18 @@ impl FileState {
         true
     }
 
+    /// An atime update for a file whose attributes are still buffered (they would overwrite
+    /// a committed one); ctime stays. False when nothing is buffered.
+    pub fn buffer_atime(&self, t: Timestamp) -> bool {
+        let mut g = self.inner.lock();
+        if g.dirty.is_empty() && g.inflight.is_empty() && g.attrs.is_empty() {
+            return false;
+        }
+        g.attrs.atime = Some(t);
+        g.dirty_since.get_or_insert_with(Instant::now);
+        true
+    }
+
     pub fn dirty_since(&self) -> Option<Instant> {
         self.inner.lock().dirty_since
     }
