@@ -40,7 +40,11 @@ try:
 except OSError:
     rev = ""
 if not rev and os.path.exists(os.path.join(a.xfstests, "VERSION")):
-    rev = open(os.path.join(a.xfstests, "VERSION")).read().replace("\n", " ").strip()
+    # KEY=VALUE lines (PACKAGE_MAJOR=1 ...) after comments: keep "version 1.1.1".
+    kv = dict(l.split("=", 1) for l in open(os.path.join(a.xfstests, "VERSION")).read().splitlines()
+              if "=" in l and not l.startswith("#"))
+    parts = [kv.get(k, "").strip() for k in ("PACKAGE_MAJOR", "PACKAGE_MINOR", "PACKAGE_REVISION")]
+    rev = "version " + ".".join(p for p in parts if p) if any(parts) else ""
 watchdog = ""
 wl = os.path.join(a.results, "watchdog.log")
 if os.path.exists(wl):
