@@ -165,51 +165,7 @@ pub fn mount_another_view(store: &Path, mnt: &Path, opts: &MountOpts) -> Result<
         )));
     }
     let target = check_mountpoint(mnt)?;
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
-            .map_err(|_| mount_err(format!("{}: path contains NUL", p.display())))
-    };
-    let (csrc, ctarget) = (c(&src)?, c(&target)?);
-    // SAFETY: both paths are NUL-terminated and outlive the calls; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            csrc.as_ptr(),
-            ctarget.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(mount_err(format!(
-            "mounting {} again at {} (bind of {}) failed: {}",
-            canon.display(),
-            target.display(),
-            src.display(),
-            std::io::Error::last_os_error()
-        )));
-    }
-    if opts.read_only && !rec.read_only {
-        // SAFETY: as above; a remount of the bind just made, read-only.
-        let rc = unsafe {
-            libc::mount(
-                std::ptr::null(),
-                ctarget.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            // SAFETY: detach the bind we made; the path is NUL-terminated.
-            unsafe { libc::umount2(ctarget.as_ptr(), libc::MNT_DETACH) };
-            return Err(mount_err(format!(
-                "making {} read-only failed: {e}",
-                target.display()
-            )));
-        }
-    }
+    bind_mount(&src, &target, opts.read_only && !rec.read_only)?;
     log::info!(
         "{} is served by pid {} at {}; mounted another view at {}",
         canon.display(),
@@ -226,6 +182,56 @@ fn session_threads(opts: &MountOpts) -> usize {
         .map(|n| n.get())
         .unwrap_or(2);
     opts.threads.unwrap_or((n * 2).clamp(4, 16))
+}
+
+/// Bind-mounts `src` on `target`, then makes the bind read-only if asked (the kernel then
+/// refuses writes before they reach the daemon). On a failure nothing stays mounted.
+pub fn bind_mount(src: &Path, target: &Path, read_only: bool) -> Result<(), CliError> {
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|_| mount_err(format!("{}: path contains NUL", p.display())))
+    };
+    let (s, t) = (c(src)?, c(target)?);
+    // SAFETY: both paths are NUL-terminated and outlive the call; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            s.as_ptr(),
+            t.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(mount_err(format!(
+            "bind mount of {} on {}: {}",
+            src.display(),
+            target.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    if read_only {
+        // SAFETY: as above; a remount of the bind just made.
+        let rc = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                t.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
+                std::ptr::null(),
+            )
+        };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            // SAFETY: t is NUL-terminated; umount2 does not keep the pointer.
+            unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
+            return Err(mount_err(format!(
+                "could not make {} read-only: {e}",
+                target.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// `dedupfs mount` in the background: start the daemon and wait for its verdict.

@@ -128,18 +128,24 @@ impl DedupFuse {
     }
 
     /// Clears setuid/setgid after a data change by `req`'s caller; when the mode changed,
-    /// the kernel's cached attributes are dropped (only the attributes: offset -1 leaves the
-    /// page cache alone and takes no inode lock, so this is safe inside a write).
+    /// the kernel's cached attributes are dropped.
     fn drop_privileges(&self, req: &Request, ino: INodeNo) -> Result<(), FsError> {
         let changed = self
             .fs
             .drop_privileges(self.core(ino), |gid| caller_in_group(req, gid))?;
         if changed {
-            if let Some(n) = self.notifier.get() {
-                let _ = n.inval_inode(ino, -1, 0);
-            }
+            self.drop_cached_attrs(ino);
         }
         Ok(())
+    }
+
+    /// Makes the kernel forget its cached attributes of `ino` after we changed them on our
+    /// own (offset -1: attributes only, no page-cache work and no inode lock, so it is safe
+    /// inside a request).
+    fn drop_cached_attrs(&self, ino: INodeNo) {
+        if let Some(n) = self.notifier.get() {
+            let _ = n.inval_inode(ino, -1, 0);
+        }
     }
 
     fn root_node(&self) -> Option<u64> {
@@ -509,9 +515,7 @@ impl Filesystem for DedupFuse {
                 // Reads from the page cache never reach us, so relatime is applied at open;
                 // the kernel's cached atime must then be dropped (attributes only).
                 if f.read && !f.write && self.fs.touch_atime(self.core(ino)) {
-                    if let Some(n) = self.notifier.get() {
-                        let _ = n.inval_inode(ino, -1, 0);
-                    }
+                    self.drop_cached_attrs(ino);
                 }
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE)
             }

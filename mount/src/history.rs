@@ -4,8 +4,6 @@
 
 use crate::output::{size, table};
 use crate::{locate, CliError, ExitKind};
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 fn mountpoint_of(store: &Path) -> Option<PathBuf> {
@@ -67,50 +65,7 @@ pub fn mount_snapshot(
         ));
     }
     crate::daemon::check_mountpoint(target)?;
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap_or_default();
-    let (s, t) = (c(&src), c(target));
-    // SAFETY: all pointers are NUL-terminated strings that outlive the call, or null.
-    let rc = unsafe {
-        libc::mount(
-            s.as_ptr(),
-            t.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(CliError::new(
-            ExitKind::Mount,
-            format!(
-                "bind mount of {} on {}: {}",
-                src.display(),
-                target.display(),
-                std::io::Error::last_os_error()
-            ),
-        ));
-    }
-    if read_only {
-        // SAFETY: as above.
-        let rc = unsafe {
-            libc::mount(
-                std::ptr::null(),
-                t.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            // SAFETY: t is a NUL-terminated path; umount2 does not retain it.
-            unsafe { libc::umount2(t.as_ptr(), 0) };
-            return Err(CliError::new(
-                ExitKind::Mount,
-                format!("could not make {} read-only: {e}", target.display()),
-            ));
-        }
-    }
+    crate::daemon::bind_mount(&src, target, read_only)?;
     println!(
         "snapshot '{name}' mounted on {}{} (unmount with: umount {})",
         target.display(),

@@ -101,14 +101,14 @@ impl FsCore {
             self.truncate(node, size)?;
         }
         let others = SetAttr { size: None, ..set };
-        // A mode change of a file with an access ACL rewrites the ACL in the same commit.
-        if others != SetAttr::default()
-            && others.flags.is_none()
-            && (others.mode.is_none() || self.getxattr(node, acl::ACCESS).is_err())
-        {
+        if others != SetAttr::default() && others.flags.is_none() {
             // A file with uncommitted writes takes attribute changes with them (tar sets
-            // times, owner and mode right after writing each file).
-            if let Some(f) = l.key.and_then(|k| self.files.lock().get(&k).cloned()) {
+            // times, owner and mode right after writing each file), except a mode change
+            // of a file with an access ACL: that rewrites the ACL in the same commit.
+            let f = l.key.and_then(|k| self.files.lock().get(&k).cloned());
+            if let Some(f) =
+                f.filter(|_| others.mode.is_none() || self.getxattr(node, acl::ACCESS).is_err())
+            {
                 if f.buffer_attrs(&others, crate::records::Timestamp::now_coarse()) {
                     return self.getattr(node);
                 }
@@ -157,9 +157,9 @@ impl FsCore {
 
     /// atime for a regular file being opened to read: with relatime it moves to now when it
     /// is not newer than mtime or ctime, or is a day old; with strictatime always; ctime
-    /// stays. Returns whether it moved
-    /// (so the caller can drop cached attributes). Views that cannot change, `noatime` and
-    /// a failure to record it (a full disk) leave it alone: reading never fails for atime.
+    /// stays. Returns whether it moved (so the caller can drop cached attributes). Views
+    /// that cannot change, `noatime` and a failure to record it (a full disk) leave it
+    /// alone: reading never fails for atime.
     pub fn touch_atime(&self, node: u64) -> bool {
         if self.opts.atime == Atime::Off || self.opts.read_only {
             return false;

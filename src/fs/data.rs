@@ -321,8 +321,8 @@ impl FsCore {
     ) -> FsResult<bool> {
         let cur = self.getattr(node)?;
         let mut killed = super::attrs::kill_suid_sgid(cur.perm);
-        if killed & 0o2000 != 0 && !caller_in_group(cur.gid) {
-            killed &= !0o2000;
+        if killed & namespace::S_ISGID != 0 && !caller_in_group(cur.gid) {
+            killed &= !namespace::S_ISGID;
         }
         if killed == cur.perm {
             return Ok(false);
