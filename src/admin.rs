@@ -5,7 +5,6 @@
 
 use crate::chunks::Compression;
 use crate::containers::{self, ContainerError, ContainerRecord, ContainerSettings, RootOwner};
-use crate::ids::ContainerId;
 use crate::store::{Store, StoreError};
 
 /// Creates a container.
@@ -19,20 +18,15 @@ pub fn create_container(
     if store.registry().by_name(name).is_some() {
         return Err(ContainerError::Exists(name.into()).into());
     }
-    // The registry is updated while still holding its write lock, so two creators of the
-    // same name cannot both pass the check above and both win.
-    let mut reg = store.registry_mut();
-    if reg.by_name(name).is_some() {
-        return Err(ContainerError::Exists(name.into()).into());
-    }
-    let rec = store
-        .committer
-        .commit(|c| containers::create_in(c, name, settings, owner).map_err(StoreError::from))?;
-    containers::registry_upsert(
-        &mut reg,
-        rec.clone(),
-        Some(containers::head_branch_record(&rec)),
-    );
+    // Checked again by the registry writer: two creators of one name cannot both win.
+    let rec = store.commit_registry(|c, reg| {
+        if reg.by_name(name).is_some() {
+            return Err(ContainerError::Exists(name.into()).into());
+        }
+        let rec = containers::create_in(c, name, settings, owner).map_err(StoreError::from)?;
+        reg.upsert(rec.clone(), Some(containers::head_branch_record(&rec)));
+        Ok::<_, StoreError>(rec)
+    })?;
     log::info!("container '{name}' created (id {})", rec.id);
     Ok(rec)
 }
@@ -50,23 +44,21 @@ pub fn set_container(
     name: &str,
     change: &SettingsChange,
 ) -> Result<ContainerRecord, StoreError> {
-    let mut reg = store.registry_mut();
-    let ci = reg
-        .by_name(name)
-        .ok_or_else(|| ContainerError::NotFound(name.into()))?;
-    let mut rec = ci.rec.clone();
-    if let Some(c) = change.compression {
-        rec.settings.compression = c;
-    }
-    if let Some(r) = &change.retention {
-        rec.settings.retention = r.clone();
-    }
-    store.committer.commit(|c| {
+    store.commit_registry(|c, reg| {
+        let ci = reg
+            .by_name(name)
+            .ok_or_else(|| ContainerError::NotFound(name.into()))?;
+        let mut rec = ci.rec.clone();
+        if let Some(c) = change.compression {
+            rec.settings.compression = c;
+        }
+        if let Some(r) = &change.retention {
+            rec.settings.retention = r.clone();
+        }
         containers::put_container(c, &rec);
-        Ok::<_, StoreError>(())
-    })?;
-    containers::registry_upsert(&mut reg, rec.clone(), None);
-    Ok(rec)
+        reg.upsert(rec.clone(), None);
+        Ok::<_, StoreError>(rec)
+    })
 }
 
 pub fn rename_container(
@@ -75,26 +67,24 @@ pub fn rename_container(
     to: &str,
 ) -> Result<ContainerRecord, StoreError> {
     containers::validate_name(to)?;
-    let mut reg = store.registry_mut();
-    let ci = reg
-        .by_name(from)
-        .ok_or_else(|| ContainerError::NotFound(from.into()))?;
-    if reg.by_name(to).is_some() {
-        return Err(ContainerError::Exists(to.into()).into());
-    }
-    let mut rec = ci.rec.clone();
-    rec.name = to.to_string();
-    store.committer.commit(|c| {
+    store.commit_registry(|c, reg| {
+        let ci = reg
+            .by_name(from)
+            .ok_or_else(|| ContainerError::NotFound(from.into()))?;
+        if reg.by_name(to).is_some() {
+            return Err(ContainerError::Exists(to.into()).into());
+        }
+        let mut rec = ci.rec.clone();
+        rec.name = to.to_string();
         containers::put_container(c, &rec);
         let now = c.time;
         let mut root = containers::root_inode(c)?;
         root.mtime = now;
         root.ctime = now;
         containers::put_root_inode(c, &root);
-        Ok::<_, StoreError>(())
-    })?;
-    containers::registry_upsert(&mut reg, rec.clone(), None);
-    Ok(rec)
+        reg.upsert(rec.clone(), None);
+        Ok::<_, StoreError>(rec)
+    })
 }
 
 /// Deletes a container and releases its data. `progress` receives the number of extent
@@ -105,29 +95,24 @@ pub fn delete_container(
     allow_nonempty: bool,
     progress: &mut dyn FnMut(u64),
 ) -> Result<(), StoreError> {
-    let rec = {
-        let reg = store.registry();
-        let ci = reg
-            .by_name(name)
-            .ok_or_else(|| ContainerError::NotFound(name.into()))?;
-        ci.rec.clone()
-    };
-    if !allow_nonempty
-        && store
-            .committer
-            .container_counters(ContainerId(rec.id))
-            .files
-            > 0
-    {
+    let ci = store
+        .registry()
+        .by_name(name)
+        .ok_or_else(|| ContainerError::NotFound(name.into()))?;
+    if !allow_nonempty && crate::stats::tree_counters(store, &ci)?.files > 0 {
         return Err(ContainerError::NotEmpty { name: name.into() }.into());
     }
-    {
-        let mut reg = store.registry_mut();
-        let marked = store
-            .committer
-            .commit(|c| containers::mark_deleting(c, &rec).map_err(StoreError::from))?;
-        containers::registry_upsert(&mut reg, marked, None);
-    }
+    store.commit_registry(|c, reg| {
+        // The record as it is now (a rollback may have moved the head since).
+        let rec = reg
+            .by_name(name)
+            .ok_or_else(|| ContainerError::NotFound(name.into()))?
+            .rec
+            .clone();
+        let marked = containers::mark_deleting(c, &rec).map_err(StoreError::from)?;
+        reg.upsert(marked, None);
+        Ok::<_, StoreError>(())
+    })?;
     store.finish_deletes(&mut |_, n| progress(n))?;
     Ok(())
 }

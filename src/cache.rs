@@ -24,6 +24,7 @@ struct Shard {
 }
 
 pub struct ChunkCache {
+    /// Decompressed chunks, sharded by id. Protects: each shard. Lock order: a leaf.
     shards: Vec<Mutex<Shard>>,
     shard_budget: usize,
 }

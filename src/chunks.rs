@@ -22,7 +22,9 @@
 
 use crate::cache::ChunkCache;
 use crate::chunker::ChunkHasher;
+use crate::commit::Commit;
 use crate::ids::{ChunkId, ContainerId, PackId};
+use crate::keys;
 use crate::kv::{Cf, Kv, KvError, Txn};
 use crate::pack::{PackError, PackReader, PackWriter, RecordLoc, RECORD_HEADER_LEN};
 use crate::records::{ChunkRec, COMPRESSION_NONE, COMPRESSION_ZSTD};
@@ -55,6 +57,28 @@ pub enum ChunkError {
     Vanished { chunk: ChunkId },
     #[error("two different chunks hash to {chunk} (verify_dedup caught a collision)")]
     Collision { chunk: ChunkId },
+    #[error(
+        "chunk {chunk} has {refs} references and this change removes {remove}: the chunk \
+         index is corrupt (nothing was changed; run `dedupfs fsck`)"
+    )]
+    RefcountUnderflow {
+        chunk: ChunkId,
+        refs: u64,
+        remove: u64,
+    },
+    #[error(
+        "container {container} counts {count} references to chunk {chunk} and this change \
+         removes {remove}: its reference records are corrupt (nothing was changed; run \
+         `dedupfs fsck`)"
+    )]
+    ContainerRefUnderflow {
+        container: ContainerId,
+        chunk: ChunkId,
+        count: u64,
+        remove: u64,
+    },
+    #[error("reference record {key}: {reason}")]
+    BadRefRecord { key: String, reason: String },
 }
 
 /// A chunk's decompressed bytes, shared with the cache.
@@ -169,13 +193,11 @@ pub struct StoreCounters {
     pub dead_stored_bytes: u64,
 }
 
+/// Chunk-level figures of a container (all its trees and kept history). Its live files and
+/// logical bytes are tree counters ([`crate::records::TreeCounters`]), kept per branch.
 #[derive(Default, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ContainerCounters {
-    /// Sum of the sizes of the container's live regular files.
-    pub logical_bytes: u64,
-    /// Live regular files.
-    pub files: u64,
     /// Distinct chunks referenced by the container (live state and kept history).
     pub chunks: u64,
     /// Uncompressed bytes of those chunks.
@@ -192,7 +214,12 @@ pub struct ChunkStore {
     reader: PackReader,
     cache: ChunkCache,
     hasher: ChunkHasher,
+    /// Chunks stored or deduplicated against and not yet committed (see the module doc).
+    /// Protects: the map. Lock order: a leaf (taken under the GC gate and the commit lock).
     pending: Mutex<HashMap<ChunkId, Pending>>,
+    /// Writers hold it shared from a lookup to its hold (and from an append to its
+    /// `pending` entry); GC holds it exclusively across its index commits. Protects: no
+    /// data, the protocol. Lock order: before the commit lock, after a file's flush lock.
     gc_gate: RwLock<()>,
     verify_dedup: bool,
 }
@@ -260,6 +287,21 @@ fn decompress(data: &[u8], raw_len: usize) -> Result<Vec<u8>, String> {
     })
 }
 
+/// Lowers a statistics counter. Such counters only report (GC and reads never rely on
+/// them), so one that would go below zero is logged as drift — `fsck` reports it and
+/// `fsck --repair` recounts — and kept at zero rather than failing the user's operation.
+fn stat_sub(v: &mut u64, n: u64, what: &str) {
+    match v.checked_sub(n) {
+        Some(x) => *v = x,
+        None => {
+            log::error!(
+                "{what} would go below zero ({v} - {n}); kept at 0 — run `dedupfs fsck --repair`"
+            );
+            *v = 0;
+        }
+    }
+}
+
 /// Runs `f` over `items` on up to `threads` threads (the caller's included).
 pub fn parallel_map<T: Sync, R: Send>(
     items: &[T],
@@ -325,7 +367,7 @@ impl ChunkStore {
     }
 
     pub fn lookup(&self, id: ChunkId) -> Result<Option<ChunkRec>, ChunkError> {
-        match self.kv.get(Cf::Chunks, &id.to_bytes())? {
+        match self.kv.get(Cf::Chunks, &keys::chunk(id))? {
             None => Ok(None),
             Some(v) => ChunkRec::decode(&v)
                 .map(Some)
@@ -461,6 +503,16 @@ impl ChunkStore {
     /// referenced for the first time. Updates the store and container counters accordingly.
     pub fn add_refs(
         &self,
+        c: &mut Commit<'_>,
+        container: ContainerId,
+        deltas: &HashMap<ChunkId, i64>,
+    ) -> Result<(), ChunkError> {
+        let (txn, store, cont) = c.split(container);
+        self.apply_refs(txn, container, deltas, store, cont)
+    }
+
+    fn apply_refs(
+        &self,
         txn: &mut Txn<'_>,
         container: ContainerId,
         deltas: &HashMap<ChunkId, i64>,
@@ -474,7 +526,7 @@ impl ChunkStore {
             if d == 0 {
                 continue;
             }
-            let key = id.to_bytes().to_vec();
+            let key = keys::chunk(*id);
             let (rec, existed) = match txn.get(Cf::Chunks, &key)? {
                 Some(v) => (
                     ChunkRec::decode(&v).map_err(|e| ChunkError::BadIndex {
@@ -507,53 +559,89 @@ impl ChunkStore {
                     (rec, false)
                 }
             };
-            let refs = (rec.refs as i64 + d).max(0) as u64;
+            // A count that would go below zero means the index lost track of references:
+            // clamping it would let GC delete a chunk something still reads.
+            let refs = rec
+                .refs
+                .checked_add_signed(d)
+                .ok_or(ChunkError::RefcountUnderflow {
+                    chunk: *id,
+                    refs: rec.refs,
+                    remove: d.unsigned_abs(),
+                })?;
             let stored = RECORD_HEADER_LEN + rec.stored_len as u64;
             if rec.refs > 0 && refs == 0 {
                 store.dead_chunks += 1;
                 store.dead_stored_bytes += stored;
             } else if existed && rec.refs == 0 && refs > 0 {
                 // A dead chunk that new data deduplicated against lives again.
-                store.dead_chunks = store.dead_chunks.saturating_sub(1);
-                store.dead_stored_bytes = store.dead_stored_bytes.saturating_sub(stored);
+                stat_sub(&mut store.dead_chunks, 1, "dead chunk count");
+                stat_sub(&mut store.dead_stored_bytes, stored, "dead stored bytes");
             }
             txn.put(Cf::Chunks, key, ChunkRec { refs, ..rec }.encode());
 
-            let ckey = crate::codec::Enc::new()
-                .u32(container.0)
-                .u128(id.0)
-                .finish();
+            let ckey = keys::container_ref(container, *id);
             let before = match txn.get(Cf::ContainerRefs, &ckey)? {
-                Some(v) if v.len() == 8 => {
-                    u64::from_be_bytes(v.as_slice().try_into().unwrap_or([0; 8]))
-                }
-                _ => 0,
+                Some(v) => keys::decode_u64(&v, "container reference count").map_err(|e| {
+                    ChunkError::BadRefRecord {
+                        key: format!("container {container} chunk {id}"),
+                        reason: e.to_string(),
+                    }
+                })?,
+                None => 0,
             };
-            let after = (before as i64 + d).max(0) as u64;
+            let after = before
+                .checked_add_signed(d)
+                .ok_or(ChunkError::ContainerRefUnderflow {
+                    container,
+                    chunk: *id,
+                    count: before,
+                    remove: d.unsigned_abs(),
+                })?;
             if before == 0 && after > 0 {
                 cont.chunks += 1;
                 cont.unique_bytes += rec.raw_len as u64;
                 cont.stored_bytes += stored;
             } else if before > 0 && after == 0 {
-                cont.chunks = cont.chunks.saturating_sub(1);
-                cont.unique_bytes = cont.unique_bytes.saturating_sub(rec.raw_len as u64);
-                cont.stored_bytes = cont.stored_bytes.saturating_sub(stored);
+                stat_sub(&mut cont.chunks, 1, "container chunk count");
+                stat_sub(
+                    &mut cont.unique_bytes,
+                    rec.raw_len as u64,
+                    "container unique bytes",
+                );
+                stat_sub(&mut cont.stored_bytes, stored, "container stored bytes");
             }
             if after == 0 {
                 txn.delete(Cf::ContainerRefs, ckey);
             } else {
-                txn.put(Cf::ContainerRefs, ckey, after.to_be_bytes().to_vec());
+                txn.put(Cf::ContainerRefs, ckey, keys::encode_u64(after));
             }
         }
         Ok(())
     }
 
+    /// Inside a commit: sets a chunk's reference count outright (`fsck --repair`, after
+    /// counting the extent records that name it).
+    pub fn set_refs(&self, c: &mut Commit<'_>, id: ChunkId, refs: u64) -> Result<(), ChunkError> {
+        let key = keys::chunk(id);
+        let Some(v) = c.txn.get(Cf::Chunks, &key)? else {
+            return Err(ChunkError::NotIndexed { chunk: id });
+        };
+        let rec = ChunkRec::decode(&v).map_err(|e| ChunkError::BadIndex {
+            chunk: id,
+            reason: e.to_string(),
+        })?;
+        c.txn
+            .put(Cf::Chunks, key, ChunkRec { refs, ..rec }.encode());
+        Ok(())
+    }
+
     /// The chunk that followed `id` when it was first stored, if known.
-    pub fn successor(&self, id: ChunkId) -> Option<(ChunkId, u32)> {
+    pub fn successor(&self, id: ChunkId) -> Result<Option<(ChunkId, u32)>, ChunkError> {
         if let Some(s) = self.pending.lock().get(&id).and_then(|p| p.stored) {
-            return s.next;
+            return Ok(s.next);
         }
-        self.lookup(id).ok().flatten().and_then(|r| r.next)
+        Ok(self.lookup(id)?.and_then(|r| r.next))
     }
 
     /// The content of a chunk.
@@ -607,16 +695,16 @@ impl ChunkStore {
     /// references and no writer holds. Returns how many and their pack bytes.
     pub fn forget_dead(
         &self,
-        txn: &mut Txn<'_>,
+        c: &mut Commit<'_>,
         ids: &[ChunkId],
-        store: &mut StoreCounters,
     ) -> Result<(u64, u64), ChunkError> {
+        let (txn, store) = c.txn_and_store();
         let (mut n, mut bytes) = (0, 0);
         for &id in ids {
             if self.is_held(id) {
                 continue;
             }
-            let key = id.to_bytes().to_vec();
+            let key = keys::chunk(id);
             let Some(v) = txn.get(Cf::Chunks, &key)? else {
                 continue;
             };
@@ -628,11 +716,11 @@ impl ChunkStore {
                 continue;
             }
             let stored = RECORD_HEADER_LEN + rec.stored_len as u64;
-            store.chunks = store.chunks.saturating_sub(1);
-            store.raw_bytes = store.raw_bytes.saturating_sub(rec.raw_len as u64);
-            store.stored_bytes = store.stored_bytes.saturating_sub(stored);
-            store.dead_chunks = store.dead_chunks.saturating_sub(1);
-            store.dead_stored_bytes = store.dead_stored_bytes.saturating_sub(stored);
+            stat_sub(&mut store.chunks, 1, "chunk count");
+            stat_sub(&mut store.raw_bytes, rec.raw_len as u64, "unique bytes");
+            stat_sub(&mut store.stored_bytes, stored, "stored bytes");
+            stat_sub(&mut store.dead_chunks, 1, "dead chunk count");
+            stat_sub(&mut store.dead_stored_bytes, stored, "dead stored bytes");
             txn.delete(Cf::Chunks, key);
             self.cache.remove(id);
             n += 1;
@@ -645,12 +733,13 @@ impl ChunkStore {
     /// whose entry still names the old location. Returns how many moved.
     pub fn relocate(
         &self,
-        txn: &mut Txn<'_>,
+        c: &mut Commit<'_>,
         moves: &[(ChunkId, RecordLoc, RecordLoc)],
     ) -> Result<u64, ChunkError> {
+        let txn = &mut c.txn;
         let mut n = 0;
         for &(id, old, new) in moves {
-            let key = id.to_bytes().to_vec();
+            let key = keys::chunk(id);
             let Some(v) = txn.get(Cf::Chunks, &key)? else {
                 continue;
             };
@@ -686,21 +775,19 @@ impl ChunkStore {
     ) -> Result<Vec<(ChunkId, ChunkRec)>, ChunkError> {
         let lower = match after {
             None => vec![],
-            Some(id) => {
-                let mut k = id.to_bytes().to_vec();
-                k.push(0);
-                k
-            }
+            Some(id) => keys::chunk_after(id),
         };
         let mut it = self.kv.iter(Cf::Chunks, Some(lower.clone()), None);
         it.seek(&lower);
         let mut out = Vec::with_capacity(max.min(65536));
         while it.valid() && out.len() < max {
-            let key: [u8; 16] = it.key().try_into().map_err(|_| ChunkError::BadIndex {
-                chunk: ChunkId(0),
-                reason: format!("bad key of {} bytes", it.key().len()),
+            let id = keys::chunk_from(it.key()).map_err(|e| ChunkError::BadRefRecord {
+                key: format!(
+                    "chunk index key {}",
+                    crate::containers::purge::hex(it.key())
+                ),
+                reason: e.to_string(),
             })?;
-            let id = ChunkId::from_bytes(key);
             let rec = ChunkRec::decode(it.value()).map_err(|e| ChunkError::BadIndex {
                 chunk: id,
                 reason: e.to_string(),

@@ -13,24 +13,31 @@
 //! - A closure that fails leaves no trace: its writes, allocations and counter changes are
 //!   all discarded.
 //!
-//! Lock order: an inode's flush lock, then the commit lock, then an inode's state lock.
+//! - After a failed sync of pack data or of the metadata log the committer is *halted*:
+//!   every later commit and sync fails with [`KvError::Halted`] naming the first failure,
+//!   because what was acknowledged since the last good sync may not be on disk and a later
+//!   sync that happens to succeed proves nothing about it (PostgreSQL's "fsyncgate"). Only
+//!   reopening the store (which replays the log and starts new packs) clears it.
+//! - Tree counters (live files and bytes per branch) are versioned records written by the
+//!   commits that change them, so a tree read as of any version has its counts.
+//!
+//! Lock order: the registry writer lock, then a file's flush lock, then the commit lock
+//! (`Committer::st`), then a file's state lock; the registry's published slot and the
+//! sync lock are taken under it.
 
 use crate::chunks::{ContainerCounters, StoreCounters};
-use crate::codec::{Dec, Enc};
 use crate::ids::{BranchId, ContainerId, Ino, Version};
+use crate::keys::{self, MetaKey};
 use crate::kv::{Cf, Kv, KvError, Txn};
-use crate::records::Timestamp;
+use crate::mvcc::{self, ReadPoint};
+use crate::records::{Timestamp, TreeCounters};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
-const K_NEXT_VERSION: &[u8] = b"next_version";
-const K_NEXT_INO: &[u8] = b"next_ino";
-const K_NEXT_BRANCH: &[u8] = b"next_branch";
-const K_NEXT_CONTAINER: &[u8] = b"next_container";
-const K_STORE_COUNTERS: &[u8] = b"counters/store";
-const K_CONTAINER_COUNTERS: &[u8] = b"counters/c/";
+/// The (branch-local) object id under which a branch's tree counters are versioned.
+const TREE_COUNTERS_INO: Ino = Ino(0);
 
 /// Inode numbers below this are reserved (1 is the mount root).
 pub const FIRST_INO: u64 = 16;
@@ -48,7 +55,7 @@ struct CommitState {
 
 /// An operation's view while it builds its commit.
 pub struct Commit<'a> {
-    pub txn: Txn<'a>,
+    pub(crate) txn: Txn<'a>,
     pub version: Version,
     pub time: Timestamp,
     /// The time stamped on files changed by this commit: the kernel's coarse clock, which is
@@ -58,6 +65,8 @@ pub struct Commit<'a> {
     pub file_time: Timestamp,
     st: CommitState,
     after: Vec<Box<dyn FnOnce() + 'a>>,
+    /// Changes of trees' counters: branch → (where the tree reads, files, bytes).
+    trees: HashMap<BranchId, (ReadPoint, i64, i64)>,
 }
 
 impl<'a> Commit<'a> {
@@ -89,7 +98,7 @@ impl<'a> Commit<'a> {
         self.st.containers.entry(c).or_default()
     }
     /// The batch and both counter sets at once (for chunk reference updates).
-    pub fn split(
+    pub(crate) fn split(
         &mut self,
         c: ContainerId,
     ) -> (&mut Txn<'a>, &mut StoreCounters, &mut ContainerCounters) {
@@ -100,28 +109,78 @@ impl<'a> Commit<'a> {
         )
     }
     /// The batch and the store counters at once (for chunk index maintenance).
-    pub fn txn_and_store(&mut self) -> (&mut Txn<'a>, &mut StoreCounters) {
+    pub(crate) fn txn_and_store(&mut self) -> (&mut Txn<'a>, &mut StoreCounters) {
         (&mut self.txn, &mut self.st.store)
     }
     /// Forgets a deleted container's counters.
     pub fn drop_container_counters(&mut self, c: ContainerId) {
         self.st.containers.remove(&c);
     }
+    /// Changes the live files and logical bytes of the tree `rp` writes to (its branch's
+    /// counters, versioned with this commit).
+    pub fn tree_delta(&mut self, rp: &ReadPoint, files: i64, logical_bytes: i64) {
+        let e = self
+            .trees
+            .entry(rp.branch())
+            .or_insert_with(|| (rp.clone(), 0, 0));
+        e.1 += files;
+        e.2 += logical_bytes;
+    }
+    /// Sets the counters of a new branch outright (a rollback to a point older than the
+    /// counters' history, whose tree was counted instead).
+    pub fn set_tree_counters(&mut self, rp: &ReadPoint, t: TreeCounters) {
+        self.trees.remove(&rp.branch());
+        let v = self.version;
+        mvcc::put(
+            &mut self.txn,
+            Cf::TreeCounters,
+            rp,
+            TREE_COUNTERS_INO,
+            &[],
+            v,
+            Some(&t.encode()),
+        );
+    }
+    /// A purged branch's counters are not written any more.
+    pub(crate) fn forget_tree_counters(&mut self, b: BranchId) {
+        self.trees.remove(&b);
+    }
+}
+
+/// The counters of a tree as of its read point (`None`: no record, e.g. a point older than
+/// the store's format 2).
+pub fn tree_counters(kv: &dyn Kv, rp: &ReadPoint) -> Result<Option<TreeCounters>, KvError> {
+    match mvcc::get_live(kv, Cf::TreeCounters, rp, TREE_COUNTERS_INO, &[])? {
+        None => Ok(None),
+        Some(raw) => TreeCounters::decode(&raw)
+            .map(Some)
+            .map_err(|e| KvError::Corrupt(format!("tree counters of branch {}: {e}", rp.branch()))),
+    }
 }
 
 pub struct Committer {
     kv: Arc<dyn Kv>,
+    /// The commit lock: allocators, counters and the last commit time. Every metadata
+    /// change holds it from its read-check-write through the batch write. Lock order:
+    /// after the registry writer lock and a file's flush lock; before a file's state lock,
+    /// the registry slot and the sync lock.
     st: Mutex<CommitState>,
     head: AtomicU64,
+    /// The newest version known durable; held for the whole of a sync (across the
+    /// fdatasyncs and the log sync: that is its purpose — concurrent callers wait and share
+    /// one sync) so that syncs never overlap. Lock order: never taken with the commit lock
+    /// (a sync runs without it, so commits go on meanwhile); before the pack writer's lock.
     synced: Mutex<u64>,
+    /// Why the store stopped taking changes, once a sync failed.
+    halted: OnceLock<String>,
+    /// A tree counter would have gone below zero (kept at zero; `fsck --repair` recounts).
+    counter_drift: AtomicBool,
 }
 
-fn get_u64(kv: &dyn Kv, key: &[u8], default: u64) -> Result<u64, KvError> {
-    match kv.get(Cf::Meta, key)? {
+fn get_u64(kv: &dyn Kv, key: MetaKey, default: u64) -> Result<u64, KvError> {
+    match kv.get(Cf::Meta, &key.encode())? {
         None => Ok(default),
-        Some(v) => Dec::new(&v, "counter")
-            .u64()
-            .map_err(|e| KvError::Corrupt(e.to_string())),
+        Some(v) => keys::decode_u64(&v, "allocator").map_err(|e| KvError::Corrupt(e.to_string())),
     }
 }
 
@@ -136,50 +195,37 @@ fn dec_json<T: serde::de::DeserializeOwned>(b: &[u8], what: &str) -> Result<T, K
 }
 
 fn container_counter_key(c: ContainerId) -> Vec<u8> {
-    Enc::new().bytes(K_CONTAINER_COUNTERS).u32(c.0).finish()
+    MetaKey::ContainerCounters(c).encode()
 }
 
-/// The timeline key of a moment: milliseconds since the epoch, offset so that pre-1970
-/// clocks still sort.
-pub fn timeline_key(t: Timestamp) -> Vec<u8> {
-    let ms = t
-        .sec
-        .saturating_mul(1000)
-        .saturating_add((t.nsec / 1_000_000) as i64);
-    Enc::new().u64((ms as u64) ^ (1 << 63)).finish()
-}
+pub use keys::timeline as timeline_key;
 
 impl Committer {
     pub fn open(kv: Arc<dyn Kv>) -> Result<Committer, KvError> {
-        let next_version = get_u64(&*kv, K_NEXT_VERSION, 1)?;
-        let next_ino = get_u64(&*kv, K_NEXT_INO, FIRST_INO)?;
-        let next_branch = get_u64(&*kv, K_NEXT_BRANCH, 1)?;
-        let next_container = get_u64(&*kv, K_NEXT_CONTAINER, 1)? as u32;
-        let store = match kv.get(Cf::Meta, K_STORE_COUNTERS)? {
+        let next_version = get_u64(&*kv, MetaKey::NextVersion, 1)?;
+        let next_ino = get_u64(&*kv, MetaKey::NextIno, FIRST_INO)?;
+        let next_branch = get_u64(&*kv, MetaKey::NextBranch, 1)?;
+        let next_container = u32::try_from(get_u64(&*kv, MetaKey::NextContainer, 1)?)
+            .map_err(|_| KvError::Corrupt("container id allocator out of range".into()))?;
+        let store = match kv.get(Cf::Meta, &MetaKey::StoreCounters.encode())? {
             Some(b) => dec_json(&b, "store counters")?,
             None => StoreCounters::default(),
         };
         let mut containers = HashMap::new();
-        let lower = K_CONTAINER_COUNTERS.to_vec();
-        let upper = crate::codec::prefix_successor(&lower);
-        for (k, v) in crate::kv::collect_range(&*kv, Cf::Meta, lower, upper)? {
-            let mut d = Dec::new(&k[K_CONTAINER_COUNTERS.len()..], "counter key");
-            let id = d.u32().map_err(|e| KvError::Corrupt(e.to_string()))?;
-            containers.insert(ContainerId(id), dec_json(&v, "container counters")?);
+        let (lower, upper) = MetaKey::container_counters_range();
+        for (k, v) in crate::kv::collect_range(&*kv, Cf::Meta, lower, Some(upper))? {
+            let id = MetaKey::container_counters_from(&k)
+                .map_err(|e| KvError::Corrupt(e.to_string()))?;
+            containers.insert(id, dec_json(&v, "container counters")?);
         }
         // The last commit's time, so that times stay monotonic across restarts.
         let mut last_time = Timestamp::default();
         {
             let mut it = kv.iter(Cf::Timeline, None, None);
-            it.seek_for_prev(&[0xff; 9]);
-            if it.valid() && it.key().len() == 8 {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(it.key());
-                let ms = (u64::from_be_bytes(b) ^ (1 << 63)) as i64;
-                last_time = Timestamp {
-                    sec: ms.div_euclid(1000),
-                    nsec: (ms.rem_euclid(1000) * 1_000_000) as u32,
-                };
+            it.seek_for_prev(&keys::TIMELINE_END);
+            if it.valid() {
+                last_time =
+                    keys::timeline_from(it.key()).map_err(|e| KvError::Corrupt(e.to_string()))?;
             }
             it.status()?;
         }
@@ -196,7 +242,37 @@ impl Committer {
             }),
             head: AtomicU64::new(next_version - 1),
             synced: Mutex::new(0),
+            halted: OnceLock::new(),
+            counter_drift: AtomicBool::new(false),
         })
+    }
+
+    /// Stops all further changes: a sync failed, so durability of what was acknowledged
+    /// since the last good sync is unknown. The first reason is kept.
+    pub fn halt(&self, reason: String) {
+        if self.halted.set(reason.clone()).is_ok() {
+            log::error!(
+                "store halted: {reason}; writes now fail with EIO, reads keep working; \
+                 unmount and mount again to recover (then run `dedupfs fsck --scrub`)"
+            );
+        }
+    }
+
+    /// Why the store takes no changes, if it was halted.
+    pub fn halted(&self) -> Option<&str> {
+        self.halted.get().map(String::as_str)
+    }
+
+    /// Whether a tree counter would have gone below zero since the store was opened.
+    pub fn counters_drifted(&self) -> bool {
+        self.counter_drift.load(Ordering::Relaxed)
+    }
+
+    fn check_halted(&self) -> Result<(), KvError> {
+        match self.halted.get() {
+            Some(r) => Err(KvError::Halted(r.clone())),
+            None => Ok(()),
+        }
     }
 
     pub fn kv(&self) -> &Arc<dyn Kv> {
@@ -226,6 +302,7 @@ impl Committer {
     where
         E: From<KvError>,
     {
+        self.check_halted()?;
         let mut guard = self.st.lock();
         let now = Timestamp::now();
         let time = if now > guard.last_time {
@@ -240,6 +317,7 @@ impl Committer {
             file_time: Timestamp::now_coarse(),
             st: guard.clone(),
             after: Vec::new(),
+            trees: HashMap::new(),
         };
         let r = f(&mut c)?;
         let Commit {
@@ -247,44 +325,99 @@ impl Committer {
             version,
             st,
             after,
+            trees,
             ..
         } = c;
+        for (_, (rp, files, bytes)) in trees {
+            if files == 0 && bytes == 0 {
+                continue;
+            }
+            let cur = match mvcc::txn_get_live(
+                &txn,
+                Cf::TreeCounters,
+                &rp,
+                TREE_COUNTERS_INO,
+                &[],
+                version,
+            )? {
+                Some(raw) => TreeCounters::decode(&raw).map_err(|e| {
+                    KvError::Corrupt(format!("tree counters of branch {}: {e}", rp.branch()))
+                })?,
+                None => TreeCounters::default(),
+            };
+            let apply = |v: u64, d: i64, what: &str| -> u64 {
+                match v.checked_add_signed(d) {
+                    Some(n) => n,
+                    None => {
+                        // A statistic, not a reference count: nothing is freed or kept by
+                        // it, so the operation goes on; the drift is reported, not hidden.
+                        self.counter_drift.store(true, Ordering::Relaxed);
+                        log::error!(
+                            "{what} of branch {} would go below zero ({v} {d:+}); kept at 0 \
+                             — run `dedupfs fsck --repair` to recount",
+                            rp.branch()
+                        );
+                        0
+                    }
+                }
+            };
+            let next = TreeCounters {
+                files: apply(cur.files, files, "live file count"),
+                logical_bytes: apply(cur.logical_bytes, bytes, "logical byte count"),
+            };
+            mvcc::put(
+                &mut txn,
+                Cf::TreeCounters,
+                &rp,
+                TREE_COUNTERS_INO,
+                &[],
+                version,
+                Some(&next.encode()),
+            );
+        }
         if txn.is_empty() && st == *guard {
+            for f in after {
+                f();
+            }
             return Ok(r);
         }
         txn.put(
             Cf::Meta,
-            K_NEXT_VERSION.to_vec(),
-            Enc::new().u64(version.0 + 1).finish(),
+            MetaKey::NextVersion.encode(),
+            keys::encode_u64(version.0 + 1),
         );
         txn.put(
             Cf::Timeline,
             timeline_key(time),
-            Enc::new().u64(version.0).finish(),
+            keys::encode_u64(version.0),
         );
         if st.next_ino != guard.next_ino {
             txn.put(
                 Cf::Meta,
-                K_NEXT_INO.to_vec(),
-                Enc::new().u64(st.next_ino).finish(),
+                MetaKey::NextIno.encode(),
+                keys::encode_u64(st.next_ino),
             );
         }
         if st.next_branch != guard.next_branch {
             txn.put(
                 Cf::Meta,
-                K_NEXT_BRANCH.to_vec(),
-                Enc::new().u64(st.next_branch).finish(),
+                MetaKey::NextBranch.encode(),
+                keys::encode_u64(st.next_branch),
             );
         }
         if st.next_container != guard.next_container {
             txn.put(
                 Cf::Meta,
-                K_NEXT_CONTAINER.to_vec(),
-                Enc::new().u64(st.next_container as u64).finish(),
+                MetaKey::NextContainer.encode(),
+                keys::encode_u64(st.next_container as u64),
             );
         }
         if st.store != guard.store {
-            txn.put(Cf::Meta, K_STORE_COUNTERS.to_vec(), enc_json(&st.store));
+            txn.put(
+                Cf::Meta,
+                MetaKey::StoreCounters.encode(),
+                enc_json(&st.store),
+            );
         }
         for (id, c) in &st.containers {
             if guard.containers.get(id) != Some(c) {
@@ -311,7 +444,11 @@ impl Committer {
 
     /// Makes every commit so far durable, sharing the work with concurrent callers: `flush`
     /// runs first (the data the commits point at), then the metadata log is synced.
+    ///
+    /// A failure of the log sync halts the committer (see the module doc); `flush` halts it
+    /// itself for failures of its own syncs (it knows which of its errors lost data).
     pub fn sync<E: From<KvError>>(&self, flush: impl FnOnce() -> Result<(), E>) -> Result<(), E> {
+        self.check_halted()?;
         let wanted = self.head.load(Ordering::Acquire);
         let mut synced = self.synced.lock();
         if *synced >= wanted && wanted > 0 {
@@ -319,7 +456,11 @@ impl Committer {
         }
         let upto = self.head.load(Ordering::Acquire);
         flush()?;
-        self.kv.sync()?;
+        self.check_halted()?;
+        if let Err(e) = self.kv.sync() {
+            self.halt(format!("sync of the metadata log failed: {e}"));
+            return Err(e.into());
+        }
         *synced = upto;
         Ok(())
     }
@@ -330,8 +471,7 @@ impl Committer {
         it.seek_for_prev(&timeline_key(t));
         let r = if it.valid() {
             Some(Version(
-                Dec::new(it.value(), "timeline")
-                    .u64()
+                keys::decode_u64(it.value(), "timeline entry")
                     .map_err(|e| KvError::Corrupt(e.to_string()))?,
             ))
         } else {
@@ -355,7 +495,7 @@ mod tests {
         let ino = c
             .commit(|cm| {
                 cm.txn.put(Cf::Meta, b"x".to_vec(), b"1".to_vec());
-                cm.container_counters(ContainerId(3)).files += 2;
+                cm.container_counters(ContainerId(3)).chunks += 2;
                 Ok::<_, KvError>(cm.alloc_ino())
             })
             .unwrap();
@@ -375,7 +515,7 @@ mod tests {
 
         let c2 = Committer::open(kv.clone()).unwrap();
         assert_eq!(c2.head(), Version(1));
-        assert_eq!(c2.container_counters(ContainerId(3)).files, 2);
+        assert_eq!(c2.container_counters(ContainerId(3)).chunks, 2);
         let ino2 = c2.commit(|cm| Ok::<_, KvError>(cm.alloc_ino())).unwrap();
         assert_eq!(
             ino2,

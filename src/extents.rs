@@ -20,9 +20,10 @@
 
 use crate::codec::{CodecError, Dec, Enc};
 use crate::ids::{ChunkId, Ino, Version};
+use crate::keys::{extent_from_suffix as extent_offset_from_suffix, extent_suffix};
 use crate::kv::{Cf, Kv, KvError, Txn};
 use crate::mvcc::{self, ReadPoint};
-use crate::records::{extent_offset_from_suffix, extent_suffix, ExtentRec};
+use crate::records::ExtentRec;
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
@@ -33,7 +34,7 @@ const SEGMENT_LAYOUT: u8 = 1;
 pub type Extent = (u64, ExtentRec);
 
 /// Reads of point keys, from the store or through a transaction's pending writes.
-pub trait PointRead {
+pub(crate) trait PointRead {
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, KvError>;
     fn kv(&self) -> &dyn Kv;
 }
@@ -57,12 +58,7 @@ impl PointRead for Txn<'_> {
 }
 
 fn segment_key(rp: &ReadPoint, ino: Ino, gen: u64, seg: u64) -> Vec<u8> {
-    Enc::with_capacity(32)
-        .u64(rp.branch().0)
-        .u64(ino.0)
-        .u64(gen)
-        .u64(seg)
-        .finish()
+    crate::keys::segment(rp.branch(), ino, gen, seg)
 }
 
 fn encode_segment(exts: &BTreeMap<u64, ExtentRec>) -> Vec<u8> {
@@ -80,7 +76,7 @@ fn encode_segment(exts: &BTreeMap<u64, ExtentRec>) -> Vec<u8> {
     e.finish()
 }
 
-fn decode_segment(b: &[u8]) -> Result<BTreeMap<u64, ExtentRec>, CodecError> {
+pub(crate) fn decode_segment(b: &[u8]) -> Result<BTreeMap<u64, ExtentRec>, CodecError> {
     let mut d = Dec::new(b, "extent segment");
     d.layout(SEGMENT_LAYOUT)?;
     let n = d.u32()?;
@@ -162,7 +158,7 @@ fn segment<R: PointRead + ?Sized>(
 
 /// Visible extents overlapping [from, to), in offset order. `max_len` is the longest an
 /// extent can be (the store's largest chunk).
-pub fn overlapping<R: PointRead + ?Sized>(
+pub(crate) fn overlapping<R: PointRead + ?Sized>(
     r: &R,
     rp: &ReadPoint,
     ino: Ino,
@@ -187,9 +183,77 @@ pub fn overlapping<R: PointRead + ?Sized>(
     Ok(out)
 }
 
+/// A chunk too short for an extent that names it: corruption.
+fn past_chunk(o: u64, e: &ExtentRec, have: usize) -> crate::chunks::ChunkError {
+    crate::chunks::ChunkError::BadRefRecord {
+        key: format!("extent at offset {o}"),
+        reason: format!(
+            "it reaches past the end of chunk {} ({have} bytes)",
+            e.chunk
+        ),
+    }
+}
+
+/// The `len` bytes from `off` described by sorted, disjoint `exts` (holes read as zeros),
+/// assembled in order without zero-filling first. The one routine that turns extents into
+/// bytes (reads, re-chunking, comparisons).
+pub fn bytes(
+    chunks: &crate::chunks::ChunkStore,
+    exts: &[Extent],
+    off: u64,
+    len: usize,
+) -> Result<Vec<u8>, crate::chunks::ChunkError> {
+    let end = off + len as u64;
+    let mut out = Vec::with_capacity(len);
+    for (o, e) in exts {
+        let eend = o + e.len as u64;
+        if eend <= off || *o >= end {
+            continue;
+        }
+        let s = (*o).max(off);
+        let t = eend.min(end);
+        out.resize((s - off) as usize, 0);
+        let data = chunks.read(e.chunk)?;
+        let from = e.chunk_off as usize + (s - o) as usize;
+        let src = data
+            .get(from..from + (t - s) as usize)
+            .ok_or_else(|| past_chunk(*o, e, data.len()))?;
+        out.extend_from_slice(src);
+    }
+    out.resize(len, 0);
+    Ok(out)
+}
+
+/// Copies the bytes of `exts` that fall in [off, off+buf.len()) into `buf` (the rest of
+/// `buf` is left as it is).
+pub fn fill(
+    chunks: &crate::chunks::ChunkStore,
+    exts: &[Extent],
+    off: u64,
+    buf: &mut [u8],
+) -> Result<(), crate::chunks::ChunkError> {
+    let end = off + buf.len() as u64;
+    for (o, e) in exts {
+        let eend = o + e.len as u64;
+        if eend <= off || *o >= end {
+            continue;
+        }
+        let data = chunks.read(e.chunk)?;
+        let s = (*o).max(off);
+        let t = eend.min(end);
+        let from = e.chunk_off as usize + (s - o) as usize;
+        let to = from + (t - s) as usize;
+        let src = data
+            .get(from..to)
+            .ok_or_else(|| past_chunk(*o, e, data.len()))?;
+        buf[(s - off) as usize..(t - off) as usize].copy_from_slice(src);
+    }
+    Ok(())
+}
+
 /// Writes extent changes (offset → new record, or `None` to remove) at version `v`: one
 /// versioned record each, and the affected live segments.
-pub fn write(
+pub(crate) fn write(
     txn: &mut Txn<'_>,
     rp: &ReadPoint,
     ino: Ino,

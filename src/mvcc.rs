@@ -22,6 +22,7 @@
 
 use crate::codec::{prefix_successor, Enc};
 use crate::ids::{BranchId, Ino, Version};
+use crate::keys::{self, VersionedKey};
 use crate::kv::{Cf, Kv, KvError, KvIter, Txn};
 use std::ops::ControlFlow;
 
@@ -57,32 +58,16 @@ impl ReadPoint {
     }
 }
 
-pub fn object_prefix(branch: BranchId, ino: Ino) -> Vec<u8> {
-    Enc::with_capacity(16).u64(branch.0).u64(ino.0).finish()
+pub(crate) use keys::version as version_key;
+
+/// Splits a versioned key into (suffix, version); a key too short to be one is corruption.
+fn split_key(key: &[u8]) -> Result<(&[u8], Version), KvError> {
+    VersionedKey::decode(key)
+        .map(|k| (k.suffix, k.version))
+        .map_err(|e| KvError::Corrupt(e.to_string()))
 }
 
-/// The full key of one version of a record.
-pub fn version_key(branch: BranchId, ino: Ino, suffix: &[u8], v: Version) -> Vec<u8> {
-    Enc::with_capacity(24 + suffix.len())
-        .u64(branch.0)
-        .u64(ino.0)
-        .bytes(suffix)
-        .u64(!v.0)
-        .finish()
-}
-
-/// Splits a versioned key into (suffix, version). `prefix_len` is 16.
-fn split_key(key: &[u8]) -> Option<(&[u8], Version)> {
-    if key.len() < 24 {
-        return None;
-    }
-    let (head, ver) = key.split_at(key.len() - 8);
-    let mut b = [0u8; 8];
-    b.copy_from_slice(ver);
-    Some((&head[16..], Version(!u64::from_be_bytes(b))))
-}
-
-pub fn encode_value(payload: Option<&[u8]>) -> Vec<u8> {
+pub(crate) fn encode_value(payload: Option<&[u8]>) -> Vec<u8> {
     match payload {
         None => vec![TOMBSTONE],
         Some(p) => {
@@ -94,7 +79,8 @@ pub fn encode_value(payload: Option<&[u8]>) -> Vec<u8> {
     }
 }
 
-fn decode_value(v: &[u8]) -> Result<Option<&[u8]>, KvError> {
+/// The payload of a versioned value (`None` for a tombstone); any other marker is corruption.
+pub(crate) fn decode_value(v: &[u8]) -> Result<Option<&[u8]>, KvError> {
     match v.first() {
         Some(&TOMBSTONE) => Ok(None),
         Some(&PRESENT) => Ok(Some(&v[1..])),
@@ -113,7 +99,7 @@ pub struct Visible {
 }
 
 /// The newest version ≤ the read point of one record, looking down the chain.
-pub fn get(
+pub(crate) fn get(
     kv: &dyn Kv,
     cf: Cf,
     rp: &ReadPoint,
@@ -122,7 +108,7 @@ pub fn get(
 ) -> Result<Option<Visible>, KvError> {
     for (i, &(branch, cap)) in rp.levels.iter().enumerate() {
         if let (0, Some(hcf), true) = (i, cf.head(), cap == Version::LATEST) {
-            let key = Enc::new().u64(branch.0).u64(ino.0).bytes(suffix).finish();
+            let key = keys::record(branch, ino, suffix);
             if let Some(v) = kv.get(hcf, &key)? {
                 let (version, raw) = split_head_value(&v)?;
                 let payload = decode_value(&raw)?.map(|p| p.to_vec());
@@ -130,20 +116,19 @@ pub fn get(
             }
             continue;
         }
-        let lower = Enc::new().u64(branch.0).u64(ino.0).bytes(suffix).finish();
-        let upper = Enc::new().bytes(&lower).u64(u64::MAX).u8(0).finish();
+        let lower = keys::record(branch, ino, suffix);
+        let upper = keys::after_versions(&lower);
         let mut it = kv.iter(cf, Some(lower.clone()), Some(upper));
         it.seek(&version_key(branch, ino, suffix, cap));
         if it.valid() {
             let key = it.key();
             if key.len() == lower.len() + 8 {
-                if let Some((_, v)) = split_key(key) {
-                    let payload = decode_value(it.value())?.map(|p| p.to_vec());
-                    return Ok(Some(Visible {
-                        version: v,
-                        payload,
-                    }));
-                }
+                let (_, v) = split_key(key)?;
+                let payload = decode_value(it.value())?.map(|p| p.to_vec());
+                return Ok(Some(Visible {
+                    version: v,
+                    payload,
+                }));
             }
         }
         it.status()?;
@@ -152,7 +137,7 @@ pub fn get(
 }
 
 /// Like [`get`], but a tombstone reads as absent.
-pub fn get_live(
+pub(crate) fn get_live(
     kv: &dyn Kv,
     cf: Cf,
     rp: &ReadPoint,
@@ -164,7 +149,7 @@ pub fn get_live(
 
 /// Reads through a transaction: its own pending write of this record (always the newest
 /// version, on level 0) wins over the store.
-pub fn txn_get_live(
+pub(crate) fn txn_get_live(
     txn: &Txn<'_>,
     cf: Cf,
     rp: &ReadPoint,
@@ -184,7 +169,7 @@ pub fn txn_get_live(
 
 /// Writes a new version (or, with `None`, a tombstone) of a record on the branch `rp`
 /// reads first, and its head entry.
-pub fn put(
+pub(crate) fn put(
     txn: &mut Txn<'_>,
     cf: Cf,
     rp: &ReadPoint,
@@ -196,7 +181,7 @@ pub fn put(
     let branch = rp.branch();
     let value = encode_value(payload);
     if let Some(hcf) = cf.head() {
-        let key = Enc::new().u64(branch.0).u64(ino.0).bytes(suffix).finish();
+        let key = keys::record(branch, ino, suffix);
         if payload.is_none() && rp.levels.len() == 1 {
             txn.delete(hcf, key);
         } else {
@@ -216,7 +201,7 @@ pub fn put(
 
 /// Writes a new version of a record without touching a head entry (for families whose
 /// live state is kept elsewhere, such as extents).
-pub fn put_history(
+pub(crate) fn put_history(
     txn: &mut Txn<'_>,
     cf: Cf,
     branch: BranchId,
@@ -233,7 +218,7 @@ pub fn put_history(
 }
 
 /// Splits a head value into (version, marker+payload).
-fn split_head_value(v: &[u8]) -> Result<(Version, Vec<u8>), KvError> {
+pub(crate) fn split_head_value(v: &[u8]) -> Result<(Version, Vec<u8>), KvError> {
     if v.len() < 9 {
         return Err(KvError::Corrupt(format!("head entry of {} bytes", v.len())));
     }
@@ -255,6 +240,8 @@ struct LevelCursor<'a> {
     head: bool,
     /// The current record: (suffix, visible version, raw value).
     cur: Option<(Vec<u8>, Version, Vec<u8>)>,
+    /// A malformed key found on the way (the scan reports it).
+    err: Option<KvError>,
 }
 
 impl<'a> LevelCursor<'a> {
@@ -269,7 +256,7 @@ impl<'a> LevelCursor<'a> {
     ) -> Self {
         let (branch, cap) = level;
         let (from, to) = range;
-        let prefix = object_prefix(branch, ino);
+        let prefix = keys::object_prefix(branch, ino);
         let cf = if head { cf.head().unwrap_or(cf) } else { cf };
         let lower = Enc::new().bytes(&prefix).bytes(from).finish();
         let upper = match to {
@@ -285,6 +272,7 @@ impl<'a> LevelCursor<'a> {
             cap,
             head,
             cur: None,
+            err: None,
         };
         c.settle();
         c
@@ -306,10 +294,10 @@ impl<'a> LevelCursor<'a> {
         }
         while self.it.valid() {
             let (suffix, newest) = match split_key(self.it.key()) {
-                Some((s, v)) => (s.to_vec(), v),
-                None => {
-                    self.it.next();
-                    continue;
+                Ok((s, v)) => (s.to_vec(), v),
+                Err(e) => {
+                    self.err = Some(e);
+                    return;
                 }
             };
             if newest > self.cap {
@@ -317,20 +305,19 @@ impl<'a> LevelCursor<'a> {
                     .seek(&version_key(self.branch, self.ino, &suffix, self.cap));
             }
             if self.it.valid() {
-                if let Some((s, v)) = split_key(self.it.key()) {
-                    if s == suffix.as_slice() {
-                        self.cur = Some((suffix.clone(), v, self.it.value().to_vec()));
+                match split_key(self.it.key()) {
+                    Ok((s, v)) if s == suffix.as_slice() => {
+                        self.cur = Some((suffix.clone(), v, self.it.value().to_vec()))
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.err = Some(e);
+                        return;
                     }
                 }
             }
             // Step past the remaining versions of this record.
-            let after = Enc::new()
-                .u64(self.branch.0)
-                .u64(self.ino.0)
-                .bytes(&suffix)
-                .u64(u64::MAX)
-                .u8(0)
-                .finish();
+            let after = keys::after_versions(&keys::record(self.branch, self.ino, &suffix));
             let mut steps = 0;
             while self.it.valid() && self.it.key() < after.as_slice() {
                 steps += 1;
@@ -356,7 +343,7 @@ pub struct ScanItem<'p> {
 
 /// Visits, in suffix order, every record of `ino` whose suffix lies in [from, to) and that is
 /// live at the read point. Tombstones are skipped; a level hides lower levels per record.
-pub fn scan(
+pub(crate) fn scan(
     kv: &dyn Kv,
     cf: Cf,
     rp: &ReadPoint,
@@ -375,6 +362,9 @@ pub fn scan(
         })
         .collect();
     loop {
+        if let Some(e) = cursors.iter_mut().find_map(|c| c.err.take()) {
+            return Err(e);
+        }
         // The smallest current suffix; the first (highest) level holding it wins.
         let mut best: Option<usize> = None;
         for (i, c) in cursors.iter().enumerate() {
@@ -422,10 +412,7 @@ pub fn scan(
     Ok(())
 }
 
-/// The suffix bound that starts a scan strictly after the record `suffix`.
-pub fn after(suffix: &[u8]) -> Vec<u8> {
-    Enc::new().bytes(suffix).u64(u64::MAX).u8(0).finish()
-}
+pub(crate) use keys::suffix_after as after;
 
 #[cfg(test)]
 mod tests {

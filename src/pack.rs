@@ -21,7 +21,6 @@ use crate::ids::{ChunkId, PackId};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -54,6 +53,13 @@ pub enum PackError {
     },
     #[error("no space left on device writing pack {pack}")]
     NoSpace { pack: PackId },
+    /// An fdatasync of a pack (or of its directory) failed: its bytes may never reach the
+    /// disk, and a later sync that succeeds would not prove otherwise.
+    #[error("sync of pack {pack} failed: {source}")]
+    SyncFailed {
+        pack: PackId,
+        source: std::io::Error,
+    },
 }
 
 impl PackError {
@@ -146,7 +152,7 @@ fn record_header(chunk: ChunkId, encoding: u8, raw_len: u32, stored: &[u8]) -> V
 
 struct OpenPack {
     id: PackId,
-    file: File,
+    file: Arc<File>,
     /// Bytes handed to the kernel.
     written: u64,
     buf: Vec<u8>,
@@ -155,10 +161,18 @@ struct OpenPack {
 struct WriterState {
     cur: Option<OpenPack>,
     next_id: u32,
-    /// Packs with bytes not yet fdatasync'ed (closed ones keep their handle until synced).
-    unsynced: Vec<(PackId, File)>,
-    new_shards: bool,
+    /// Closed packs with bytes not yet fdatasync'ed; each keeps its handle until a sync of
+    /// it succeeded (never dropped before: a failed sync leaves them here).
+    unsynced: Vec<(PackId, Arc<File>)>,
+    /// Directory entries made (new packs, new shard directories), counted; those up to
+    /// `entries_synced` had their directories fsync'ed.
+    new_entries: u64,
+    entries_synced: u64,
 }
+
+/// A hook run before each pack fdatasync; an error it returns is that sync's error.
+/// For fault-injection tests (a disk that fails the nth sync).
+pub type SyncHook = Arc<dyn Fn(PackId) -> std::io::Result<()> + Send + Sync>;
 
 /// Appends records to the current pack, rolling over to a new pack at `target_size`.
 pub struct PackWriter {
@@ -166,7 +180,26 @@ pub struct PackWriter {
     reserve: u64,
     store_id: [u8; 16],
     target_size: u64,
+    /// The pack being appended to and the packs awaiting a sync. Protects: `WriterState`.
+    /// Lock order: a leaf, except that it is held across the buffered `pwrite` of the
+    /// current pack (appends must land in order; the write goes to the page cache) and
+    /// never across an fdatasync.
     st: Mutex<WriterState>,
+    /// Fault injection. Protects: the hook. Lock order: a leaf.
+    sync_hook: Mutex<Option<SyncHook>>,
+    /// GC copies in progress (see [`PackWriter::reserve_relief`]).
+    relief: std::sync::atomic::AtomicUsize,
+}
+
+/// While alive, pack writes may use half the space reserve.
+pub struct ReserveRelief<'a>(&'a PackWriter);
+
+impl Drop for ReserveRelief<'_> {
+    fn drop(&mut self) {
+        self.0
+            .relief
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl PackWriter {
@@ -183,9 +216,17 @@ impl PackWriter {
                 cur: None,
                 next_id,
                 unsynced: Vec::new(),
-                new_shards: false,
+                new_entries: 0,
+                entries_synced: 0,
             }),
+            sync_hook: Mutex::new(None),
+            relief: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Installs a hook run before each fdatasync (fault-injection tests).
+    pub fn set_sync_hook(&self, hook: Option<SyncHook>) {
+        *self.sync_hook.lock() = hook;
     }
 
     fn open_new(&self, st: &mut WriterState) -> Result<(), PackError> {
@@ -193,17 +234,21 @@ impl PackWriter {
         let path = pack_path(&self.dir, id);
         if let Some(parent) = path.parent() {
             if !parent.exists() {
-                std::fs::create_dir_all(parent).map_err(|e| PackError::io(id, 0, e))?;
-                st.new_shards = true;
+                crate::store::perms::create_private_dir(parent)
+                    .map_err(|e| PackError::io(id, 0, e))?;
             }
         }
-        let file = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .open(&path)
-            .map_err(|e| PackError::io(id, 0, e))?;
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(|e| PackError::io(id, 0, e))?
+        };
         st.next_id += 1;
-        st.new_shards = true; // the new directory entry needs a directory fsync
+        st.new_entries += 1; // the new directory entry needs a directory fsync
         let header = Enc::new()
             .bytes(PACK_MAGIC)
             .u32(PACK_FORMAT)
@@ -212,7 +257,7 @@ impl PackWriter {
             .finish();
         let mut p = OpenPack {
             id,
-            file,
+            file: Arc::new(file),
             written: 0,
             buf: Vec::with_capacity(WRITE_BUFFER),
         };
@@ -221,12 +266,33 @@ impl PackWriter {
         Ok(())
     }
 
-    /// Refuses a write of `n` bytes that would eat into the reserve.
+    /// Refuses a write of `n` bytes that would eat into the reserve (half of it while GC
+    /// copies live chunks out of packs it is about to delete: each copy lets a whole pack
+    /// go, which is what the reserve is kept for).
     fn check_space(&self, pack: PackId, n: u64) -> Result<(), PackError> {
+        let reserve = if self.relief.load(std::sync::atomic::Ordering::Acquire) > 0 {
+            self.reserve / 2
+        } else {
+            self.reserve
+        };
         match fs_space(&self.dir) {
-            Ok((_, avail)) if avail < n + self.reserve => Err(PackError::NoSpace { pack }),
+            Ok((_, avail)) if avail < n + reserve => Err(PackError::NoSpace { pack }),
             _ => Ok(()),
         }
+    }
+
+    /// Lets writes use half the reserve until the guard is dropped (GC's copies).
+    pub fn reserve_relief(&self) -> ReserveRelief<'_> {
+        self.relief
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        ReserveRelief(self)
+    }
+
+    /// Bytes free for pack data beyond the reserve, if the filesystem says.
+    pub fn free_beyond_reserve(&self) -> Option<u64> {
+        fs_space(&self.dir)
+            .ok()
+            .map(|(_, avail)| avail.saturating_sub(self.reserve))
     }
 
     fn flush_pack(&self, p: &mut OpenPack) -> Result<(), PackError> {
@@ -234,8 +300,10 @@ impl PackWriter {
             return Ok(());
         }
         self.check_space(p.id, p.buf.len() as u64)?;
+        // Positioned: a write that fails half-way is written again at the same offset, so
+        // the offsets handed out for these records stay true.
         p.file
-            .write_all(&p.buf)
+            .write_all_at(&p.buf, p.written)
             .map_err(|e| PackError::io(p.id, p.written, e))?;
         p.written += p.buf.len() as u64;
         p.buf.clear();
@@ -261,8 +329,12 @@ impl PackWriter {
             }
         };
         if need_new {
-            if let Some(mut old) = st.cur.take() {
-                self.flush_pack(&mut old)?;
+            // Flushed in place first: if that fails, the pack (and the records other
+            // writers appended to its buffer) stays current, to be written by a retry.
+            if let Some(p) = st.cur.as_mut() {
+                self.flush_pack(p)?;
+            }
+            if let Some(old) = st.cur.take() {
                 st.unsynced.push((old.id, old.file));
             }
             self.open_new(&mut st)?;
@@ -280,10 +352,10 @@ impl PackWriter {
         if header.len() + stored.len() > WRITE_BUFFER {
             self.check_space(p.id, (header.len() + stored.len()) as u64)?;
             p.file
-                .write_all(&header)
+                .write_all_at(&header, offset)
                 .map_err(|e| PackError::io(p.id, offset, e))?;
             p.file
-                .write_all(stored)
+                .write_all_at(stored, offset + header.len() as u64)
                 .map_err(|e| PackError::io(p.id, offset, e))?;
             p.written += (header.len() + stored.len()) as u64;
         } else {
@@ -305,29 +377,42 @@ impl PackWriter {
         }
     }
 
-    /// Makes every appended byte durable.
+    /// Makes every byte handed to the kernel durable ([`Self::flush`] hands them over; every
+    /// record a commit names was flushed before that commit, by the `prepare` that stored
+    /// it, so the buffer is not written here: what is still in it is either a concurrent
+    /// writer's, which that writer flushes and syncs itself, or garbage of a failed write —
+    /// and on a full disk, trying to write that garbage would fail every sync).
+    /// A closed pack leaves the unsynced list only once its own sync succeeded; any sync
+    /// failure is returned as [`PackError::SyncFailed`] (the caller halts the store: see
+    /// `Committer`). Callers do not run two syncs at once (the committer serialises them).
     pub fn sync(&self) -> Result<(), PackError> {
         let (cur, closed, dirs) = {
-            let mut st = self.st.lock();
-            let cur = match st.cur.as_mut() {
-                Some(p) => {
-                    self.flush_pack(p)?;
-                    Some((
-                        p.id,
-                        p.file.try_clone().map_err(|e| PackError::io(p.id, 0, e))?,
-                    ))
-                }
-                None => None,
+            let st = self.st.lock();
+            let cur = st.cur.as_ref().map(|p| (p.id, p.file.clone()));
+            let entries = (st.new_entries > st.entries_synced).then_some(st.new_entries);
+            (cur, st.unsynced.clone(), entries)
+        };
+        let hook = self.sync_hook.lock().clone();
+        let sync = |id: PackId, f: &File| -> Result<(), PackError> {
+            let r = match &hook {
+                Some(h) => h(id).and_then(|()| f.sync_data()),
+                None => f.sync_data(),
             };
-            let dirs = std::mem::take(&mut st.new_shards);
-            (cur, std::mem::take(&mut st.unsynced), dirs)
+            r.map_err(|source| PackError::SyncFailed { pack: id, source })
         };
         for (id, f) in closed.iter().chain(cur.iter()) {
-            f.sync_data().map_err(|e| PackError::io(*id, 0, e))?;
+            sync(*id, f)?;
         }
-        if dirs {
+        if dirs.is_some() {
             let id = cur.as_ref().map(|c| c.0).unwrap_or(PackId(0));
-            sync_dir_tree(&self.dir).map_err(|e| PackError::io(id, 0, e))?;
+            sync_dir_tree(&self.dir)
+                .map_err(|source| PackError::SyncFailed { pack: id, source })?;
+        }
+        let mut st = self.st.lock();
+        st.unsynced
+            .retain(|(id, _)| !closed.iter().any(|(done, _)| done == id));
+        if let Some(n) = dirs {
+            st.entries_synced = st.entries_synced.max(n);
         }
         Ok(())
     }
@@ -335,8 +420,10 @@ impl PackWriter {
     /// Closes the current pack (the next append starts a new one).
     pub fn roll(&self) -> Result<(), PackError> {
         let mut st = self.st.lock();
-        if let Some(mut old) = st.cur.take() {
-            self.flush_pack(&mut old)?;
+        if let Some(p) = st.cur.as_mut() {
+            self.flush_pack(p)?;
+        }
+        if let Some(old) = st.cur.take() {
             st.unsynced.push((old.id, old.file));
         }
         Ok(())
@@ -375,6 +462,8 @@ fn sync_dir_tree(dir: &Path) -> std::io::Result<()> {
 /// Reads and verifies records, caching open pack handles.
 pub struct PackReader {
     dir: PathBuf,
+    /// Open pack handles. Protects: the map (reads use the `Arc`s after releasing it).
+    /// Lock order: a leaf.
     files: Mutex<HashMap<PackId, Arc<File>>>,
 }
 
@@ -664,6 +753,7 @@ mod tests {
         w.flush().unwrap();
         let (c, size) = w.append(ChunkId(3), 0, 200, &[7u8; 200]).unwrap();
         assert_eq!(size, 240);
+        w.flush().unwrap();
         w.sync().unwrap();
         assert_eq!(a.pack, b.pack);
         assert_ne!(c.pack, a.pack, "rolled over past the target size");

@@ -237,7 +237,7 @@ pub fn resolve(
     spec: &str,
 ) -> Result<Point, PointError> {
     let cid = ContainerId(container.id);
-    if let Some(b) = containers::bookmarks(&**store.kv(), cid)?
+    if let Some(b) = containers::bookmarks(store, cid)?
         .into_iter()
         .find(|b| b.name == spec)
     {

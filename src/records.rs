@@ -11,6 +11,7 @@ const INODE_LAYOUT: u8 = 1;
 const DIRENT_LAYOUT: u8 = 1;
 const EXTENT_LAYOUT: u8 = 1;
 const CHUNK_LAYOUT: u8 = 1;
+const TREE_COUNTERS_LAYOUT: u8 = 1;
 
 /// File types, with the numbering of `st_mode >> 12`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -250,18 +251,6 @@ impl DirentRec {
     }
 }
 
-/// The key suffix of a directory entry.
-pub fn dirent_suffix(name: &[u8]) -> Vec<u8> {
-    Enc::with_capacity(2 + name.len()).name(name).finish()
-}
-
-pub fn dirent_name_from_suffix(suffix: &[u8]) -> Result<&[u8], CodecError> {
-    let mut d = Dec::new(suffix, "directory entry key");
-    let n = d.name()?;
-    d.end()?;
-    Ok(n)
-}
-
 /// Extent flag: the extent's end was cut because the file ended there, not at a content
 /// boundary; an append re-chunks from the extent's start.
 pub const EXTENT_TAIL: u8 = 1;
@@ -298,19 +287,6 @@ impl ExtentRec {
         d.end()?;
         Ok(r)
     }
-}
-
-/// The key suffix of an extent: (data generation, file offset).
-pub fn extent_suffix(gen: u64, offset: u64) -> Vec<u8> {
-    Enc::with_capacity(16).u64(gen).u64(offset).finish()
-}
-
-pub fn extent_offset_from_suffix(suffix: &[u8]) -> Result<(u64, u64), CodecError> {
-    let mut d = Dec::new(suffix, "extent key");
-    let g = d.u64()?;
-    let o = d.u64()?;
-    d.end()?;
-    Ok((g, o))
 }
 
 /// Chunk payload encodings in packs.
@@ -370,6 +346,35 @@ impl ChunkRec {
                 let len = d.u32()?;
                 has.then_some((id, len))
             },
+        };
+        d.end()?;
+        Ok(r)
+    }
+}
+
+/// What a tree holds: its live regular files (each inode once, however many links) and the
+/// sum of their sizes. Kept per branch as a versioned record, so a tree read as of any
+/// version — a rollback's target, a snapshot's base — has its counts as of then.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TreeCounters {
+    pub files: u64,
+    pub logical_bytes: u64,
+}
+
+impl TreeCounters {
+    pub fn encode(&self) -> Vec<u8> {
+        Enc::with_capacity(17)
+            .u8(TREE_COUNTERS_LAYOUT)
+            .u64(self.files)
+            .u64(self.logical_bytes)
+            .finish()
+    }
+    pub fn decode(b: &[u8]) -> Result<TreeCounters, CodecError> {
+        let mut d = Dec::new(b, "tree counters");
+        d.layout(TREE_COUNTERS_LAYOUT)?;
+        let r = TreeCounters {
+            files: d.u64()?,
+            logical_bytes: d.u64()?,
         };
         d.end()?;
         Ok(r)
@@ -438,9 +443,10 @@ mod tests {
         assert_eq!(ChunkRec::decode(&c.encode()).unwrap(), c);
         let c2 = ChunkRec { next: None, ..c };
         assert_eq!(ChunkRec::decode(&c2.encode()).unwrap(), c2);
-        assert_eq!(
-            extent_offset_from_suffix(&extent_suffix(3, 9)).unwrap(),
-            (3, 9)
-        );
+        let t = TreeCounters {
+            files: 3,
+            logical_bytes: 1 << 40,
+        };
+        assert_eq!(TreeCounters::decode(&t.encode()).unwrap(), t);
     }
 }

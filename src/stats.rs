@@ -15,7 +15,9 @@
 //! Counters are maintained by commits, so reading them costs nothing; the on-disk sizes
 //! are measured when asked.
 
+use crate::containers::ContainerInfo;
 use crate::ids::ContainerId;
+use crate::records::TreeCounters;
 use crate::store::{Store, StoreError};
 use serde::Serialize;
 
@@ -53,6 +55,28 @@ pub struct StoreStats {
     pub compression_ratio: f64,
     pub savings_pct: f64,
     pub reduction_factor: f64,
+    /// Whether the store takes changes: "ok", or "halted" after a failed sync.
+    pub health: String,
+    /// Why the store was halted (what failed, when), if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub halted: Option<String>,
+    /// A live-file counter went out of step since the store was opened (`fsck --repair`).
+    pub counters_drifted: bool,
+}
+
+/// The live files and logical bytes of a tree (a container's live tree or a snapshot).
+/// A tree whose history predates the counters (an upgraded store rolled back past the
+/// upgrade) has none recorded: it reads as zero until `fsck --repair` counts it.
+pub fn tree_counters(store: &Store, ci: &ContainerInfo) -> Result<TreeCounters, StoreError> {
+    Ok(tree_counters_at(store, &ci.read_point)?.unwrap_or_default())
+}
+
+/// The counters recorded for the tree at `rp`, if any were.
+pub fn tree_counters_at(
+    store: &Store,
+    rp: &crate::mvcc::ReadPoint,
+) -> Result<Option<TreeCounters>, StoreError> {
+    Ok(crate::commit::tree_counters(&**store.kv(), rp)?)
 }
 
 fn ratio(a: u64, b: u64) -> f64 {
@@ -75,35 +99,39 @@ fn savings(logical: u64, cost: u64) -> f64 {
     }
 }
 
-pub fn container_stats(store: &Store, id: ContainerId) -> Option<ContainerStats> {
-    let ci = store.registry().get(id)?;
+pub fn container_stats(
+    store: &Store,
+    id: ContainerId,
+) -> Result<Option<ContainerStats>, StoreError> {
+    let Some(ci) = store.registry().get(id) else {
+        return Ok(None);
+    };
     let c = store.committer.container_counters(id);
-    Some(ContainerStats {
+    let t = tree_counters(store, &ci)?;
+    Ok(Some(ContainerStats {
         name: ci.rec.name.clone(),
         id: id.0,
         compression: ci.rec.settings.compression.to_string(),
-        logical_bytes: c.logical_bytes,
-        files: c.files,
+        logical_bytes: t.logical_bytes,
+        files: t.files,
         chunks: c.chunks,
         unique_bytes: c.unique_bytes,
         stored_bytes: c.stored_bytes,
         added_bytes: c.added_bytes,
-        dedup_ratio: ratio(c.logical_bytes, c.unique_bytes),
+        dedup_ratio: ratio(t.logical_bytes, c.unique_bytes),
         compression_ratio: ratio(c.unique_bytes, c.stored_bytes),
-        savings_pct: savings(c.logical_bytes, c.added_bytes),
-    })
+        savings_pct: savings(t.logical_bytes, c.added_bytes),
+    }))
 }
 
 pub fn store_stats(store: &Store) -> Result<StoreStats, StoreError> {
-    let containers: Vec<ContainerStats> = store
-        .registry()
-        .list()
-        .iter()
-        .filter_map(|ci| container_stats(store, ci.id()))
-        .collect();
+    let mut containers: Vec<ContainerStats> = Vec::new();
+    for ci in store.registry().list() {
+        containers.extend(container_stats(store, ci.id())?);
+    }
     let s = store.committer.store_counters();
     let (pack_bytes, packs) = store.pack_usage()?;
-    let metadata_bytes = store.kv().disk_bytes();
+    let metadata_bytes = store.metadata_bytes();
     let logical: u64 = containers.iter().map(|c| c.logical_bytes).sum();
     let physical = pack_bytes + metadata_bytes;
     Ok(StoreStats {
@@ -124,5 +152,12 @@ pub fn store_stats(store: &Store) -> Result<StoreStats, StoreError> {
         compression_ratio: ratio(s.raw_bytes, s.stored_bytes),
         savings_pct: savings(logical, physical),
         reduction_factor: ratio(logical, physical),
+        health: if store.committer.halted().is_some() {
+            "halted".into()
+        } else {
+            "ok".into()
+        },
+        halted: store.committer.halted().map(str::to_string),
+        counters_drifted: store.committer.counters_drifted(),
     })
 }

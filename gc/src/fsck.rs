@@ -7,27 +7,30 @@
 //! 3. chunk → pack: each indexed chunk's pack exists and holds a whole record for it at the
 //!    recorded offset (with `scrub`: its content decodes and hashes to the chunk id);
 //! 4. packs: files nothing names (orphans), condemned packs still named;
-//! 5. the store's counters against what the index holds.
+//! 5. the store's counters against what the index holds;
+//! 6. each live tree's counters (files, logical bytes) against a count of the tree.
+//!
+//! A record whose key or value does not decode is a `malformed_record` problem naming it.
 //!
 //! Steps 1, 2 and 5 run under the commit lock, so a mounted store's writers wait for them
 //! (reads do not); the pack reads of step 3 do not hold it. Memory: reference counts are
 //! tallied in passes over partitions of the chunk-id space, each at most `PARTITION` chunks.
 //!
 //! `repair` fixes only what has one right answer: reference-count and counter drift (set
-//! to what the records say), index entries of unreferenced chunks whose data is gone
-//! (dropped), orphan packs (deleted), condemned packs still named (kept). Lost or damaged
-//! data that files reference cannot be repaired; the report names the files.
+//! to what the records say, tree counters to the count), index entries of unreferenced
+//! chunks whose data is gone (dropped), orphan packs (deleted), condemned packs still named
+//! (kept), malformed per-container counts (dropped and recounted). Lost or damaged data
+//! that files reference cannot be repaired; the report names the files.
 
 use crate::state;
 use crate::{io_err, GcError, Progress, Result, PAGE};
 use dedupfs_core::chunks::StoreCounters;
-use dedupfs_core::codec::Enc;
 use dedupfs_core::commit::Commit;
 use dedupfs_core::containers::Registry;
-use dedupfs_core::ids::{BranchId, ChunkId, ContainerId, Ino, PackId, Version};
-use dedupfs_core::kv::{Cf, Kv};
+use dedupfs_core::ids::{BranchId, ChunkId, ContainerId, Ino, PackId};
 use dedupfs_core::pack::{self, RecordLoc, RECORD_HEADER_LEN};
-use dedupfs_core::records::{ChunkRec, ExtentRec};
+use dedupfs_core::records::ChunkRec;
+use dedupfs_core::refs::{self, ExtentRef, Malformed};
 use dedupfs_core::store::{Store, PACKS_DIR};
 use dedupfs_snapshot::diff::{paths_of, Tree};
 use serde::Serialize;
@@ -97,35 +100,15 @@ pub struct Report {
 /// Container name and path (if found) of each (branch, inode) named in a report.
 type FileNames = HashMap<(BranchId, Ino), (String, Option<String>)>;
 
-struct ExtentRef {
-    branch: BranchId,
-    ino: Ino,
-    version: Version,
-    offset: u64,
-    chunk: ChunkId,
-}
-
-fn parse_extent(key: &[u8], value: &[u8]) -> Option<ExtentRef> {
-    if key.len() != 40 || value.first() != Some(&1) {
-        return None;
-    }
-    let n = |i: usize| u64::from_be_bytes(key[i..i + 8].try_into().unwrap_or([0; 8]));
-    let e = ExtentRec::decode(&value[1..]).ok()?;
-    Some(ExtentRef {
-        branch: BranchId(n(0)),
-        ino: Ino(n(8)),
-        offset: n(24),
-        version: Version(!n(32)),
-        chunk: e.chunk,
-    })
+fn malformed(m: &Malformed) -> Problem {
+    Problem::new(
+        "malformed_record",
+        format!("{} record {}: {}", m.family, m.key, m.reason),
+    )
 }
 
 fn in_part(id: ChunkId, parts: u64, p: u64) -> bool {
     parts <= 1 || (id.0 % parts as u128) as u64 == p
-}
-
-fn container_key(c: u32, id: ChunkId) -> Vec<u8> {
-    Enc::new().u32(c).u128(id.0).finish()
 }
 
 /// Checks the store; with `repair`, fixes what it can. Problems are in the report.
@@ -140,8 +123,8 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
     let parts = index_chunks.div_ceil(PARTITION).max(1);
     let mut dangling: HashSet<ChunkId> = HashSet::new();
     let mut counted = StoreCounters::default();
-    // Cloned first: code that changes the registry takes its lock before the commit lock.
-    let reg = store.registry().clone();
+    let reg = store.registry();
+    refs::check_records(store, |m| r.problems.push(malformed(&m)))?;
     for p in 0..parts {
         store.committer.commit(|c| {
             check_refs(
@@ -172,6 +155,7 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
         }
         Ok::<_, GcError>(())
     })?;
+    check_tree_counters(store, &reg, opts.repair, &mut r)?;
 
     // Chunk → pack.
     let dir = store.root().join(PACKS_DIR);
@@ -180,10 +164,7 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
         .into_iter()
         .collect();
     r.packs = on_disk.len() as u64;
-    let condemned: HashSet<u32> = state::condemned(&**store.kv())?
-        .iter()
-        .map(|c| c.pack)
-        .collect();
+    let condemned: HashSet<u32> = state::condemned(store)?.iter().map(|c| c.pack).collect();
     let mut named: HashSet<PackId> = HashSet::new();
     let mut bad: BTreeMap<ChunkId, (ChunkRec, String)> = BTreeMap::new();
     let mut dead_lost: Vec<ChunkId> = Vec::new();
@@ -250,10 +231,9 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
         );
         if opts.repair {
             let _gate = store.chunks.gc_gate();
-            store.committer.commit(|c| {
-                let (txn, counters) = c.txn_and_store();
-                store.chunks.forget_dead(txn, &dead_lost, counters)
-            })?;
+            store
+                .committer
+                .commit(|c| store.chunks.forget_dead(c, &dead_lost))?;
             pr.repaired = true;
         }
         r.problems.push(pr);
@@ -268,7 +248,7 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
         );
         pr.pack = Some(p);
         if opts.repair {
-            state::release(&**store.kv(), &[p])?;
+            state::release(store, &[p])?;
             pr.repaired = true;
         }
         r.problems.push(pr);
@@ -322,6 +302,56 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
     Ok(r)
 }
 
+/// Each live tree's counters (a container's live tree, a read-write snapshot) against a
+/// count of the tree, under the commit lock.
+fn check_tree_counters(store: &Store, reg: &Registry, repair: bool, r: &mut Report) -> Result<()> {
+    let mut trees: Vec<(
+        String,
+        std::sync::Arc<dedupfs_core::containers::ContainerInfo>,
+    )> = reg
+        .list()
+        .into_iter()
+        .map(|ci| (format!("container '{}'", ci.rec.name), ci))
+        .collect();
+    for s in reg.snapshots() {
+        if !s.read_only {
+            let name = s
+                .snapshot
+                .as_ref()
+                .map(|x| x.name.clone())
+                .unwrap_or_default();
+            trees.push((format!("snapshot '{name}'"), s));
+        }
+    }
+    store.committer.commit(|c| {
+        for (what, t) in &trees {
+            let have = dedupfs_core::stats::tree_counters_at(store, &t.read_point)?;
+            let want = dedupfs_core::tree::count(store, &t.read_point, t.root())?;
+            if have != Some(want) {
+                let mut pr = Problem::new(
+                    "tree_counter_drift",
+                    format!(
+                        "{what}: counters say {}, the tree holds {} files of {} bytes",
+                        match have {
+                            Some(h) => format!("{} files of {} bytes", h.files, h.logical_bytes),
+                            None => "nothing (none recorded)".into(),
+                        },
+                        want.files,
+                        want.logical_bytes
+                    ),
+                );
+                pr.container = Some(t.rec.name.clone());
+                if repair {
+                    c.set_tree_counters(&t.read_point, want);
+                    pr.repaired = true;
+                }
+                r.problems.push(pr);
+            }
+        }
+        Ok::<_, GcError>(())
+    })
+}
+
 /// One partition of the reference check, under the commit lock.
 #[allow(clippy::too_many_arguments)]
 fn check_refs(
@@ -334,30 +364,24 @@ fn check_refs(
     dangling: &mut HashSet<ChunkId>,
     counted: &mut StoreCounters,
 ) -> Result<()> {
-    let kv: &dyn Kv = c.txn.kv();
-    let mut refs: HashMap<ChunkId, u64> = HashMap::new();
+    let mut refs_of: HashMap<ChunkId, u64> = HashMap::new();
     let mut per_container: HashMap<(u32, ChunkId), u64> = HashMap::new();
-    let mut it = kv.iter(Cf::Extents, None, None);
-    it.seek(&[]);
     let mut extents = 0u64;
-    while it.valid() {
-        if let Some(e) = parse_extent(it.key(), it.value()) {
+    refs::scan_extents(store, |e| match e {
+        Ok(e) => {
             extents += 1;
             if in_part(e.chunk, parts, p) {
-                *refs.entry(e.chunk).or_default() += 1;
+                *refs_of.entry(e.chunk).or_default() += 1;
                 if let Some(b) = reg.branch(e.branch) {
                     *per_container.entry((b.container, e.chunk)).or_default() += 1;
                 }
             }
         }
-        it.next();
-    }
-    it.status()?;
-    drop(it);
-    if p == 0 {
-        r.extents = extents;
-    }
-
+        // Reported once, in the first pass.
+        Err(m) if p == 0 => r.problems.push(malformed(&m)),
+        Err(_) => {}
+    })?;
+    let mut refs = refs_of;
     // Index entries against the tally.
     let mut after = None;
     loop {
@@ -388,15 +412,7 @@ fn check_refs(
                 pr.chunk = Some(id.to_string());
                 pr.pack = Some(rec.pack.0);
                 if repair {
-                    c.txn.put(
-                        Cf::Chunks,
-                        id.to_bytes().to_vec(),
-                        ChunkRec {
-                            refs: actual,
-                            ..rec
-                        }
-                        .encode(),
-                    );
+                    store.chunks.set_refs(c, id, actual)?;
                     pr.repaired = true;
                 }
                 r.problems.push(pr);
@@ -408,37 +424,36 @@ fn check_refs(
         dangling.insert(*id);
     }
     if !refs.is_empty() {
-        report_dangling(store, kv, reg, &refs, r)?;
+        report_dangling(store, reg, &refs, r)?;
     }
 
     // Per-container counts.
-    let mut it = kv.iter(Cf::ContainerRefs, None, None);
-    it.seek(&[]);
-    let mut fixes: Vec<(Vec<u8>, u64)> = Vec::new();
-    while it.valid() {
-        let k = it.key();
-        if k.len() == 20 {
-            let cid = u32::from_be_bytes(k[..4].try_into().unwrap_or([0; 4]));
-            let id = ChunkId(u128::from_be_bytes(k[4..].try_into().unwrap_or([0; 16])));
+    let mut fixes: Vec<(ContainerId, ChunkId, u64)> = Vec::new();
+    let mut bad_counts: Vec<Malformed> = Vec::new();
+    refs::scan_container_refs(store, |x| match x {
+        Ok((cid, id, have)) => {
             if in_part(id, parts, p) {
-                let have = it
-                    .value()
-                    .try_into()
-                    .map(u64::from_be_bytes)
-                    .unwrap_or(u64::MAX);
-                let want = per_container.remove(&(cid, id)).unwrap_or(0);
+                let want = per_container.remove(&(cid.0, id)).unwrap_or(0);
                 if have != want && !dangling.contains(&id) {
-                    fixes.push((k.to_vec(), want));
+                    fixes.push((cid, id, want));
                 }
             }
         }
-        it.next();
+        Err(m) if p == 0 => bad_counts.push(m),
+        Err(_) => {}
+    })?;
+    for m in bad_counts {
+        let mut pr = malformed(&m);
+        if repair {
+            // Dropped; the count it should have been is rewritten below from the tally.
+            refs::drop_malformed(c, &m)?;
+            pr.repaired = true;
+        }
+        r.problems.push(pr);
     }
-    it.status()?;
-    drop(it);
     for ((cid, id), want) in per_container {
         if !dangling.contains(&id) {
-            fixes.push((container_key(cid, id), want));
+            fixes.push((ContainerId(cid), id, want));
         }
     }
     if !fixes.is_empty() {
@@ -450,12 +465,8 @@ fn check_refs(
             ),
         );
         if repair {
-            for (k, want) in fixes {
-                if want == 0 {
-                    c.txn.delete(Cf::ContainerRefs, k);
-                } else {
-                    c.txn.put(Cf::ContainerRefs, k, want.to_be_bytes().to_vec());
-                }
+            for (cid, id, want) in fixes {
+                refs::set_container_ref(c, cid, id, want);
             }
             pr.repaired = true;
         }
@@ -510,19 +521,17 @@ fn name_files(store: &Store, reg: &Registry, hits: &[ExtentRef]) -> Result<FileN
     Ok(out)
 }
 
-fn scan_extents(kv: &dyn Kv, want: impl Fn(ChunkId) -> bool) -> Result<Vec<ExtentRef>> {
+/// The extent versions naming chunks `want` accepts (malformed ones were reported by the
+/// reference check).
+fn scan_extents(store: &Store, want: impl Fn(ChunkId) -> bool) -> Result<Vec<ExtentRef>> {
     let mut out = Vec::new();
-    let mut it = kv.iter(Cf::Extents, None, None);
-    it.seek(&[]);
-    while it.valid() {
-        if let Some(e) = parse_extent(it.key(), it.value()) {
+    refs::scan_extents(store, |e| {
+        if let Ok(e) = e {
             if want(e.chunk) {
                 out.push(e);
             }
         }
-        it.next();
-    }
-    it.status()?;
+    })?;
     Ok(out)
 }
 
@@ -557,12 +566,11 @@ fn file_problem(
 
 fn report_dangling(
     store: &Store,
-    kv: &dyn Kv,
     reg: &Registry,
     missing: &HashMap<ChunkId, u64>,
     r: &mut Report,
 ) -> Result<()> {
-    let hits = scan_extents(kv, |c| missing.contains_key(&c))?;
+    let hits = scan_extents(store, |c| missing.contains_key(&c))?;
     let names = name_files(store, reg, &hits)?;
     for h in &hits {
         r.problems.push(file_problem(
@@ -582,7 +590,7 @@ fn report_damaged(
     bad: &BTreeMap<ChunkId, (ChunkRec, String)>,
     r: &mut Report,
 ) -> Result<()> {
-    let hits = scan_extents(&**store.kv(), |c| bad.contains_key(&c))?;
+    let hits = scan_extents(store, |c| bad.contains_key(&c))?;
     let names = name_files(store, reg, &hits)?;
     for h in &hits {
         let (rec, why) = &bad[&h.chunk];

@@ -21,6 +21,8 @@ pub mod sweep;
 
 use dedupfs_core::chunks::ChunkError;
 use dedupfs_core::kv::KvError;
+
+pub use dedupfs_core::reclaim::GcStatus;
 use dedupfs_core::store::StoreError;
 use std::path::PathBuf;
 use thiserror::Error;
@@ -40,6 +42,10 @@ pub enum GcError {
     },
     #[error("a garbage collection is already running on this store")]
     Busy,
+    #[error(
+        "garbage collection stopped early (the store is being unmounted); the next run finishes it"
+    )]
+    Cancelled,
     #[error(transparent)]
     History(#[from] dedupfs_snapshot::HistoryError),
 }

@@ -27,6 +27,8 @@ pub struct Options {
     pub grace: Duration,
     /// Only plan; change nothing.
     pub dry_run: bool,
+    /// Set to stop a run early (the daemon unmounting); it fails with `Cancelled`.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for Options {
@@ -35,6 +37,7 @@ impl Default for Options {
             min_reclaim: 0.5,
             grace: Duration::from_secs(10),
             dry_run: false,
+            cancel: None,
         }
     }
 }
@@ -95,6 +98,12 @@ pub struct Plan {
     /// The pack being written is worth collecting: the sweep closes it first (on a quiet
     /// store it would otherwise never stop being "current").
     pub closes_current: bool,
+    /// Pack bytes of chunks that only history references (no live tree reads them):
+    /// versions kept by retention, read-only snapshots, bookmarks, states kept by
+    /// rollbacks. GC cannot free them; pruning history can.
+    pub history_held_bytes: u64,
+    /// The same by the container that stored each chunk first, largest first.
+    pub history_held: Vec<(String, u64)>,
 }
 
 /// The pack being written is closed for collection only when it frees at least this much
@@ -112,7 +121,7 @@ struct Tally {
 pub fn build(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Plan> {
     let dir = store.root().join(PACKS_DIR);
     let on_disk = pack::list_packs(&dir).map_err(io_err(&dir))?;
-    let condemned = state::condemned(&**store.kv())?;
+    let condemned = state::condemned(store)?;
     let condemned_ids: HashSet<u32> = condemned.iter().map(|c| c.pack).collect();
     let current = store.chunks.writer().current();
     let total_chunks = store.committer.store_counters().chunks;
@@ -149,6 +158,8 @@ pub fn build(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Pl
         );
     }
 
+    let (held, held_by) = history_held(store, total_chunks, progress)?;
+    plan.history_held_bytes = held;
     let disk: HashSet<PackId> = on_disk.iter().map(|(p, _)| *p).collect();
     plan.missing_pack_chunks = tally
         .iter()
@@ -211,6 +222,16 @@ pub fn build(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Pl
         .sum::<u64>();
     plan.condemned = condemned;
     let reg = store.registry();
+    let name_of = |id: u32| {
+        reg.get(ContainerId(id))
+            .map(|c| c.rec.name.clone())
+            .unwrap_or_else(|| format!("(deleted container {id})"))
+    };
+    plan.history_held = held_by
+        .into_iter()
+        .map(|(id, b)| (name_of(id), b))
+        .collect();
+    plan.history_held.sort_by_key(|x| std::cmp::Reverse(x.1));
     plan.containers = owners
         .into_iter()
         .map(|(id, (bytes, n))| ContainerReclaim {
@@ -224,4 +245,71 @@ pub fn build(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Pl
         })
         .collect();
     Ok(plan)
+}
+
+/// Chunks one pass of [`history_held`] tracks as live (bounds its memory).
+const LIVE_PARTITION: u64 = 4_000_000;
+
+/// Pack bytes of referenced chunks that no live tree (a container's live tree or a
+/// read-write snapshot) reads, in all and by the container that stored each first. Walks
+/// the live trees once per partition of the chunk-id space, so memory stays bounded.
+fn history_held(
+    store: &Store,
+    total_chunks: u64,
+    progress: Progress<'_>,
+) -> Result<(u64, BTreeMap<u32, u64>)> {
+    let reg = store.registry();
+    let mut trees: Vec<std::sync::Arc<dedupfs_core::containers::ContainerInfo>> = reg.list();
+    trees.extend(reg.snapshots().into_iter().filter(|s| !s.read_only));
+    let parts = total_chunks.div_ceil(LIVE_PARTITION).max(1);
+    let (mut held, mut by) = (0u64, BTreeMap::new());
+    for p in 0..parts {
+        let mine = |id: ChunkId| parts <= 1 || (id.0 % parts as u128) as u64 == p;
+        let mut live: HashSet<ChunkId> = HashSet::new();
+        for t in &trees {
+            let mut seen = HashSet::new();
+            let mut dirs = vec![t.root()];
+            while let Some(d) = dirs.pop() {
+                for (_, e) in dedupfs_core::tree::entries(store, &t.read_point, d)? {
+                    match e.kind {
+                        dedupfs_core::records::FileKind::Directory => dirs.push(e.ino),
+                        dedupfs_core::records::FileKind::RegularFile if seen.insert(e.ino) => {
+                            let Some(rec) = dedupfs_core::tree::inode(store, &t.read_point, e.ino)?
+                            else {
+                                continue;
+                            };
+                            for (_, x) in dedupfs_core::tree::extents(
+                                store,
+                                &t.read_point,
+                                e.ino,
+                                rec.data_gen,
+                                0,
+                                rec.size,
+                            )? {
+                                if mine(x.chunk) {
+                                    live.insert(x.chunk);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        let mut after = None;
+        loop {
+            let page = store.chunks.index_page(after, PAGE)?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.0);
+            for (id, rec) in &page {
+                if rec.refs > 0 && mine(*id) && !live.contains(id) {
+                    let bytes = RECORD_HEADER_LEN + rec.stored_len as u64;
+                    held += bytes;
+                    *by.entry(rec.owner).or_default() += bytes;
+                }
+            }
+        }
+        progress("finding what only history holds", p + 1, Some(parts));
+    }
+    Ok((held, by))
 }

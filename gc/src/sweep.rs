@@ -25,10 +25,10 @@ const BATCH: usize = 4096;
 /// Packs whose chunks one index scan collects (bounds memory: their live entries).
 const GROUP: usize = 64;
 
-/// Stores with a GC running in this process (one at a time per store).
 /// A chunk copied out of a pack: (chunk, old location, new location).
 type Move = (ChunkId, RecordLoc, RecordLoc);
 
+/// Stores with a GC running in this process. Lock order: a leaf (held only to claim).
 static RUNNING: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
 
 struct Running(std::path::PathBuf);
@@ -75,6 +75,20 @@ pub struct Report {
     pub duration_ms: u64,
 }
 
+/// What to record of a finished run (for `stats`).
+pub fn run_record(res: &Result<Report>, t0: Instant, background: bool) -> state::RunRecord {
+    state::RunRecord {
+        reclaimed: res.as_ref().map(|r| r.reclaimed_bytes).unwrap_or(0),
+        ms: t0.elapsed().as_millis() as u64,
+        background,
+        error: res.as_ref().err().map(|e| e.to_string()),
+        history_held: res
+            .as_ref()
+            .ok()
+            .map(|r| (r.plan.history_held_bytes, r.plan.history_held.clone())),
+    }
+}
+
 /// Plans and (unless `dry_run`) runs a garbage collection.
 pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Report> {
     let _running = Running::claim(store)?;
@@ -92,41 +106,56 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
         return Ok(r);
     }
     if plan.closes_current {
-        store
-            .chunks
-            .writer()
-            .roll()
-            .map_err(|e| GcError::Chunk(e.into()))?;
+        match store.chunks.writer().roll() {
+            // Closing it only means writing its buffered tail; on a full disk that waits.
+            Err(pack::PackError::NoSpace { .. }) => r
+                .skipped
+                .push("the pack being written was left open: no space for its tail".into()),
+            other => other.map_err(|e| GcError::Chunk(e.into()))?,
+        }
     }
     forget_dead(store, &mut r, progress)?;
-    // Deletes first: they need no space, and free some for the rewrites' copies.
-    let mut targets: Vec<(bool, u32)> = plan
-        .packs
-        .iter()
-        .filter(|p| p.action != Action::Keep)
-        .map(|p| (p.action == Action::Rewrite, p.pack))
-        .collect();
-    targets.sort();
-    let targets: Vec<u32> = targets.into_iter().map(|(_, p)| p).collect();
+    check_cancel(opts)?;
     let sizes: HashMap<u32, u64> = plan.packs.iter().map(|p| (p.pack, p.size)).collect();
+    let of = |a: Action| -> Vec<u32> {
+        plan.packs
+            .iter()
+            .filter(|p| p.action == a)
+            .map(|p| p.pack)
+            .collect()
+    };
+    let (deletes, rewrites) = (of(Action::Delete), of(Action::Rewrite));
+    let total = deletes.len() + rewrites.len();
     let mut done = 0u64;
-    for group in targets.chunks(GROUP) {
-        match rewrite_group(
-            store,
-            group,
-            &sizes,
-            &mut r,
-            progress,
-            &mut done,
-            targets.len(),
-        ) {
-            Err(GcError::Chunk(ChunkError::Pack(pack::PackError::NoSpace { .. }))) => {
-                // Finish what frees space; the copies made so far are garbage for next time.
-                r.skipped
-                    .push("rewrites stopped: no space left for copies (deletes went ahead)".into());
-                break;
+    // Whole dead packs go first: they need no copies, and on a full disk they are where
+    // the room for the copies comes from.
+    for group in deletes.chunks(GROUP) {
+        rewrite_group(store, group, &sizes, &mut r, progress, &mut done, total)?;
+    }
+    let short = store
+        .chunks
+        .writer()
+        .free_beyond_reserve()
+        .is_some_and(|free| free < plan.copy_bytes.saturating_mul(2));
+    if !rewrites.is_empty() && short && !deletes.is_empty() {
+        // Delete them now (after their grace period), before writing any copy.
+        delete_expired(store, opts, &mut r, progress)?;
+    }
+    {
+        let _relief = store.chunks.writer().reserve_relief();
+        for group in rewrites.chunks(GROUP) {
+            check_cancel(opts)?;
+            match rewrite_group(store, group, &sizes, &mut r, progress, &mut done, total) {
+                Err(GcError::Chunk(ChunkError::Pack(pack::PackError::NoSpace { .. }))) => {
+                    // Finish what frees space; the copies made so far are garbage for next
+                    // time.
+                    r.skipped.push(
+                        "rewrites stopped: no space left for copies (deletes went ahead)".into(),
+                    );
+                    break;
+                }
+                other => other?,
             }
-            other => other?,
         }
     }
     delete_expired(store, opts, &mut r, progress)?;
@@ -151,6 +180,15 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
     Ok(r)
 }
 
+/// Stops a run the daemon wants to end (unmount). Every step before is complete or
+/// redone by the next run.
+fn check_cancel(opts: &Options) -> Result<()> {
+    match &opts.cancel {
+        Some(c) if c.load(std::sync::atomic::Ordering::Acquire) => Err(GcError::Cancelled),
+        _ => Ok(()),
+    }
+}
+
 /// Drops the index entries of unreferenced chunks, a batch per commit.
 fn forget_dead(store: &Store, r: &mut Report, progress: Progress<'_>) -> Result<()> {
     let mut after: Option<ChunkId> = None;
@@ -160,13 +198,9 @@ fn forget_dead(store: &Store, r: &mut Report, progress: Progress<'_>) -> Result<
             return Ok(());
         }
         let _gate = store.chunks.gc_gate();
-        let (n, bytes) = store.committer.commit(|c| {
-            let (txn, counters) = c.txn_and_store();
-            store
-                .chunks
-                .forget_dead(txn, dead, counters)
-                .map_err(StoreError::from)
-        })?;
+        let (n, bytes) = store
+            .committer
+            .commit(|c| store.chunks.forget_dead(c, dead).map_err(StoreError::from))?;
         r.dead_chunks_removed += n;
         r.dead_bytes_removed += bytes;
         dead.clear();
@@ -310,10 +344,9 @@ fn rewrite_group(
     for (pack, moves) in moves_of {
         if !moves.is_empty() && !synced {
             // The copies must be durable before any entry points at them.
-            store
-                .chunks
-                .writer()
-                .sync()
+            let w = store.chunks.writer();
+            w.flush()
+                .and_then(|()| w.sync())
                 .map_err(|e| GcError::Chunk(e.into()))?;
             synced = true;
         }
@@ -321,12 +354,9 @@ fn rewrite_group(
         let size = sizes.get(&pack.0).copied().unwrap_or(0);
         let _gate = store.chunks.gc_gate();
         store.committer.commit(|c| {
-            store
-                .chunks
-                .relocate(&mut c.txn, &moves)
-                .map_err(StoreError::from)?;
-            state::condemn(
-                &mut c.txn,
+            store.chunks.relocate(c, &moves).map_err(StoreError::from)?;
+            dedupfs_core::reclaim::condemn(
+                c,
                 Condemned {
                     pack: pack.0,
                     since,
@@ -355,8 +385,7 @@ fn delete_expired(
     r: &mut Report,
     progress: Progress<'_>,
 ) -> Result<()> {
-    let kv = &**store.kv();
-    let mut condemned = state::condemned(kv)?;
+    let mut condemned = state::condemned(store)?;
     if condemned.is_empty() {
         return Ok(());
     }
@@ -364,6 +393,7 @@ fn delete_expired(
     let grace = opts.grace.as_secs() as i64;
     let newest = condemned.iter().map(|c| c.since).max().unwrap_or(0);
     while state::now() < newest + grace {
+        check_cancel(opts)?;
         let waited = (state::now() - newest).clamp(0, grace) as u64;
         progress(
             "waiting for readers in flight (grace period)",
@@ -381,7 +411,7 @@ fn delete_expired(
     }
     // The commits that moved chunks away must be durable before the old copies go (the
     // copies themselves were synced before those commits).
-    store.kv().sync()?;
+    store.sync()?;
     let mut doomed: HashSet<PackId> = expired.iter().map(|c| PackId(c.pack)).collect();
     let mut after: Option<ChunkId> = None;
     let mut rescued = Vec::new();
@@ -401,7 +431,7 @@ fn delete_expired(
             }
         }
     }
-    state::release(kv, &rescued)?;
+    state::release(store, &rescued)?;
     let dir = store.root().join(PACKS_DIR);
     let mut gone = Vec::new();
     let mut shards = HashSet::new();
@@ -430,6 +460,6 @@ fn delete_expired(
             let _ = d.sync_all();
         }
     }
-    state::release(kv, &gone)?;
+    state::release(store, &gone)?;
     Ok(())
 }

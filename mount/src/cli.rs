@@ -11,6 +11,7 @@ Exit codes:
   3  store unavailable (missing, not a store, newer format, in use by another process)
   4  mount problem (mount point missing or busy, no FUSE)
   5  not found (no such container, snapshot or bookmark)
+  6  permission denied (another user's store or daemon)
 
 Logging goes to stderr (the daemon's to STORE/dedupfs.log); set RUST_LOG=debug for more.";
 
@@ -99,6 +100,9 @@ pub enum Cmd {
         #[arg(long)]
         repair: bool,
     },
+    /// Commit every buffered write and make all of it durable (pack data, then the
+    /// metadata log); fails if any of it cannot be written
+    Sync,
     /// Show logical and physical usage, dedup and compression ratios
     Stats {
         /// Only this container
@@ -178,11 +182,19 @@ pub enum SnapshotCmd {
     /// List what a rw-tracking snapshot changed: paths, and byte ranges of files
     Changes { name: String },
     /// Replay a rw-tracking snapshot's changes onto a container or a rw snapshot
+    ///
+    /// A path the target changed too since the snapshot was taken (its content, size,
+    /// type, mode, owner or extended attributes; never its times) is a conflict: it is
+    /// reported and left as the target has it, while every other change is applied; the
+    /// command then exits 1. With --force the snapshot's version replaces the target's.
     Apply {
         name: String,
         /// The container or snapshot to change
         #[arg(long)]
         onto: String,
+        /// Take the snapshot's side where the target changed a path too
+        #[arg(long)]
+        force: bool,
     },
     /// Mount a snapshot on its own mount point (a bind mount of MOUNT/.snapshots/NAME;
     /// the store must be mounted). Unmount with umount(8).

@@ -15,7 +15,6 @@ use dedupfs_core::fs::{Fs, FsOptions};
 use dedupfs_core::store::{OpenOptions, Store};
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
-use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -249,16 +248,20 @@ pub fn mount_background(store: &Path, mnt: &Path, opts: &MountOpts) -> Result<()
         .log
         .clone()
         .unwrap_or_else(|| store.join("dedupfs.log"));
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| {
-            CliError::new(
-                ExitKind::Store,
-                format!("cannot open log {}: {e}", log_path.display()),
-            )
-        })?;
+    let log = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&log_path)
+    }
+    .map_err(|e| {
+        CliError::new(
+            ExitKind::Store,
+            format!("cannot open log {}: {e}", log_path.display()),
+        )
+    })?;
     let exe = std::env::current_exe()
         .map_err(|e| CliError::new(ExitKind::Failed, format!("current_exe: {e}")))?;
     let mut cmd = std::process::Command::new(exe);
@@ -299,7 +302,7 @@ pub fn mount_background(store: &Path, mnt: &Path, opts: &MountOpts) -> Result<()
     if msg == "ok" {
         return Ok(());
     }
-    let _ = child.wait();
+    let status = child.wait();
     if let Some(rest) = msg.strip_prefix("error ") {
         let (code, text) = rest.split_once(' ').unwrap_or(("1", rest));
         return Err(CliError::new(
@@ -310,7 +313,11 @@ pub fn mount_background(store: &Path, mnt: &Path, opts: &MountOpts) -> Result<()
     Err(CliError::new(
         ExitKind::Failed,
         format!(
-            "the daemon exited before mounting; see {}",
+            "the daemon exited before mounting ({}); see {}",
+            match status {
+                Ok(s) => s.to_string(),
+                Err(e) => format!("its status is unknown: {e}"),
+            },
             log_path.display()
         ),
     ))
@@ -342,6 +349,8 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
     let sigset = block_signals();
     let mnt = check_mountpoint(mnt)?;
     check_fuse()?;
+    // Before anything is opened or mounted: the control socket's directory must be ours.
+    let run_dir = locate::ensure_run_dir().map_err(mount_err)?;
     let open = OpenOptions {
         lock_wait: opts.lock_wait,
         purpose: format!("mounted at {}", mnt.display()),
@@ -391,6 +400,7 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
         },
     );
     let known = adapter.known_nodes();
+    let shutdown_report = adapter.shutdown_slot();
     let notifier_slot = adapter.notifier_slot();
     let config = fuse_config(opts, &store_root);
     let mut session = fuser::Session::new(adapter, &mnt, &config).map_err(|e| {
@@ -406,27 +416,27 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
     let notifier = session.notifier();
     let _ = notifier_slot.set(session.notifier());
 
-    // Control socket and registry entry.
-    let _ = std::fs::create_dir_all(locate::run_dir());
+    // Control socket and registry entry, in the run directory only we can reach.
     let sock = locate::socket_path(&store_root);
-    let _ = std::fs::remove_file(&sock);
-    match UnixListener::bind(&sock) {
-        Ok(listener) => {
-            let ctx = Arc::new(ops::Ctx {
-                store: store.clone(),
-                fs: Some(fs.clone()),
-                notifier: Some(notifier),
-                known: Some(known),
-            });
-            let _ = std::thread::Builder::new()
-                .name("control-accept".into())
-                .spawn(move || crate::control::serve(listener, ctx));
+    let ctx = Arc::new(ops::Ctx {
+        store: store.clone(),
+        fs: Some(fs.clone()),
+        notifier: Some(notifier),
+        known: Some(known),
+    });
+    let control = match crate::control::bind(&sock)
+        .and_then(|l| crate::control::Server::start(l, ctx.clone()))
+    {
+        Ok(s) => Some(s),
+        Err(e) => {
+            log::warn!(
+                "control socket {}: {e}; store commands will not reach this mount",
+                sock.display()
+            );
+            None
         }
-        Err(e) => log::warn!(
-            "control socket {}: {e}; store commands will not reach this mount",
-            sock.display()
-        ),
-    }
+    };
+    drop(ctx);
     let rec = MountRecord {
         store: store_root.clone(),
         mountpoint: mnt.clone(),
@@ -434,12 +444,11 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
         dev: locate::mount_at(&mnt).map(|m| m.dev).unwrap_or_default(),
         container: opts.container.clone(),
         read_only: opts.read_only,
+        started: locate::own_start_time(),
     };
+    let _ = std::fs::remove_file(locate::exit_report_path(&store_root));
     if let Err(e) = locate::register(&rec) {
-        log::warn!(
-            "cannot register the mount in {}: {e}",
-            locate::run_dir().display()
-        );
+        log::warn!("cannot register the mount in {}: {e}", run_dir.display());
     }
 
     // Signals unmount.
@@ -458,47 +467,143 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
             }
         });
 
-    // Retention runs on its own: at mount, then every prune_interval.
-    if !opts.prune_interval.is_zero() && !opts.read_only {
-        let (st, every) = (store.clone(), opts.prune_interval);
-        let _ = std::thread::Builder::new()
-            .name("retention".into())
-            .spawn(move || loop {
-                for (name, r) in dedupfs_snapshot::retention::prune_all(&st) {
-                    match r {
-                        Ok(rep) if rep.pruned_versions > 0 => log::info!(
-                            "retention of '{name}': pruned {} versions, {} bytes reclaimable",
-                            rep.pruned_versions,
-                            rep.reclaimable_bytes
-                        ),
-                        Ok(_) => {}
-                        Err(e) => log::warn!("retention of '{name}': {e}"),
-                    }
-                }
-                std::thread::sleep(every);
-            });
-    }
-
-    // The cleaner: garbage collection once the store has been idle for gc_idle.
-    if !opts.gc_idle.is_zero() && !opts.read_only {
-        let (st, idle, grace) = (store.clone(), opts.gc_idle, opts.gc_grace);
-        let _ = std::thread::Builder::new()
-            .name("gc".into())
-            .spawn(move || idle_gc(&st, idle, grace));
-    }
-
+    let background = Background::start(&store, opts);
     log::info!("{} mounted at {}", store_root.display(), mnt.display());
     report_ready("ok\n");
     let r = session.run();
+    // The kernel has let go and `destroy` flushed. Stop everything that holds the store,
+    // then close it, so RocksDB shuts down cleanly and nothing writes after we report.
+    background.stop();
+    if let Some(c) = control {
+        c.stop();
+    }
     locate::unregister(&store_root);
+    let mut problems: Vec<String> = shutdown_report.lock().take().into_iter().collect();
+    if problems.is_empty() {
+        // `destroy` did not run (the session ended otherwise) or flushed everything.
+        if let Err(e) = fs.shutdown() {
+            problems.push(format!("the final flush failed: {e}"));
+        }
+    }
     drop(fs);
-    log::info!("{} unmounted", mnt.display());
-    r.map_err(|e| {
-        CliError::new(
-            ExitKind::Failed,
-            format!("FUSE session ended with an error: {e}"),
-        )
-    })
+    match Arc::try_unwrap(store) {
+        Ok(s) => drop(s),
+        Err(s) => {
+            problems.push(format!(
+                "the store is still in use by {} holders and was not closed cleanly",
+                Arc::strong_count(&s) - 1
+            ));
+        }
+    }
+    if let Err(e) = &r {
+        problems.push(format!("the FUSE session ended with an error: {e}"));
+    }
+    let report = locate::ExitReport {
+        pid: std::process::id(),
+        clean: problems.is_empty(),
+        message: (!problems.is_empty()).then(|| problems.join("; ")),
+    };
+    let path = locate::exit_report_path(&store_root);
+    if let Err(e) = std::fs::write(&path, serde_json::to_vec(&report).unwrap_or_default()) {
+        log::warn!("cannot leave the unmount report at {}: {e}", path.display());
+    }
+    match report.message {
+        None => {
+            log::info!("{} unmounted; the store is closed", mnt.display());
+            Ok(())
+        }
+        Some(m) => {
+            log::error!("{} unmounted, but {m}", mnt.display());
+            Err(CliError::new(
+                ExitKind::Failed,
+                format!("unmounted, but {m}"),
+            ))
+        }
+    }
+}
+
+/// The daemon's own background work (retention, the idle cleaner), stopped and joined at
+/// unmount so that nothing still holds the store when it is closed.
+struct Background {
+    /// Set to stop; the condvar wakes sleepers at once. Lock order: a leaf.
+    stop: Arc<(parking_lot::Mutex<bool>, parking_lot::Condvar)>,
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Background {
+    fn start(store: &Arc<Store>, opts: &MountOpts) -> Background {
+        let stop = Arc::new((parking_lot::Mutex::new(false), parking_lot::Condvar::new()));
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut threads = Vec::new();
+        // Retention runs on its own: at mount, then every prune_interval.
+        if !opts.prune_interval.is_zero() && !opts.read_only {
+            let (st, every, stop) = (store.clone(), opts.prune_interval, stop.clone());
+            match std::thread::Builder::new()
+                .name("retention".into())
+                .spawn(move || loop {
+                    for (name, r) in dedupfs_snapshot::retention::prune_all(&st) {
+                        match r {
+                            Ok(rep) if rep.pruned_versions > 0 => log::info!(
+                                "retention of '{name}': pruned {} versions, {} bytes reclaimable",
+                                rep.pruned_versions,
+                                rep.reclaimable_bytes
+                            ),
+                            Ok(_) => {}
+                            Err(e) => log::warn!("retention of '{name}': {e}"),
+                        }
+                    }
+                    if Self::wait(&stop, every) {
+                        return;
+                    }
+                }) {
+                Ok(t) => threads.push(t),
+                Err(e) => log::error!("retention thread not started: {e}"),
+            }
+        }
+        // The cleaner: garbage collection once the store has been idle for gc_idle.
+        if !opts.gc_idle.is_zero() && !opts.read_only {
+            let (st, idle, grace) = (store.clone(), opts.gc_idle, opts.gc_grace);
+            let (stop, cancel) = (stop.clone(), cancel.clone());
+            match std::thread::Builder::new()
+                .name("gc".into())
+                .spawn(move || idle_gc(&st, idle, grace, &stop, cancel))
+            {
+                Ok(t) => threads.push(t),
+                Err(e) => log::error!("idle cleaner not started: {e}"),
+            }
+        }
+        Background {
+            stop,
+            cancel,
+            threads,
+        }
+    }
+
+    /// Sleeps for `d`; true when asked to stop (at once, not after `d`).
+    fn wait(
+        stop: &(parking_lot::Mutex<bool>, parking_lot::Condvar),
+        d: std::time::Duration,
+    ) -> bool {
+        let deadline = std::time::Instant::now() + d;
+        let mut g = stop.0.lock();
+        while !*g {
+            if stop.1.wait_until(&mut g, deadline).timed_out() {
+                break;
+            }
+        }
+        *g
+    }
+
+    fn stop(self) {
+        *self.stop.0.lock() = true;
+        self.stop.1.notify_all();
+        self.cancel
+            .store(true, std::sync::atomic::Ordering::Release);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
 }
 
 fn fuse_config(opts: &MountOpts, store_root: &Path) -> fuser::Config {
@@ -549,8 +654,14 @@ fn fuse_config(opts: &MountOpts, store_root: &Path) -> fuser::Config {
 }
 
 /// Runs GC whenever no commit has happened for `idle` and there is space to reclaim; at most
-/// once per idle period.
-fn idle_gc(store: &Store, idle: std::time::Duration, grace: std::time::Duration) {
+/// once per idle period. Returns when asked to stop.
+fn idle_gc(
+    store: &Store,
+    idle: std::time::Duration,
+    grace: std::time::Duration,
+    stop: &(parking_lot::Mutex<bool>, parking_lot::Condvar),
+    cancel: Arc<std::sync::atomic::AtomicBool>,
+) {
     let tick = (idle / 4).clamp(
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(60),
@@ -558,7 +669,9 @@ fn idle_gc(store: &Store, idle: std::time::Duration, grace: std::time::Duration)
     let mut head = store.committer.head();
     let mut quiet_since = std::time::Instant::now();
     loop {
-        std::thread::sleep(tick);
+        if Background::wait(stop, tick) {
+            return;
+        }
         let now = store.committer.head();
         if now != head {
             head = now;
@@ -569,22 +682,30 @@ fn idle_gc(store: &Store, idle: std::time::Duration, grace: std::time::Duration)
             continue;
         }
         quiet_since = std::time::Instant::now();
-        let reclaimable = dedupfs_core::stats::store_stats(store)
-            .map(|s| (s.reclaimable_bytes, s.pack_bytes))
-            .unwrap_or((0, 0));
-        let condemned = dedupfs_gc::state::condemned(&**store.kv())
-            .map(|c| !c.is_empty())
-            .unwrap_or(false);
-        if !condemned && reclaimable.0 < (1u64 << 20).max(reclaimable.1 / 100) {
+        let (reclaimable, pack_bytes) = match dedupfs_core::stats::store_stats(store) {
+            Ok(s) => (s.reclaimable_bytes, s.pack_bytes),
+            Err(e) => {
+                log::warn!("background gc: cannot read the store's figures: {e}");
+                continue;
+            }
+        };
+        let condemned = match dedupfs_gc::state::condemned(store) {
+            Ok(c) => !c.is_empty(),
+            Err(e) => {
+                log::warn!("background gc: {e}");
+                continue;
+            }
+        };
+        if !condemned && reclaimable < (1u64 << 20).max(pack_bytes / 100) {
             continue;
         }
         log::info!(
-            "store idle for {} s with {} bytes reclaimable: collecting garbage",
-            idle.as_secs(),
-            reclaimable.0
+            "store idle for {} s with {reclaimable} bytes reclaimable: collecting garbage",
+            idle.as_secs()
         );
         let opts = dedupfs_gc::plan::Options {
             grace,
+            cancel: Some(cancel.clone()),
             ..Default::default()
         };
         let t0 = std::time::Instant::now();
@@ -592,15 +713,14 @@ fn idle_gc(store: &Store, idle: std::time::Duration, grace: std::time::Duration)
         match &r {
             Ok(_) => {}
             Err(dedupfs_gc::GcError::Busy) => continue,
+            Err(dedupfs_gc::GcError::Cancelled) => return,
             Err(e) => log::warn!("background gc: {e}"),
         }
-        dedupfs_gc::state::record_run(
-            store,
-            r.as_ref().map(|r| r.reclaimed_bytes).unwrap_or(0),
-            t0.elapsed().as_millis() as u64,
-            true,
-            r.err().map(|e| e.to_string()),
-        );
+        if let Err(e) =
+            dedupfs_gc::state::record_run(store, dedupfs_gc::sweep::run_record(&r, t0, true))
+        {
+            log::warn!("background gc: cannot record the run: {e}");
+        }
         head = store.committer.head();
     }
 }
@@ -608,7 +728,19 @@ fn idle_gc(store: &Store, idle: std::time::Duration, grace: std::time::Duration)
 /// `dedupfs umount`: unmount and wait for the daemon to release the store.
 pub fn umount(mnt: &Path, lazy: bool) -> Result<(), CliError> {
     let info = locate::mount_at(mnt)
+        .filter(|m| {
+            let canon = std::fs::canonicalize(mnt).unwrap_or_else(|_| mnt.to_path_buf());
+            m.mountpoint == canon || m.mountpoint == mnt
+        })
         .ok_or_else(|| mount_err(format!("{} is not mounted", mnt.display())))?;
+    if !info.is_dedupfs() {
+        return Err(mount_err(format!(
+            "{} is not a dedupfs mount (it is {} from {}); use umount(8) for it",
+            info.mountpoint.display(),
+            info.fstype,
+            info.source
+        )));
+    }
     let target = info.mountpoint.clone();
     let rec = locate::records()
         .into_iter()
@@ -649,13 +781,41 @@ pub fn umount(mnt: &Path, lazy: bool) -> Result<(), CliError> {
     }
     if let Some(r) = rec.filter(|r| !locate::any_view_of(&r.dev)) {
         // The daemon flushes and syncs after the kernel lets go (once no other view of the
-        // mount is left); wait for it to finish.
+        // mount is left); wait for it to finish, then say how that went.
         if !wait_exit(r.pid, std::time::Duration::from_secs(120)) {
             return Err(CliError::new(
                 ExitKind::Failed,
                 format!("daemon {} did not exit within 120 s", r.pid),
             ));
         }
+        let path = locate::exit_report_path(&r.store);
+        let report: Option<locate::ExitReport> = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|x: &locate::ExitReport| x.pid == r.pid);
+        let _ = std::fs::remove_file(&path);
+        return match report {
+            Some(x) if x.clean => Ok(()),
+            Some(x) => Err(CliError::new(
+                ExitKind::Failed,
+                format!(
+                    "{} was unmounted, but {}",
+                    target.display(),
+                    x.message
+                        .unwrap_or_else(|| "the daemon reported a failure".into())
+                ),
+            )),
+            None => Err(CliError::new(
+                ExitKind::Failed,
+                format!(
+                    "{} was unmounted, but the daemon (pid {}) exited without saying whether \
+                     everything reached the disk; see {}",
+                    target.display(),
+                    r.pid,
+                    r.store.join("dedupfs.log").display()
+                ),
+            )),
+        };
     }
     Ok(())
 }

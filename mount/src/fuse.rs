@@ -55,12 +55,16 @@ pub struct DedupFuse {
     notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
     /// Session threads blocked in `lseek` waiting for the kernel to write back.
     seeking: std::sync::atomic::AtomicUsize,
+    /// What the final flush at `destroy` could not commit (for the unmount report).
+    /// Lock order: a leaf.
+    shutdown: Arc<parking_lot::Mutex<Option<String>>>,
 }
 
 /// The node ids the kernel holds (looked up and not yet forgotten), so that a rollback
 /// can invalidate exactly the cached inodes of the container it changed.
 #[derive(Default)]
 pub struct KnownNodes {
+    /// Lookup counts the kernel holds. Protects: the map. Lock order: a leaf.
     counts: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
 }
 
@@ -96,7 +100,12 @@ impl DedupFuse {
             known: Arc::new(KnownNodes::default()),
             notifier: Arc::default(),
             seeking: Default::default(),
+            shutdown: Arc::default(),
         }
+    }
+    /// Where `destroy` leaves what its final flush could not commit.
+    pub fn shutdown_slot(&self) -> Arc<parking_lot::Mutex<Option<String>>> {
+        self.shutdown.clone()
     }
     pub fn known_nodes(&self) -> Arc<KnownNodes> {
         self.known.clone()
@@ -319,7 +328,19 @@ impl Filesystem for DedupFuse {
 
     fn destroy(&mut self) {
         if let Err(e) = self.fs.shutdown() {
-            log::error!("flushing buffered writes at unmount failed: {e}");
+            let lost = self.fs.unflushed();
+            let msg = if lost.is_empty() {
+                format!("the final flush failed: {e}")
+            } else {
+                format!(
+                    "buffered writes of {} file(s) could not be committed ({e}): {}; each keeps \
+                     the contents of its last commit",
+                    lost.len(),
+                    lost.join(", ")
+                )
+            };
+            log::error!("at unmount: {msg}");
+            *self.shutdown.lock() = Some(msg);
         }
     }
 

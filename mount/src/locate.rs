@@ -2,9 +2,14 @@
 //! `/proc/self/mountinfo`.
 //!
 //! A mounted daemon writes `RUNDIR/<id>.json` (store, mount point, pid) and listens on
-//! `RUNDIR/<id>.sock`, where `<id>` is a hash of the store's canonical path and RUNDIR is
-//! `/run/dedupfs` for root (else `$XDG_RUNTIME_DIR/dedupfs` or `/tmp/dedupfs-UID`). The
-//! socket lives there rather than in the store because socket paths are limited to 108 bytes.
+//! `RUNDIR/<id>.sock`, where `<id>` is a hash of the store's canonical path. RUNDIR is
+//! `$DEDUPFS_RUN_DIR` if set, else `/run/dedupfs` for root, else
+//! `$XDG_RUNTIME_DIR/dedupfs`, else `/run/user/UID/dedupfs` — never a predictable path in
+//! a world-writable directory. The socket lives there rather than in the store because
+//! socket paths are limited to 108 bytes.
+//!
+//! Invariant: the run directory is a real directory (not a link) owned by the user and
+//! reachable by nobody else (0700); one that is not is refused, by name, never used.
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -23,18 +28,75 @@ pub struct MountRecord {
     pub container: Option<String>,
     #[serde(default)]
     pub read_only: bool,
+    /// When the daemon process started (field 22 of `/proc/PID/stat`, clock ticks since
+    /// boot): with the pid, it names the process, so a record left by a killed daemon is
+    /// never taken for a live one whose pid happens to be the same. 0 in records written
+    /// before it existed (then only the pid is checked).
+    #[serde(default)]
+    pub started: u64,
+}
+
+pub fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() }
 }
 
 pub fn run_dir() -> PathBuf {
-    // SAFETY: geteuid has no preconditions.
-    let uid = unsafe { libc::geteuid() };
+    if let Some(d) = std::env::var_os("DEDUPFS_RUN_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let uid = euid();
     if uid == 0 {
         return PathBuf::from("/run/dedupfs");
     }
     match std::env::var_os("XDG_RUNTIME_DIR") {
         Some(d) if !d.is_empty() => PathBuf::from(d).join("dedupfs"),
-        _ => PathBuf::from(format!("/tmp/dedupfs-{uid}")),
+        _ => PathBuf::from(format!("/run/user/{uid}/dedupfs")),
     }
+}
+
+/// Creates the run directory (0700) or checks the one there: a directory, not a link,
+/// owned by this user, closed to others. Returns why not, by name.
+pub fn ensure_run_dir() -> Result<PathBuf, String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let d = run_dir();
+    match std::fs::DirBuilder::new().mode(0o700).create(&d) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot create the run directory {}: {e}",
+                d.display()
+            ))
+        }
+    }
+    let md =
+        std::fs::symlink_metadata(&d).map_err(|e| format!("run directory {}: {e}", d.display()))?;
+    if !md.file_type().is_dir() {
+        return Err(format!(
+            "run directory {} is not a directory (a link or a file is there); refusing to use it",
+            d.display()
+        ));
+    }
+    if md.uid() != euid() {
+        return Err(format!(
+            "run directory {} belongs to uid {}, not to uid {}; refusing to use it (remove it, or set DEDUPFS_RUN_DIR)",
+            d.display(),
+            md.uid(),
+            euid()
+        ));
+    }
+    if md.mode() & 0o077 != 0 {
+        use std::os::unix::fs::PermissionsExt;
+        log::warn!(
+            "run directory {} was open to other users (mode {:04o}); made it 0700",
+            d.display(),
+            md.mode() & 0o7777
+        );
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("run directory {}: {e}", d.display()))?;
+    }
+    Ok(d)
 }
 
 pub fn store_key(store: &Path) -> String {
@@ -52,8 +114,31 @@ pub fn record_path(store: &Path) -> PathBuf {
     run_dir().join(format!("{}.json", store_key(store)))
 }
 
-fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
+/// A process's state letter and start time, from `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may contain anything, so parse after the last ')'.
+    let (_, rest) = s.rsplit_once(") ")?;
+    let f: Vec<&str> = rest.split(' ').collect();
+    let state = f.first()?.chars().next()?;
+    let started = f.get(19)?.parse().ok()?;
+    Some((state, started))
+}
+
+/// This process's start time, for its record.
+pub fn own_start_time() -> u64 {
+    proc_stat(std::process::id()).map(|(_, t)| t).unwrap_or(0)
+}
+
+/// Whether the daemon a record names is still running: its pid exists, is not a zombie
+/// (a killed daemon stays one until it is reaped), and started when the record says.
+fn daemon_alive(r: &MountRecord) -> bool {
+    match proc_stat(r.pid) {
+        Some((state, started)) => {
+            state != 'Z' && state != 'X' && (r.started == 0 || started == r.started)
+        }
+        None => false,
+    }
 }
 
 /// Registry entries of running daemons, as recorded.
@@ -66,7 +151,7 @@ pub fn records() -> Vec<MountRecord> {
         if e.path().extension().is_some_and(|x| x == "json") {
             if let Ok(raw) = std::fs::read(e.path()) {
                 if let Ok(r) = serde_json::from_slice::<MountRecord>(&raw) {
-                    if pid_alive(r.pid) {
+                    if daemon_alive(&r) {
                         out.push(r);
                     }
                 }
@@ -83,7 +168,9 @@ pub fn mounts() -> Vec<MountRecord> {
     let mut out: Vec<MountRecord> = records()
         .into_iter()
         .filter_map(|r| {
-            if is_mountpoint(&r.mountpoint) {
+            // The recorded mount point still shows this daemon's filesystem (not another
+            // mounted there since), or another view of that filesystem is left.
+            if mount_at(&r.mountpoint).is_some_and(|m| r.dev.is_empty() || m.dev == r.dev) {
                 Some(r)
             } else {
                 view_of(&r.dev).map(|m| MountRecord {
@@ -98,7 +185,6 @@ pub fn mounts() -> Vec<MountRecord> {
 }
 
 pub fn register(rec: &MountRecord) -> std::io::Result<()> {
-    std::fs::create_dir_all(run_dir())?;
     let p = record_path(&rec.store);
     let tmp = p.with_extension("json.tmp");
     std::fs::write(&tmp, serde_json::to_vec(rec).unwrap_or_default())?;
@@ -110,9 +196,26 @@ pub fn unregister(store: &Path) {
     let _ = std::fs::remove_file(socket_path(store));
 }
 
+/// Where a daemon leaves the outcome of its unmount for `dedupfs umount` to report.
+pub fn exit_report_path(store: &Path) -> PathBuf {
+    run_dir().join(format!("{}.exit.json", store_key(store)))
+}
+
+/// How a daemon's unmount ended: everything on disk, or what was not.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Default)]
+pub struct ExitReport {
+    pub pid: u32,
+    pub clean: bool,
+    /// What went wrong, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 /// One line of /proc/self/mountinfo.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MountInfo {
+    /// The filesystem's super options (FUSE: `user_id=`, the mounting user).
+    pub super_opts: String,
     /// "MAJOR:MINOR" of the mounted filesystem.
     pub dev: String,
     /// The directory of that filesystem shown at the mount point ("/" unless a bind mount
@@ -151,6 +254,7 @@ pub fn mountinfo() -> Vec<MountInfo> {
             let f: Vec<&str> = l.split(' ').collect();
             let sep = f.iter().position(|x| *x == "-")?;
             Some(MountInfo {
+                super_opts: f.get(sep + 3).map(|s| s.to_string()).unwrap_or_default(),
                 dev: f.get(2)?.to_string(),
                 root: unescape(f.get(3)?),
                 mountpoint: PathBuf::from(unescape(f.get(4)?)),
@@ -176,7 +280,7 @@ pub fn view_of(dev: &str) -> Option<MountInfo> {
     }
     mountinfo()
         .into_iter()
-        .find(|m| m.dev == dev && m.root == "/")
+        .find(|m| m.dev == dev && m.root == "/" && m.fstype.starts_with("fuse"))
 }
 
 /// Whether any mount (whole or a subdirectory) of filesystem `dev` is left.
@@ -184,6 +288,29 @@ pub fn any_view_of(dev: &str) -> bool {
     !dev.is_empty() && mountinfo().iter().any(|m| m.dev == dev)
 }
 
-pub fn is_mountpoint(p: &Path) -> bool {
-    mount_at(p).is_some()
+impl MountInfo {
+    /// Whether this is a dedupfs mount: a FUSE mount that a daemon registered, or whose
+    /// source is a dedupfs store (a dead mount left by a killed daemon is one too).
+    pub fn is_dedupfs(&self) -> bool {
+        if !(self.fstype == "fuse" || self.fstype.starts_with("fuse.")) {
+            return false;
+        }
+        if self.fstype == "fuse.dedupfs" {
+            return true;
+        }
+        records()
+            .iter()
+            .any(|r| r.mountpoint == self.mountpoint || (!r.dev.is_empty() && r.dev == self.dev))
+            || Path::new(&self.source)
+                .join(dedupfs_core::store::config::CONFIG_FILE)
+                .exists()
+    }
+
+    /// The uid that mounted a FUSE filesystem (its `user_id=` option).
+    pub fn fuse_owner(&self) -> Option<u32> {
+        self.super_opts
+            .split(',')
+            .find_map(|o| o.strip_prefix("user_id="))
+            .and_then(|u| u.parse().ok())
+    }
 }

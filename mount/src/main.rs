@@ -30,6 +30,7 @@ pub enum ExitKind {
     Store,
     Mount,
     NotFound,
+    Denied,
 }
 
 impl ExitKind {
@@ -40,6 +41,7 @@ impl ExitKind {
             ExitKind::Store => 3,
             ExitKind::Mount => 4,
             ExitKind::NotFound => 5,
+            ExitKind::Denied => 6,
         }
     }
     pub fn from_code(c: i32) -> ExitKind {
@@ -48,6 +50,7 @@ impl ExitKind {
             3 => ExitKind::Store,
             4 => ExitKind::Mount,
             5 => ExitKind::NotFound,
+            6 => ExitKind::Denied,
             _ => ExitKind::Failed,
         }
     }
@@ -74,6 +77,7 @@ impl CliError {
             ErrorKind::NotFound => ExitKind::NotFound,
             ErrorKind::Invalid => ExitKind::Usage,
             ErrorKind::Store => ExitKind::Store,
+            ErrorKind::Denied => ExitKind::Denied,
             ErrorKind::Exists | ErrorKind::Busy | ErrorKind::Io => ExitKind::Failed,
         };
         CliError::new(kind, e.message)
@@ -121,6 +125,12 @@ fn chunk_size(name: &str, v: &str) -> Result<u32, CliError> {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
+    if !matches!(cli.cmd, Cmd::Install { .. }) {
+        // Everything this process creates in a store, its run directory and its log is
+        // for its user alone (RocksDB creates its files 0644 minus the umask).
+        // SAFETY: umask only changes this process's file-creation mask.
+        unsafe { libc::umask(0o077) };
+    }
     match cli.cmd {
         Cmd::Init(a) => {
             let opts = InitOptions {
@@ -336,9 +346,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
                     history::sync_mount(&store);
                     (Request::SnapshotChanges { name }, "snapshot changes")
                 }
-                SnapshotCmd::Apply { name, onto } => {
+                SnapshotCmd::Apply { name, onto, force } => {
                     history::sync_mount(&store);
-                    (Request::SnapshotApply { name, onto }, "snapshot apply")
+                    (
+                        Request::SnapshotApply { name, onto, force },
+                        "snapshot apply",
+                    )
                 }
             };
             let v = store_cmd(&store, req, what)?;
@@ -437,6 +450,15 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Cmd::Sync => {
+            let store = resolve_store(cli.store)?;
+            history::sync_mount(&store);
+            let v = store_cmd(&store, Request::Sync, "sync")?;
+            if cli.json {
+                println!("{v}");
+            }
+            Ok(())
+        }
         Cmd::Stats { container } => {
             let store = resolve_store(cli.store)?;
             let v = store_cmd(
@@ -471,13 +493,41 @@ fn resolve_store(arg: Option<PathBuf>) -> Result<PathBuf, CliError> {
             if !p.exists() {
                 return Err(CliError::from_store(StoreError::NotFound(p)));
             }
-            if p.join(dedupfs_core::store::config::CONFIG_FILE).exists() {
-                return std::fs::canonicalize(&p)
-                    .map_err(|e| CliError::new(ExitKind::Store, format!("{}: {e}", p.display())));
+            match std::fs::metadata(p.join(dedupfs_core::store::config::CONFIG_FILE)) {
+                Ok(_) => {
+                    return std::fs::canonicalize(&p).map_err(|e| {
+                        CliError::new(ExitKind::Store, format!("{}: {e}", p.display()))
+                    })
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(CliError::from_store(StoreError::NotPermitted {
+                        owner: dedupfs_core::store::perms::owner(&p).unwrap_or(0),
+                        path: p,
+                    }))
+                }
+                Err(_) => {}
             }
             let canon = std::fs::canonicalize(&p).unwrap_or(p.clone());
             if let Some(m) = locate::mounts().into_iter().find(|m| m.mountpoint == canon) {
                 return Ok(m.store);
+            }
+            // Someone else's dedupfs mount: say so, rather than "not a store".
+            if let Some(m) = locate::mount_at(&canon).filter(|m| m.mountpoint == canon) {
+                let owner = m.fuse_owner();
+                if (m.fstype == "fuse" || m.fstype.starts_with("fuse."))
+                    && owner.is_some_and(|o| o != locate::euid())
+                    && locate::euid() != 0
+                {
+                    return Err(CliError::new(
+                        ExitKind::Denied,
+                        format!(
+                            "permission denied: {} is mounted by uid {} ({}); only that user or root may control it",
+                            canon.display(),
+                            owner.unwrap_or(0),
+                            m.source
+                        ),
+                    ));
+                }
             }
             Err(CliError::from_store(StoreError::NotAStore(p)))
         }
@@ -622,6 +672,12 @@ fn print_list(v: &serde_json::Value, json: bool) {
 
 fn print_store_stats(v: &serde_json::Value) {
     println!("store        {}", v["store"].as_str().unwrap_or("?"));
+    if let Some(h) = v["halted"].as_str() {
+        println!("HEALTH       HALTED, takes no writes: {h}; unmount and mount again, then run `dedupfs fsck --scrub`");
+    }
+    if v["counters_drifted"].as_bool() == Some(true) {
+        println!("counters     a live-file counter went out of step; run `dedupfs fsck --repair`");
+    }
     println!("files        {}", num(v, "files"));
     println!("logical      {}", output::size(num(v, "logical_bytes")));
     println!(

@@ -63,6 +63,7 @@ pub fn print_gc(v: &Value, list_packs: bool) {
             &rows,
         );
     }
+    print_history_held(p);
     if v["dry_run"].as_bool() == Some(true) {
         println!("dry run: nothing changed");
         return;
@@ -89,6 +90,37 @@ pub fn print_gc(v: &Value, list_packs: bool) {
     }
     for s in v["skipped"].as_array().into_iter().flatten() {
         println!("skipped: {}", s.as_str().unwrap_or("?"));
+    }
+}
+
+/// What only history holds (GC cannot free it), and how to release it.
+fn print_history_held(p: &Value) {
+    let held = n(p, "history_held_bytes");
+    if held == 0 {
+        return;
+    }
+    let by: Vec<(String, u64)> = p["history_held"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| Some((x[0].as_str()?.to_string(), x[1].as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let list: Vec<String> = by
+        .iter()
+        .map(|(c, b)| format!("{c} {}", size(*b)))
+        .collect();
+    println!(
+        "      held by history: {} that no live file uses ({}); retention keeps it readable",
+        size(held),
+        list.join(", ")
+    );
+    if let Some((c, _)) = by.first() {
+        println!(
+            "      to release it: dedupfs container set {c} --retention all=24h (or shorter), \
+             then dedupfs retention prune {c} and dedupfs gc"
+        );
     }
 }
 
@@ -138,6 +170,21 @@ pub fn print_gc_status(g: &Value) {
     if n(g, "runs") == 0 {
         println!("gc           never run");
         return;
+    }
+    if n(g, "history_held_bytes") > 0 {
+        let list: Vec<String> = g["history_held"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| Some(format!("{} {}", x[0].as_str()?, size(x[1].as_u64()?))))
+                    .collect()
+            })
+            .unwrap_or_default();
+        println!(
+            "held by history  {} at the last gc ({}): prune history to release it (`dedupfs retention show`)",
+            size(n(g, "history_held_bytes")),
+            list.join(", ")
+        );
     }
     let ago = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

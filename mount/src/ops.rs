@@ -10,6 +10,7 @@ use dedupfs_core::ids::ContainerId;
 use dedupfs_core::stats;
 use dedupfs_core::store::{Store, StoreError};
 use serde::{Deserialize, Serialize};
+use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
 /// What the CLI asks for.
@@ -68,6 +69,8 @@ pub enum Request {
     SnapshotApply {
         name: String,
         onto: String,
+        #[serde(default)]
+        force: bool,
     },
     Rollback {
         container: String,
@@ -114,6 +117,8 @@ pub enum ErrorKind {
     Busy,
     Store,
     Io,
+    /// The caller may not do this (another user's store or daemon).
+    Denied,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -158,6 +163,7 @@ impl From<StoreError> for OpError {
             | StoreError::NotEmpty { .. }
             | StoreError::AlreadyAStore { .. }
             | StoreError::Locked { .. } => ErrorKind::Store,
+            StoreError::NotPermitted { .. } => ErrorKind::Denied,
             _ => ErrorKind::Io,
         };
         OpError {
@@ -177,6 +183,12 @@ impl From<dedupfs_gc::GcError> for OpError {
             },
             other => OpError::io(other.to_string()),
         }
+    }
+}
+
+impl From<dedupfs_core::kv::KvError> for OpError {
+    fn from(e: dedupfs_core::kv::KvError) -> Self {
+        StoreError::from(e).into()
     }
 }
 
@@ -233,6 +245,21 @@ impl Ctx {
             });
     }
 
+    /// Drops what the kernel caches of the paths an apply changed (it changed them behind
+    /// the kernel's back, through the core): each path's directory entry, and the pages
+    /// and attributes of every cached inode of the target tree.
+    fn invalidate_applied(&self, r: &dedupfs_snapshot::apply::ApplyReport) {
+        let (Some(n), Some(k)) = (&self.notifier, &self.known) else {
+            return;
+        };
+        for (parent, name) in &r.touched {
+            let _ = n.inval_entry(fuser::INodeNo(*parent), std::ffi::OsStr::from_bytes(name));
+        }
+        for node in k.of_view(r.target_view) {
+            let _ = n.inval_inode(fuser::INodeNo(node), 0, 0);
+        }
+    }
+
     /// The filesystem core: the mounted one, or a private one over the open store.
     fn fs_core(&self) -> Arc<Fs> {
         match &self.fs {
@@ -280,7 +307,7 @@ fn show(store: &Store, name: &str) -> Result<serde_json::Value, OpError> {
         .registry()
         .by_name(name)
         .ok_or_else(|| ContainerError::NotFound(name.into()))?;
-    let st = stats::container_stats(store, ci.id());
+    let st = stats::container_stats(store, ci.id())?;
     Ok(serde_json::json!({
         "name": ci.rec.name,
         "id": ci.rec.id,
@@ -327,14 +354,16 @@ pub fn execute(
                         .registry()
                         .by_name(&name)
                         .ok_or_else(|| ContainerError::NotFound(name.clone()))?;
-                    Ok(serde_json::to_value(stats::container_stats(store, ci.id()))
-                        .unwrap_or_default())
+                    Ok(
+                        serde_json::to_value(stats::container_stats(store, ci.id())?)
+                            .unwrap_or_default(),
+                    )
                 }
                 None => {
                     let mut v =
                         serde_json::to_value(stats::store_stats(store)?).unwrap_or_default();
                     v["gc"] =
-                        serde_json::to_value(dedupfs_gc::state::status(store)).unwrap_or_default();
+                        serde_json::to_value(dedupfs_gc::state::status(store)?).unwrap_or_default();
                     Ok(v)
                 }
             }
@@ -359,6 +388,7 @@ pub fn execute(
                 min_reclaim,
                 grace: std::time::Duration::from_secs_f64(grace_secs.max(0.0)),
                 dry_run,
+                cancel: None,
             };
             let t0 = std::time::Instant::now();
             let mut pr = |what: &str, done: u64, total: Option<u64>| {
@@ -372,11 +402,8 @@ pub fn execute(
             if !dry_run {
                 dedupfs_gc::state::record_run(
                     store,
-                    res.as_ref().map(|r| r.reclaimed_bytes).unwrap_or(0),
-                    t0.elapsed().as_millis() as u64,
-                    false,
-                    res.as_ref().err().map(|e| e.to_string()),
-                );
+                    dedupfs_gc::sweep::run_record(&res, t0, false),
+                )?;
             }
             Ok(serde_json::to_value(res?).unwrap_or_default())
         }
@@ -413,14 +440,14 @@ pub fn execute(
                 .list()
                 .iter()
                 .map(|ci| {
-                    serde_json::json!({
+                    Ok(serde_json::json!({
                         "name": ci.rec.name,
                         "id": ci.rec.id,
                         "settings": ci.rec.settings,
-                        "stats": stats::container_stats(store, ci.id()),
-                    })
+                        "stats": stats::container_stats(store, ci.id())?,
+                    }))
                 })
-                .collect();
+                .collect::<Result<_, OpError>>()?;
             Ok(serde_json::Value::Array(list))
         }
         Request::ContainerShow { name } => show(store, &name),
@@ -528,9 +555,11 @@ pub fn execute(
                 &dedupfs_snapshot::apply::changes(store, fs, &name).map_err(hist)?,
             ))
         }
-        Request::SnapshotApply { name, onto } => {
+        Request::SnapshotApply { name, onto, force } => {
             let fs = ctx.fs_core();
-            let r = dedupfs_snapshot::apply::apply(store, fs.core(), &name, &onto).map_err(hist)?;
+            let r = dedupfs_snapshot::apply::apply(store, fs.core(), &name, &onto, force)
+                .map_err(hist)?;
+            ctx.invalidate_applied(&r);
             if ctx.fs.is_none() {
                 fs.shutdown().map_err(|e| OpError::io(e.to_string()))?;
             }
@@ -578,7 +607,7 @@ pub fn execute(
                 .registry()
                 .by_name(&name)
                 .ok_or_else(|| ContainerError::NotFound(name.clone()))?;
-            let files = store.committer.container_counters(ci.id()).files;
+            let files = stats::tree_counters(store, &ci)?.files;
             if files > 0 && !force {
                 return Err(OpError {
                     kind: ErrorKind::Busy,

@@ -3,19 +3,71 @@
 //! unmounted one").
 //!
 //! The changes are the differences between the snapshot's base point and the snapshot now
-//! ([`crate::diff`]). Each is applied only if the target's version of that path is still
-//! the base's version (same inode, same record); otherwise it is reported as a conflict
-//! and left alone — never merged. Data is copied through the filesystem API, so it
-//! deduplicates against what is stored and costs no new space for unchanged chunks.
+//! ([`crate::diff`]). Each is applied only if the target still holds at that path what the
+//! base held — the same type, content, size, mode, owner and extended attributes (times
+//! never count: reading a file moves its atime, and a file restored by a rollback or copied
+//! back is the same file to the user) — otherwise it is a conflict: reported and left
+//! alone, never merged, unless `force` takes the snapshot's side. Non-conflicting changes
+//! are applied either way. Data is copied through the filesystem API, so it deduplicates
+//! against what is stored and costs no new space for unchanged chunks.
 
 use crate::diff::{self, Change, ChangeKind, Tree};
 use crate::{HistoryError, Result};
 use dedupfs_core::containers::{ContainerInfo, SnapshotMode};
 use dedupfs_core::fs::{Ctx, FsCore, NodeRef, OpenFlags, SetAttr, SetTime};
-use dedupfs_core::records::FileKind;
+use dedupfs_core::ids::Ino;
+use dedupfs_core::records::{FileKind, InodeRec};
 use dedupfs_core::store::Store;
+use dedupfs_core::tree;
 use serde::Serialize;
 use std::sync::Arc;
+
+/// Whether two versions of a path are the same for conflict purposes: type, size, mode,
+/// owner, extended attributes and content (extent by extent, else byte by byte). Times are
+/// ignored, and so is the inode number (the same bytes restored under a new inode are the
+/// same file to the user).
+fn same_for_conflicts(
+    store: &Store,
+    a: (&Tree, Ino, &InodeRec),
+    b: (&Tree, Ino, &InodeRec),
+) -> Result<bool> {
+    let ((ta, ia, ra), (tb, ib, rb)) = (a, b);
+    if ra.kind != rb.kind || ra.perm != rb.perm || ra.uid != rb.uid || ra.gid != rb.gid {
+        return Ok(false);
+    }
+    if ra.kind == FileKind::Directory {
+        return Ok(true); // a directory's content is its entries, each a path of its own
+    }
+    if ra.size != rb.size || ra.target != rb.target || ra.rdev != rb.rdev {
+        return Ok(false);
+    }
+    if (ra.xattrs, rb.xattrs) != (0, 0)
+        && tree::xattrs(store, &ta.rp, ia)? != tree::xattrs(store, &tb.rp, ib)?
+    {
+        return Ok(false);
+    }
+    if ra.kind != FileKind::RegularFile {
+        return Ok(true);
+    }
+    // Same extents: the usual case (the same file, or one restored by a rollback).
+    let ea = tree::extents(store, &ta.rp, ia, ra.data_gen, 0, ra.size)?;
+    let eb = tree::extents(store, &tb.rp, ib, rb.data_gen, 0, rb.size)?;
+    if ea == eb {
+        return Ok(true);
+    }
+    // Else the bytes (the same content cut differently, e.g. copied back by hand).
+    const STEP: u64 = 1 << 20;
+    let mut off = 0u64;
+    while off < ra.size {
+        let n = (ra.size - off).min(STEP) as usize;
+        if tree::read(store, &ta.rp, ia, ra, off, n)? != tree::read(store, &tb.rp, ib, rb, off, n)?
+        {
+            return Ok(false);
+        }
+        off += n as u64;
+    }
+    Ok(true)
+}
 
 #[derive(Debug, Serialize)]
 pub struct Conflict {
@@ -28,8 +80,17 @@ pub struct ApplyReport {
     pub snapshot: String,
     pub onto: String,
     pub applied: Vec<Change>,
+    /// Paths the target changed too, left as the target has them.
     pub conflicts: Vec<Conflict>,
+    /// With `force`: paths the target changed too, replaced by the snapshot's version.
+    pub forced: Vec<Conflict>,
     pub bytes_copied: u64,
+    /// The target's view number and the (directory node, name) of every path changed, for
+    /// the caller to drop what the kernel caches of them.
+    #[serde(skip)]
+    pub target_view: u32,
+    #[serde(skip)]
+    pub touched: Vec<(u64, Vec<u8>)>,
 }
 
 /// The changes a tracking snapshot made since it was created.
@@ -250,7 +311,16 @@ fn remove_tree(fs: &FsCore, parent: u64, name: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub fn apply(store: &Store, fs: &FsCore, snapshot: &str, onto: &str) -> Result<ApplyReport> {
+/// Applies a tracking snapshot's changes onto `onto`. Conflicting paths are reported and
+/// left alone, or with `force` replaced by the snapshot's version; every other change is
+/// applied in either case.
+pub fn apply(
+    store: &Store,
+    fs: &FsCore,
+    snapshot: &str,
+    onto: &str,
+    force: bool,
+) -> Result<ApplyReport> {
     let src = crate::snapshot::get(store, snapshot)?;
     let rec = src
         .snapshot
@@ -264,7 +334,6 @@ pub fn apply(store: &Store, fs: &FsCore, snapshot: &str, onto: &str) -> Result<A
     }
     let list = changes(store, Some(fs), snapshot)?;
     fs.flush_container(target.id())?;
-    let kv = &**store.kv();
     let base = Tree::base_of(store, &src, &rec);
     let tgt = Tree::of(&target);
     let (src_root, tgt_root) = (root_node(&src), root_node(&target));
@@ -273,18 +342,19 @@ pub fn apply(store: &Store, fs: &FsCore, snapshot: &str, onto: &str) -> Result<A
         onto: onto.into(),
         applied: Vec::new(),
         conflicts: Vec::new(),
+        forced: Vec::new(),
         bytes_copied: 0,
+        target_view: target.view,
+        touched: Vec::new(),
     };
     for ch in list {
-        // A path is applied only where the target still holds exactly the base's version.
-        let b = diff::resolve_path(kv, &base, &ch.path)?;
-        let t = diff::resolve_path(kv, &tgt, &ch.path)?;
+        // A path is applied as is only where the target still holds what the base held.
+        let b = diff::resolve_path(store, &base, &ch.path)?;
+        let t = diff::resolve_path(store, &tgt, &ch.path)?;
         let unchanged = match (&b, &t) {
             (None, None) => true,
             (Some((bd, bi)), Some((td, ti))) => {
-                bd.ino == td.ino
-                    && (bi == ti
-                        || (bi.kind == FileKind::Directory && ti.kind == FileKind::Directory))
+                same_for_conflicts(store, (&base, bd.ino, bi), (&tgt, td.ino, ti))?
             }
             _ => false,
         };
@@ -295,41 +365,73 @@ pub fn apply(store: &Store, fs: &FsCore, snapshot: &str, onto: &str) -> Result<A
                 .applied
                 .last()
                 .is_some_and(|l| l.path == ch.path && l.kind == ChangeKind::Removed);
-        if !unchanged && !follows_removal {
-            report.conflicts.push(Conflict {
-                path: ch.path.clone(),
-                reason: match (&b, &t) {
-                    (None, Some(_)) => "the target created this path too".into(),
-                    (Some(_), None) => "the target removed this path".into(),
-                    _ => "the target changed this path since the snapshot was taken".into(),
-                },
-            });
-            continue;
-        }
+        let conflict = (!unchanged && !follows_removal).then(|| Conflict {
+            path: ch.path.clone(),
+            reason: match (&b, &t) {
+                (None, Some(_)) => "the target created this path too".into(),
+                (Some(_), None) => "the target removed this path".into(),
+                _ => "the target changed this path since the snapshot was taken".into(),
+            },
+        });
+        let forced = match conflict {
+            Some(c) if !force => {
+                report.conflicts.push(c);
+                continue;
+            }
+            Some(c) => {
+                report.forced.push(c);
+                true
+            }
+            None => false,
+        };
         let (parent, name) = parent_of(fs, tgt_root, &ch.path)?;
+        report.touched.push((parent, name.clone()));
+        let present = fs.lookup(&Ctx::root(), parent, &name).is_ok();
         match ch.kind {
-            ChangeKind::Removed => remove_tree(fs, parent, &name)?,
+            ChangeKind::Removed => {
+                if present {
+                    remove_tree(fs, parent, &name)?;
+                }
+            }
             ChangeKind::Added => {
+                if forced && present {
+                    remove_tree(fs, parent, &name)?;
+                }
                 let from = node_of(fs, src_root, &ch.path)?;
                 report.bytes_copied += copy_tree(fs, from, parent, &name)?;
             }
             ChangeKind::Modified => {
                 let from = node_of(fs, src_root, &ch.path)?;
-                let to = fs.lookup(&Ctx::root(), parent, &name)?.node;
-                match ch.file_type {
-                    "file" => {
-                        report.bytes_copied +=
-                            copy_data(fs, from, to, ch.ranges.as_deref(), ch.size_after)?;
-                    }
-                    "symlink" | "special" => {
+                let replace = forced
+                    && (!present
+                        || t.as_ref().is_some_and(|(_, ti)| {
+                            ti.kind != FileKind::RegularFile || ch.file_type != "file"
+                        }));
+                if replace {
+                    // The target's version is of another kind, or gone: take the
+                    // snapshot's whole.
+                    if present {
                         remove_tree(fs, parent, &name)?;
-                        report.bytes_copied += copy_tree(fs, from, parent, &name)?;
                     }
-                    _ => {}
-                }
-                if ch.file_type != "symlink" {
+                    report.bytes_copied += copy_tree(fs, from, parent, &name)?;
+                } else {
                     let to = fs.lookup(&Ctx::root(), parent, &name)?.node;
-                    copy_attrs(fs, from, to)?;
+                    match ch.file_type {
+                        "file" => {
+                            // Over a changed target only whole files are exact.
+                            let ranges = if forced { None } else { ch.ranges.as_deref() };
+                            report.bytes_copied += copy_data(fs, from, to, ranges, ch.size_after)?;
+                        }
+                        "symlink" | "special" => {
+                            remove_tree(fs, parent, &name)?;
+                            report.bytes_copied += copy_tree(fs, from, parent, &name)?;
+                        }
+                        _ => {}
+                    }
+                    if ch.file_type != "symlink" {
+                        let to = fs.lookup(&Ctx::root(), parent, &name)?.node;
+                        copy_attrs(fs, from, to)?;
+                    }
                 }
             }
         }
@@ -337,9 +439,10 @@ pub fn apply(store: &Store, fs: &FsCore, snapshot: &str, onto: &str) -> Result<A
     }
     fs.flush_container(target.id())?;
     log::info!(
-        "applied snapshot '{snapshot}' onto '{onto}': {} changes, {} conflicts",
+        "applied snapshot '{snapshot}' onto '{onto}': {} changes, {} conflicts left alone, {} forced",
         report.applied.len(),
-        report.conflicts.len()
+        report.conflicts.len(),
+        report.forced.len()
     );
     Ok(report)
 }

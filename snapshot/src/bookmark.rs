@@ -7,7 +7,6 @@ use crate::{container, validate_point_name, HistoryError, Result};
 use dedupfs_core::containers::{self, BookmarkRecord};
 use dedupfs_core::fs::FsCore;
 use dedupfs_core::ids::ContainerId;
-use dedupfs_core::kv::Cf;
 use dedupfs_core::store::Store;
 
 pub const KINDS: [&str; 3] = ["app", "fs", "user"];
@@ -30,17 +29,15 @@ pub fn create(
         fs.flush_container(ci.id())?;
     }
     let cid = ci.id();
-    let key = containers::bookmark_key(cid, name);
-    // The registry lock (taken before the commit lock, as everywhere) keeps a concurrent
-    // rollback from moving the head between reading it and committing.
-    let reg = store.registry_mut();
-    let branch = reg.get(cid).map(|ci| ci.rec.head).unwrap_or(ci.rec.head);
-    let rec = store.committer.commit(|c| {
-        if c.txn.get(Cf::Points, &key)?.is_some() {
+    // Through the registry writer: a concurrent rollback cannot move the head between
+    // reading it and committing.
+    let rec = store.commit_registry(|c, reg| {
+        if containers::bookmark(c, cid, name)?.is_some() {
             return Err(HistoryError::Exists(format!(
                 "container '{container_name}' already has a bookmark named '{name}'"
             )));
         }
+        let branch = reg.get(cid).map(|ci| ci.rec.head).unwrap_or(ci.rec.head);
         let rec = BookmarkRecord {
             name: name.to_string(),
             container: cid.0,
@@ -50,14 +47,9 @@ pub fn create(
             time_nsec: c.time.nsec,
             branch,
         };
-        c.txn.put(
-            Cf::Points,
-            key.clone(),
-            serde_json::to_vec(&rec).unwrap_or_default(),
-        );
+        containers::put_bookmark(c, &rec);
         Ok(rec)
     })?;
-    drop(reg);
     store.sync()?;
     log::info!(
         "bookmark '{name}' ({kind}) of container '{container_name}' at v{}",
@@ -68,19 +60,18 @@ pub fn create(
 
 pub fn list(store: &Store, container_name: &str) -> Result<Vec<BookmarkRecord>> {
     let ci = container(store, container_name)?;
-    Ok(containers::bookmarks(&**store.kv(), ci.id())?)
+    Ok(containers::bookmarks(store, ci.id())?)
 }
 
 pub fn delete(store: &Store, container_name: &str, name: &str) -> Result<()> {
     let ci = container(store, container_name)?;
-    let key = containers::bookmark_key(ci.id(), name);
     store.committer.commit(|c| {
-        if c.txn.get(Cf::Points, &key)?.is_none() {
+        if containers::bookmark(c, ci.id(), name)?.is_none() {
             return Err(HistoryError::NotFound(format!(
                 "container '{container_name}' has no bookmark named '{name}'"
             )));
         }
-        c.txn.delete(Cf::Points, key.clone());
+        containers::delete_bookmark(c, ci.id(), name);
         Ok(())
     })
 }
@@ -92,6 +83,6 @@ pub(crate) fn delete_records(
     names: &[String],
 ) {
     for n in names {
-        c.txn.delete(Cf::Points, containers::bookmark_key(cid, n));
+        containers::delete_bookmark(c, cid, n);
     }
 }

@@ -9,15 +9,13 @@
 
 use crate::Result;
 use dedupfs_core::containers::{ContainerInfo, SnapshotRecord};
-use dedupfs_core::extents;
 use dedupfs_core::ids::{BranchId, Ino, Version};
-use dedupfs_core::kv::{Cf, Kv};
-use dedupfs_core::mvcc::{self, ReadPoint};
-use dedupfs_core::records::{dirent_name_from_suffix, DirentRec, FileKind, InodeRec};
+use dedupfs_core::mvcc::ReadPoint;
+use dedupfs_core::records::{DirentRec, FileKind, InodeRec};
 use dedupfs_core::store::Store;
+use dedupfs_core::tree;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -89,60 +87,31 @@ impl Tree {
     }
 }
 
-pub(crate) fn inode(kv: &dyn Kv, rp: &ReadPoint, ino: Ino) -> Result<Option<InodeRec>> {
-    Ok(match mvcc::get_live(kv, Cf::Inodes, rp, ino, &[])? {
-        Some(raw) => Some(
-            InodeRec::decode(&raw)
-                .map_err(|e| dedupfs_core::kv::KvError::Corrupt(format!("inode {ino}: {e}")))?,
-        ),
-        None => None,
-    })
+pub(crate) fn inode(store: &Store, rp: &ReadPoint, ino: Ino) -> Result<Option<InodeRec>> {
+    Ok(tree::inode(store, rp, ino)?)
 }
 
 pub(crate) fn entries(
-    kv: &dyn Kv,
+    store: &Store,
     rp: &ReadPoint,
     dir: Ino,
 ) -> Result<BTreeMap<Vec<u8>, DirentRec>> {
-    let mut out = BTreeMap::new();
-    let mut err = None;
-    mvcc::scan(kv, Cf::Dirents, rp, dir, &[], None, |it| {
-        match (
-            dirent_name_from_suffix(it.suffix),
-            DirentRec::decode(it.payload),
-        ) {
-            (Ok(n), Ok(d)) => {
-                out.insert(n.to_vec(), d);
-                ControlFlow::Continue(())
-            }
-            (Err(e), _) | (_, Err(e)) => {
-                err = Some(e);
-                ControlFlow::Break(())
-            }
-        }
-    })?;
-    if let Some(e) = err {
-        return Err(dedupfs_core::kv::KvError::Corrupt(format!("directory {dir}: {e}")).into());
-    }
-    Ok(out)
+    Ok(tree::entries(store, rp, dir)?)
 }
 
 /// Looks a path ("/a/b") up in a tree: its directory entry and inode.
 pub(crate) fn resolve_path(
-    kv: &dyn Kv,
+    store: &Store,
     t: &Tree,
     path: &str,
 ) -> Result<Option<(DirentRec, InodeRec)>> {
     let mut dir = t.root;
     let mut found = None;
     for part in path.split('/').filter(|p| !p.is_empty()) {
-        let suffix = dedupfs_core::records::dirent_suffix(part.as_bytes());
-        let Some(raw) = mvcc::get_live(kv, Cf::Dirents, &t.rp, dir, &suffix)? else {
+        let Some(d) = tree::dirent(store, &t.rp, dir, part.as_bytes())? else {
             return Ok(None);
         };
-        let d = DirentRec::decode(&raw)
-            .map_err(|e| dedupfs_core::kv::KvError::Corrupt(format!("entry {part}: {e}")))?;
-        let Some(rec) = inode(kv, &t.rp, d.ino)? else {
+        let Some(rec) = inode(store, &t.rp, d.ino)? else {
             return Ok(None);
         };
         dir = d.ino;
@@ -170,13 +139,11 @@ fn changed_ranges(
     if a.1.data_gen != b.1.data_gen {
         return Ok(None);
     }
-    let kv = &**store.kv();
-    let max = store.config().chunking.max as u64;
     let gen = a.1.data_gen;
-    let ea: BTreeMap<u64, _> = extents::overlapping(&kv, a.0, ino, gen, 0, a.1.size, max)?
+    let ea: BTreeMap<u64, _> = tree::extents(store, a.0, ino, gen, 0, a.1.size)?
         .into_iter()
         .collect();
-    let eb: BTreeMap<u64, _> = extents::overlapping(&kv, b.0, ino, gen, 0, b.1.size, max)?
+    let eb: BTreeMap<u64, _> = tree::extents(store, b.0, ino, gen, 0, b.1.size)?
         .into_iter()
         .collect();
     let mut ranges: Vec<(u64, u64)> = Vec::new();
@@ -222,20 +189,19 @@ fn walk(
     path: &str,
     out: &mut Vec<Change>,
 ) -> Result<()> {
-    let kv = &**store.kv();
-    let ea = entries(kv, &a.rp, da)?;
-    let eb = entries(kv, &b.rp, db)?;
+    let ea = entries(store, &a.rp, da)?;
+    let eb = entries(store, &b.rp, db)?;
     let mut names: Vec<&Vec<u8>> = ea.keys().chain(eb.keys()).collect();
     names.sort();
     names.dedup();
     for name in names {
         let p = format!("{path}/{}", String::from_utf8_lossy(name));
         let ra = match ea.get(name) {
-            Some(d) => inode(kv, &a.rp, d.ino)?.map(|r| (d.ino, r)),
+            Some(d) => inode(store, &a.rp, d.ino)?.map(|r| (d.ino, r)),
             None => None,
         };
         let rb = match eb.get(name) {
-            Some(d) => inode(kv, &b.rp, d.ino)?.map(|r| (d.ino, r)),
+            Some(d) => inode(store, &b.rp, d.ino)?.map(|r| (d.ino, r)),
             None => None,
         };
         let change = |kind, rec: &InodeRec, before: u64, after: u64| Change {
@@ -292,14 +258,13 @@ pub fn paths_of(
     tree: &Tree,
     wanted: &std::collections::HashSet<Ino>,
 ) -> Result<std::collections::HashMap<Ino, String>> {
-    let kv = &**store.kv();
     let mut out = std::collections::HashMap::new();
     let mut stack = vec![(tree.root, String::new())];
     while let Some((dir, path)) = stack.pop() {
         if out.len() == wanted.len() {
             break;
         }
-        for (name, d) in entries(kv, &tree.rp, dir)? {
+        for (name, d) in entries(store, &tree.rp, dir)? {
             let p = format!("{path}/{}", String::from_utf8_lossy(&name));
             if wanted.contains(&d.ino) {
                 out.entry(d.ino).or_insert_with(|| p.clone());

@@ -50,6 +50,8 @@ pub enum HistoryError {
     Fs(#[from] FsError),
     #[error(transparent)]
     Kv(#[from] KvError),
+    #[error(transparent)]
+    Chunk(#[from] dedupfs_core::chunks::ChunkError),
 }
 
 pub type Result<T> = std::result::Result<T, HistoryError>;

@@ -17,10 +17,10 @@
 
 use crate::{container, HistoryError, Result};
 use dedupfs_core::containers::{self, ContainerInfo};
-use dedupfs_core::ids::{BranchId, ChunkId, Version};
-use dedupfs_core::kv::{Cf, Kv};
+use dedupfs_core::history::{self, Family, Pruning};
+use dedupfs_core::ids::{BranchId, Ino, Version};
 use dedupfs_core::points::{format_time, parse_duration};
-use dedupfs_core::records::{ExtentRec, Timestamp};
+use dedupfs_core::records::Timestamp;
 use dedupfs_core::store::Store;
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
@@ -137,68 +137,10 @@ pub struct RetentionReport {
     pub reclaimable_bytes: u64,
 }
 
-fn version_of(key: &[u8]) -> Version {
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&key[key.len() - 8..]);
-    Version(!u64::from_be_bytes(b))
-}
-
-/// Visits every record of a branch in a versioned family: its versions newest first as
-/// (version, key, value).
-fn for_each_record(
-    kv: &dyn Kv,
-    cf: Cf,
-    b: BranchId,
-    mut f: impl FnMut(&[(Version, Vec<u8>, Vec<u8>)]) -> Result<()>,
-) -> Result<()> {
-    let (lo, hi) = containers::branch_range(b);
-    let mut it = kv.iter(cf, Some(lo.clone()), Some(hi));
-    it.seek(&lo);
-    let mut group: Vec<(Version, Vec<u8>, Vec<u8>)> = Vec::new();
-    while it.valid() {
-        let k = it.key();
-        if k.len() >= 24 {
-            let same = group
-                .first()
-                .is_some_and(|(_, g, _)| g[..g.len() - 8] == k[..k.len() - 8]);
-            if !same && !group.is_empty() {
-                f(&group)?;
-                group.clear();
-            }
-            group.push((version_of(k), k.to_vec(), it.value().to_vec()));
-        }
-        it.next();
-    }
-    it.status()?;
-    if !group.is_empty() {
-        f(&group)?;
-    }
-    Ok(())
-}
-
-fn extent_len(v: &[u8]) -> Option<(ChunkId, u64)> {
-    if v.first() != Some(&1) {
-        return None;
-    }
-    ExtentRec::decode(&v[1..])
-        .ok()
-        .map(|e| (e.chunk, e.len as u64))
-}
-
-/// The (inode, data generation) an extent key belongs to.
-fn extent_owner(key: &[u8]) -> (u64, u64) {
-    let n = |r: std::ops::Range<usize>| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&key[r]);
-        u64::from_be_bytes(b)
-    };
-    (n(8..16), n(16..24))
-}
-
 /// The data generation of a file at a point (None: the file does not exist then).
-fn gen_at(store: &Store, b: BranchId, ino: u64, v: Version) -> Result<Option<u64>> {
+fn gen_at(store: &Store, b: BranchId, ino: Ino, v: Version) -> Result<Option<u64>> {
     let rp = store.registry().read_point(b, v);
-    Ok(crate::diff::inode(&**store.kv(), &rp, dedupfs_core::ids::Ino(ino))?.map(|r| r.data_gen))
+    Ok(crate::diff::inode(store, &rp, ino)?.map(|r| r.data_gen))
 }
 
 /// When version `v` (or the first one after it) was committed, in seconds: a binary
@@ -231,31 +173,33 @@ fn commit_time_of(store: &Store, v: Version, from: i64, now: Timestamp) -> Resul
 /// extent of an older data generation (the file was truncated to zero or replaced) is
 /// superseded when the generation changed.
 fn superseded(store: &Store, branches: &[BranchId]) -> Result<Vec<(u64, u64)>> {
-    let kv = &**store.kv();
     let mut out = Vec::new();
-    let mut live: HashMap<(BranchId, u64), Option<u64>> = HashMap::new();
+    let mut live: HashMap<(BranchId, Ino), Option<u64>> = HashMap::new();
     for &b in branches {
-        for_each_record(kv, Cf::Extents, b, |g| {
-            for w in g.windows(2) {
-                if let Some((_, len)) = extent_len(&w[1].2) {
-                    out.push((w[0].0 .0, len));
+        history::walk_branch(store, Family::Extents, b, |r| {
+            for w in r.versions.windows(2) {
+                if let Some(e) = w[1].extent {
+                    out.push((w[0].version.0, e.len as u64));
                 }
             }
-            let (ino, gen) = extent_owner(&g[0].1);
-            let cur = match live.get(&(b, ino)) {
+            let cur = match live.get(&(b, r.ino)) {
                 Some(c) => *c,
                 None => {
-                    let c = gen_at(store, b, ino, Version::LATEST)?;
-                    live.insert((b, ino), c);
+                    let c = gen_at(store, b, r.ino, Version::LATEST)?;
+                    live.insert((b, r.ino), c);
                     c
                 }
             };
-            if cur != Some(gen) {
-                if let Some((_, len)) = extent_len(&g[0].2) {
-                    out.push((cur.unwrap_or(g[0].0 .0).max(g[0].0 .0), len));
+            let newest = &r.versions[0];
+            if cur != r.extent_gen {
+                if let Some(e) = newest.extent {
+                    out.push((
+                        cur.unwrap_or(newest.version.0).max(newest.version.0),
+                        e.len as u64,
+                    ));
                 }
             }
-            Ok(())
+            Ok::<_, HistoryError>(())
         })?;
     }
     Ok(out)
@@ -274,7 +218,7 @@ fn report_base(store: &Store, ci: &ContainerInfo) -> Result<RetentionReport> {
         policy: ci.rec.settings.retention.clone(),
         window_start: start,
         window_start_text: format_time(start),
-        bookmarks: containers::bookmarks(&**store.kv(), ci.id())?.len(),
+        bookmarks: containers::bookmarks(store, ci.id())?.len(),
         snapshots: crate::snapshot::list(store, Some(&ci.rec.name))?.len(),
         history_bytes,
         reclaimable_bytes: dedupfs_core::stats::store_stats(store)
@@ -298,7 +242,6 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
     };
     let policy = Policy::parse(&spec)?;
     let cid = ci.id();
-    let kv = &**store.kv();
     let (branches, snaps, forks) = {
         let reg = store.registry();
         let branches = reg.branches_of(cid);
@@ -372,7 +315,7 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
     tier_points.sort_unstable();
     tier_points.dedup();
     let mut expired = Vec::new();
-    for bm in containers::bookmarks(kv, cid)? {
+    for bm in containers::bookmarks(store, cid)? {
         if bm.version >= cutoff.0 || policy.keeps_bookmark(&bm.kind, now.sec - bm.time) {
             add(BranchId(bm.branch), Version(bm.version));
         } else {
@@ -381,84 +324,58 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
     }
     let mut report = report_base(store, &ci)?;
     // Delete what no kept point sees, in bounded batches.
-    let mut pending: Vec<(Cf, Vec<u8>)> = Vec::new();
-    let mut deltas: HashMap<ChunkId, i64> = HashMap::new();
-    let flush =
-        |pending: &mut Vec<(Cf, Vec<u8>)>, deltas: &mut HashMap<ChunkId, i64>| -> Result<()> {
-            if pending.is_empty() {
-                return Ok(());
-            }
-            store.committer.commit(|c| {
-                for (cf, k) in pending.drain(..) {
-                    c.txn.delete(cf, k);
-                }
-                let (txn, st, cont) = c.split(cid);
-                store
-                    .chunks
-                    .add_refs(txn, cid, deltas, st, cont)
-                    .map_err(dedupfs_core::store::StoreError::from)?;
-                Ok::<_, HistoryError>(())
-            })?;
-            deltas.clear();
-            Ok(())
-        };
+    let mut pruning = Pruning::default();
     for &b in &branches {
         let points = keep.get(&b).cloned().unwrap_or_default();
-        for cf in [Cf::Inodes, Cf::Dirents, Cf::Xattrs, Cf::Extents] {
-            for_each_record(kv, cf, b, |g| {
+        for family in Family::ALL {
+            history::walk_branch(store, family, b, |r| {
                 let mut newer = Version(u64::MAX);
-                let owner = (cf == Cf::Extents).then(|| extent_owner(&g[0].1));
-                for (v, k, val) in g {
+                for v in &r.versions {
                     // An extent is seen at a point only while its generation is the
                     // file's generation there.
-                    let mut needed = *v >= cutoff;
-                    for &p in points.range(*v..newer) {
+                    let mut needed = v.version >= cutoff;
+                    for &p in points.range(v.version..newer) {
                         if needed {
                             break;
                         }
-                        needed = match owner {
+                        needed = match r.extent_gen {
                             None => true,
-                            Some((ino, gen)) => gen_at(store, b, ino, p)? == Some(gen),
+                            Some(gen) => gen_at(store, b, r.ino, p)? == Some(gen),
                         };
                     }
-                    newer = *v;
+                    newer = v.version;
                     if needed {
                         continue;
                     }
                     report.pruned_versions += 1;
-                    if cf == Cf::Extents {
-                        if let Some((chunk, len)) = extent_len(val) {
-                            *deltas.entry(chunk).or_default() -= 1;
-                            report.released_extents += 1;
-                            report.released_bytes += len;
-                        }
+                    if let Some(e) = v.extent {
+                        report.released_extents += 1;
+                        report.released_bytes += e.len as u64;
                     }
-                    pending.push((cf, k.clone()));
+                    pruning.drop_version(r, v);
                 }
-                if pending.len() >= 20_000 {
-                    flush(&mut pending, &mut deltas)?;
+                if pruning.len() >= 20_000 {
+                    pruning.commit(store, cid)?;
                 }
-                Ok(())
+                Ok::<_, HistoryError>(())
             })?;
         }
     }
-    flush(&mut pending, &mut deltas)?;
+    pruning.commit(store, cid)?;
     // Record the new floor and drop expired bookmarks.
     let floor_time = commit_time_of(store, cutoff, ci.rec.created, now)?;
-    let mut reg = store.registry_mut();
-    if let Some(cur) = reg.get(cid) {
-        let mut rec = cur.rec.clone();
-        rec.history_floor = cutoff.0;
-        rec.history_floor_time = floor_time.max(rec.history_floor_time);
-        rec.kept_points = tier_points;
-        store.committer.commit(|c| {
+    store.commit_registry(|c, reg| {
+        if let Some(cur) = reg.get(cid) {
+            let mut rec = cur.rec.clone();
+            rec.history_floor = cutoff.0;
+            rec.history_floor_time = floor_time.max(rec.history_floor_time);
+            rec.kept_points = tier_points;
             containers::put_container(c, &rec);
             crate::bookmark::delete_records(c, cid, &expired);
-            Ok::<_, HistoryError>(())
-        })?;
-        containers::registry_upsert(&mut reg, rec, None);
-    }
-    drop(reg);
+            reg.upsert(rec, None);
+        }
+        Ok::<_, HistoryError>(())
+    })?;
     report.bookmarks_removed = expired;
     let after = report_base(store, &*container(store, container_name)?)?;
     report.history_bytes = after.history_bytes;

@@ -13,7 +13,7 @@ use crate::snapshot::write_snapshot;
 use crate::{container, HistoryError, Result};
 use dedupfs_core::containers::{self, BranchRecord, SnapshotMode, SNAPSHOT_VIEW_BASE};
 use dedupfs_core::fs::FsCore;
-use dedupfs_core::kv::Cf;
+use dedupfs_core::ids::Version;
 use dedupfs_core::points::{self, format_time};
 use dedupfs_core::store::Store;
 use serde::Serialize;
@@ -71,23 +71,33 @@ pub fn rollback(
         }
         return Ok(out);
     }
-    // Everything written before the rollback belongs to the state it preserves.
+    // From here to the switch, writers of the container wait (the barrier): a write that
+    // reached the daemon before is flushed now and kept in the state the rollback
+    // preserves; one that comes after finds its tree switched and fails with ESTALE. No
+    // write can fall between the two.
+    let quiet = fs.map(|f| f.quiesce(ci.id()));
     if let Some(fs) = fs {
         fs.flush_container(ci.id())?;
     }
-    let mut reg = store.registry_mut();
-    let ci = reg
-        .get(ci.id())
-        .ok_or_else(|| HistoryError::NotFound(format!("no container named '{container_name}'")))?;
+    // The target's live-file counters come with it (they are versioned); a point from
+    // before the store recorded them (an upgraded store) is counted now.
+    let target = store.registry().read_point(point.branch, point.version);
+    let counted = match dedupfs_core::stats::tree_counters_at(store, &target)? {
+        Some(_) => None,
+        None => Some(dedupfs_core::tree::count(store, &target, ci.root())?),
+    };
     let now = dedupfs_core::records::Timestamp::now();
     let stamp = format_time(now.sec).replace([':', '-'], "");
-    let mut undo = format!("{container_name}@before-rollback-{stamp}");
-    let mut n = 1;
-    while reg.snapshot_by_name(&undo).is_some() {
-        n += 1;
-        undo = format!("{container_name}@before-rollback-{stamp}-{n}");
-    }
-    let (snap, rec, branch) = store.committer.commit(|c| {
+    let snap = store.commit_registry(|c, reg| {
+        let ci = reg.get(ci.id()).ok_or_else(|| {
+            HistoryError::NotFound(format!("no container named '{container_name}'"))
+        })?;
+        let mut undo = format!("{container_name}@before-rollback-{stamp}");
+        let mut n = 1;
+        while reg.snapshot_by_name(&undo).is_some() {
+            n += 1;
+            undo = format!("{container_name}@before-rollback-{stamp}-{n}");
+        }
         let (snap, _) = write_snapshot(
             c,
             &ci,
@@ -105,22 +115,21 @@ pub fn rollback(
             created: c.time.sec,
             purpose: format!("rollback to {}", point.label),
         };
-        c.txn.put(
-            Cf::Branches,
-            containers::branch_record_key(b),
-            serde_json::to_vec(&branch).unwrap_or_default(),
-        );
+        containers::put_branch(c, &branch);
         let mut rec = ci.rec.clone();
         rec.prev_heads.push((rec.head, c.version.0 - 1));
         rec.head = b.0;
-        rec.live_view = SNAPSHOT_VIEW_BASE + crate::snapshot::alloc_id(c)?;
+        rec.live_view = SNAPSHOT_VIEW_BASE + containers::alloc_snapshot_id(c)?;
         containers::put_container(c, &rec);
-        Ok::<_, HistoryError>((snap, rec, branch))
+        reg.add_branch(branch);
+        if let Some(t) = counted {
+            c.set_tree_counters(&reg.read_point(b, Version::LATEST), t);
+        }
+        reg.upsert(rec, None);
+        reg.insert_snapshot(snap.clone());
+        Ok::<_, HistoryError>(snap)
     })?;
-    reg.add_branch(branch);
-    containers::registry_upsert(&mut reg, rec, None);
-    reg.insert_snapshot(snap.clone());
-    drop(reg);
+    drop(quiet);
     store.sync()?;
     log::info!(
         "container '{container_name}' rolled back to {} (v{}); the previous state is snapshot '{}'",

@@ -12,35 +12,12 @@ use crate::{container, validate_point_name, HistoryError, Result};
 use dedupfs_core::commit::Commit;
 use dedupfs_core::containers::{
     self, BranchRecord, ContainerInfo, PurgeProgress, SnapshotMode, SnapshotRecord,
-    SNAPSHOT_VIEW_BASE, TIME_VIEW_BASE,
 };
 use dedupfs_core::fs::FsCore;
 use dedupfs_core::ids::{BranchId, ContainerId, Version};
-use dedupfs_core::kv::Cf;
 use dedupfs_core::points::{self, Point, PointKind};
 use dedupfs_core::store::Store;
 use std::sync::Arc;
-
-const K_NEXT_SNAPSHOT: &[u8] = b"next_snapshot_id";
-
-/// Allocates a snapshot id inside a commit.
-pub(crate) fn alloc_id(c: &mut Commit<'_>) -> Result<u32> {
-    let next = match c.txn.get(Cf::Meta, K_NEXT_SNAPSHOT)? {
-        Some(v) if v.len() == 4 => u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
-        _ => 1,
-    };
-    if next >= TIME_VIEW_BASE - SNAPSHOT_VIEW_BASE {
-        return Err(HistoryError::Invalid(
-            "the store has used all snapshot ids".into(),
-        ));
-    }
-    c.txn.put(
-        Cf::Meta,
-        K_NEXT_SNAPSHOT.to_vec(),
-        (next + 1).to_be_bytes().to_vec(),
-    );
-    Ok(next)
-}
 
 /// What `create` was asked for.
 pub struct CreateRequest<'a> {
@@ -63,7 +40,7 @@ pub(crate) fn write_snapshot(
     base: Option<&Point>,
     origin: &str,
 ) -> Result<(SnapshotRecord, Option<BranchRecord>)> {
-    let id = alloc_id(c)?;
+    let id = containers::alloc_snapshot_id(c)?;
     let (base_branch, base_version, at_time) = match base {
         Some(p) => (p.branch, p.version, p.time),
         None => (ci.branch(), Version(c.version.0 - 1), c.time.sec),
@@ -83,11 +60,7 @@ pub(crate) fn write_snapshot(
         }
     };
     if let Some(b) = &branch {
-        c.txn.put(
-            Cf::Branches,
-            containers::branch_record_key(BranchId(b.id)),
-            serde_json::to_vec(b).unwrap_or_default(),
-        );
+        containers::put_branch(c, b);
     }
     let rec = SnapshotRecord {
         id,
@@ -102,11 +75,7 @@ pub(crate) fn write_snapshot(
         at_time,
         origin: origin.to_string(),
     };
-    c.txn.put(
-        Cf::Points,
-        containers::snapshot_key(id),
-        serde_json::to_vec(&rec).unwrap_or_default(),
-    );
+    containers::put_snapshot(c, &rec);
     Ok((rec, branch))
 }
 
@@ -133,29 +102,28 @@ pub fn create(
             None
         }
     };
-    let mut reg = store.registry_mut();
-    if reg.snapshot_by_name(req.name).is_some() {
-        return Err(HistoryError::Exists(format!(
-            "a snapshot named '{}' already exists",
-            req.name
-        )));
-    }
-    // The head may have moved (rollback) since `ci` was read.
-    let ci = reg
-        .get(ci.id())
-        .ok_or_else(|| HistoryError::NotFound(format!("no container named '{}'", req.container)))?;
-    let origin = match &point {
-        Some(p) if p.kind != PointKind::Time => format!("user, at {}", p.label),
-        _ => "user".to_string(),
-    };
-    let (rec, branch) = store
-        .committer
-        .commit(|c| write_snapshot(c, &ci, req.name, req.mode, point.as_ref(), &origin))?;
-    if let Some(b) = branch {
-        reg.add_branch(b);
-    }
-    reg.insert_snapshot(rec.clone());
-    drop(reg);
+    let rec = store.commit_registry(|c, reg| {
+        if reg.snapshot_by_name(req.name).is_some() {
+            return Err(HistoryError::Exists(format!(
+                "a snapshot named '{}' already exists",
+                req.name
+            )));
+        }
+        // The head may have moved (rollback) since `ci` was read.
+        let ci = reg.get(ci.id()).ok_or_else(|| {
+            HistoryError::NotFound(format!("no container named '{}'", req.container))
+        })?;
+        let origin = match &point {
+            Some(p) if p.kind != PointKind::Time => format!("user, at {}", p.label),
+            _ => "user".to_string(),
+        };
+        let (rec, branch) = write_snapshot(c, &ci, req.name, req.mode, point.as_ref(), &origin)?;
+        if let Some(b) = branch {
+            reg.add_branch(b);
+        }
+        reg.insert_snapshot(rec.clone());
+        Ok(rec)
+    })?;
     log::info!(
         "snapshot '{}' ({}) of container '{}' at v{}",
         rec.name,
@@ -212,28 +180,26 @@ pub fn delete(store: &Store, fs: Option<&FsCore>, name: &str) -> Result<()> {
         }
         fs.flush_container(ContainerId(rec.container))?;
     }
-    let mut reg = store.registry_mut();
-    let purge = rec.branch.map(BranchId).filter(|b| {
-        !reg.branches_of(ContainerId(rec.container)).iter().any(|o| {
-            reg.branch(*o)
-                .and_then(|r| r.parent)
-                .is_some_and(|p| p.0 == b.0)
-        })
-    });
-    store.committer.commit(|c| {
-        c.txn.delete(Cf::Points, containers::snapshot_key(rec.id));
-        c.drop_container_counters(ContainerId(rec.view()));
-        Ok::<_, HistoryError>(())
+    let purge = store.commit_registry(|c, reg| {
+        let purge = rec.branch.map(BranchId).filter(|b| {
+            !reg.branches_of(ContainerId(rec.container)).iter().any(|o| {
+                reg.branch(*o)
+                    .and_then(|r| r.parent)
+                    .is_some_and(|p| p.0 == b.0)
+            })
+        });
+        containers::delete_snapshot(c, rec.id);
+        reg.remove_snapshot(rec.id);
+        Ok::<_, HistoryError>(purge)
     })?;
-    reg.remove_snapshot(rec.id);
-    drop(reg);
     if let Some(b) = purge {
         let cid = ContainerId(rec.container);
         loop {
-            let step = store.committer.commit(|c| {
+            let step = store.commit_registry(|c, reg| {
                 let n = containers::release_branch_extents(c, &store.chunks, cid, b)?;
                 if n == 0 {
                     containers::drop_branch_records(c, b);
+                    reg.forget_branch(b);
                     return Ok::<_, HistoryError>(PurgeProgress::Done);
                 }
                 Ok(PurgeProgress::Released(n))
@@ -242,7 +208,6 @@ pub fn delete(store: &Store, fs: Option<&FsCore>, name: &str) -> Result<()> {
                 break;
             }
         }
-        store.registry_mut().forget_branch(b);
     }
     log::info!("snapshot '{name}' deleted");
     Ok(())

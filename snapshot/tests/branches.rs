@@ -149,7 +149,7 @@ fn partial_overwrite_in_a_rw_snapshot_reads_back_and_leaves_the_origin_alone() {
         },
     )
     .unwrap();
-    let r = dedupfs_snapshot::apply::apply(&store, fs.core(), "s", "t").unwrap();
+    let r = dedupfs_snapshot::apply::apply(&store, fs.core(), "s", "t", false).unwrap();
     assert!(r.conflicts.is_empty());
     let tf = snap_node(&fs, "t", "big");
     let got = read_all(&fs, tf);

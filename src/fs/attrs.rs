@@ -30,6 +30,8 @@ pub(crate) struct Located {
     pub ino: Ino,
     pub key: Option<FileKey>,
     pub read_only: bool,
+    /// The tree the node is in (`None`: the mount root or a virtual directory).
+    pub tree: Option<Arc<ContainerInfo>>,
 }
 
 impl FsCore {
@@ -50,6 +52,7 @@ impl FsCore {
                 ino: ROOT_INO,
                 key: None,
                 read_only: false,
+                tree: None,
             }),
             // Virtual directories have the mount root's (empty) xattrs and never change.
             Target::Virtual(_) => Ok(Located {
@@ -57,12 +60,14 @@ impl FsCore {
                 ino: ROOT_INO,
                 key: None,
                 read_only: true,
+                tree: None,
             }),
             Target::Node(ci, ino) => Ok(Located {
                 rp: ci.read_point.clone(),
                 ino,
                 key: Some((ci.branch(), ino)),
                 read_only: ci.read_only,
+                tree: Some(ci),
             }),
         }
     }
@@ -106,16 +111,18 @@ impl FsCore {
             // times, owner and mode right after writing each file), except a mode change
             // of a file with an access ACL: that rewrites the ACL in the same commit.
             let f = l.key.and_then(|k| self.files.lock().get(&k).cloned());
-            if let Some(f) =
-                f.filter(|_| others.mode.is_none() || self.getxattr(node, acl::ACCESS).is_err())
-            {
-                if f.buffer_attrs(&others, crate::records::Timestamp::now_coarse()) {
+            if let (Some(f), Some(tree)) = (
+                f.filter(|_| others.mode.is_none() || self.getxattr(node, acl::ACCESS).is_err()),
+                &l.tree,
+            ) {
+                let now = crate::records::Timestamp::now_coarse();
+                if self.under_barrier(tree, || f.buffer_attrs(&others, now))? {
                     return self.getattr(node);
                 }
             }
         }
         if others != SetAttr::default() {
-            self.store.committer.commit(|c| {
+            self.commit_located(&l, |c| {
                 let mut rec = self.txn_inode(c, &l.rp, l.ino)?.ok_or(FsError::NotFound)?;
                 let now = c.file_time;
                 if let Some(mode) = set.mode {
@@ -181,19 +188,34 @@ impl FsCore {
         if a.kind != FileKind::RegularFile || !stale {
             return false;
         }
-        if let Some(f) = l.key.and_then(|k| self.files.lock().get(&k).cloned()) {
-            if f.buffer_atime(now) {
-                return true;
+        if let (Some(f), Some(tree)) = (
+            l.key.and_then(|k| self.files.lock().get(&k).cloned()),
+            &l.tree,
+        ) {
+            match self.under_barrier(tree, || f.buffer_atime(now)) {
+                Ok(true) => return true,
+                Ok(false) => {}
+                Err(_) => return false,
             }
         }
-        let r = self.store.committer.commit(|c| {
+        let r = self.commit_located(&l, |c| {
             let mut rec = self.txn_inode(c, &l.rp, l.ino)?.ok_or(FsError::NotFound)?;
             rec.atime = c.file_time;
             self.put_inode(c, &l.rp, l.ino, Some(&rec));
             Ok::<_, FsError>(())
         });
-        if let Err(e) = &r {
-            log::debug!("atime of node {node} not updated: {e}");
+        match &r {
+            // The read goes on either way; a halted store already said why, loudly.
+            Err(FsError::Io(_) | FsError::Corrupt(_))
+                if self.store.committer.halted().is_none() =>
+            {
+                log::warn!(
+                    "atime of node {node} not updated: {}",
+                    r.as_ref().err().map(|e| e.to_string()).unwrap_or_default()
+                )
+            }
+            Err(e) => log::debug!("atime of node {node} not updated: {e}"),
+            Ok(()) => {}
         }
         r.is_ok()
     }
@@ -227,7 +249,15 @@ impl FsCore {
             None
         };
         let l = self.locate_mut(node)?;
-        self.store.committer.commit(|c| {
+        if name == acl::ACCESS {
+            // An access ACL rewrites the mode: attribute changes still buffered with the
+            // file's data (a chmod right after writing) must be committed first, or their
+            // flush would later overwrite the mode the ACL sets.
+            if let Some(k) = l.key.filter(|k| self.files.lock().contains_key(k)) {
+                self.flush_key(k, FlushMode::Force)?;
+            }
+        }
+        self.commit_located(&l, |c| {
             let mut rec = self.txn_inode(c, &l.rp, l.ino)?.ok_or(FsError::NotFound)?;
             let exists = Self::txn_xattr(c, &l.rp, l.ino, name)?.is_some();
             if flags & XATTR_CREATE != 0 && exists {
@@ -254,7 +284,7 @@ impl FsCore {
                 }
             } else if exists {
                 Self::put_xattr(c, &l.rp, l.ino, name, None);
-                rec.xattrs = rec.xattrs.saturating_sub(1);
+                rec.xattrs = rec.xattrs.less("extended attribute count", l.ino)?;
             }
             rec.ctime = c.file_time;
             self.put_inode(c, &l.rp, l.ino, Some(&rec));
@@ -268,7 +298,7 @@ impl FsCore {
         ino: Ino,
         name: &[u8],
     ) -> FsResult<Option<Vec<u8>>> {
-        let suffix = crate::codec::Enc::new().name(name).finish();
+        let suffix = crate::keys::name_suffix(name);
         Ok(mvcc::txn_get_live(
             &c.txn,
             Cf::Xattrs,
@@ -287,7 +317,7 @@ impl FsCore {
         name: &[u8],
         value: Option<&[u8]>,
     ) {
-        let suffix = crate::codec::Enc::new().name(name).finish();
+        let suffix = crate::keys::name_suffix(name);
         let v = c.version;
         mvcc::put(&mut c.txn, Cf::Xattrs, rp, ino, &suffix, v, value);
     }
@@ -300,7 +330,7 @@ impl FsCore {
         if self.inode(&l.rp, l.ino)?.xattrs == 0 {
             return Err(FsError::NoAttr);
         }
-        let suffix = crate::codec::Enc::new().name(name).finish();
+        let suffix = crate::keys::name_suffix(name);
         mvcc::get_live(&**self.store.kv(), Cf::Xattrs, &l.rp, l.ino, &suffix)?
             .ok_or(FsError::NoAttr)
     }
@@ -320,7 +350,7 @@ impl FsCore {
             &[],
             None,
             |it| {
-                match crate::codec::Dec::new(it.suffix, "xattr key").name() {
+                match crate::keys::name_from_suffix(it.suffix) {
                     Ok(n) => names.push(n.to_vec()),
                     Err(e) => {
                         err = Some(e);
@@ -342,15 +372,15 @@ impl FsCore {
             return Err(FsError::Range);
         }
         let l = self.locate_mut(node)?;
-        let suffix = crate::codec::Enc::new().name(name).finish();
-        self.store.committer.commit(|c| {
+        let suffix = crate::keys::name_suffix(name);
+        self.commit_located(&l, |c| {
             let mut rec = self.txn_inode(c, &l.rp, l.ino)?.ok_or(FsError::NotFound)?;
             if mvcc::txn_get_live(&c.txn, Cf::Xattrs, &l.rp, l.ino, &suffix, c.version)?.is_none() {
                 return Err(FsError::NoAttr);
             }
             let v = c.version;
             mvcc::put(&mut c.txn, Cf::Xattrs, &l.rp, l.ino, &suffix, v, None);
-            rec.xattrs = rec.xattrs.saturating_sub(1);
+            rec.xattrs = rec.xattrs.less("extended attribute count", l.ino)?;
             rec.ctime = c.file_time;
             self.put_inode(c, &l.rp, l.ino, Some(&rec));
             Ok(())
@@ -373,13 +403,10 @@ impl FsCore {
         }
         let frsize = st.f_frsize.max(1);
         let to4k = |blocks: u64| blocks.saturating_mul(frsize) / 4096;
-        let files: u64 = self
-            .store
-            .registry()
-            .list()
-            .iter()
-            .map(|ci| self.store.committer.container_counters(ci.id()).files)
-            .sum();
+        let mut files = 0u64;
+        for ci in self.store.registry().list() {
+            files += crate::stats::tree_counters(&self.store, &ci)?.files;
+        }
         let ffree = Ino::MAX - files.min(Ino::MAX);
         Ok(StatFs {
             blocks: to4k(st.f_blocks as u64),

@@ -17,6 +17,7 @@ use std::sync::Arc;
 /// freed.
 #[derive(Debug)]
 pub struct BufPool {
+    /// Free buffers. Protects: the list. Lock order: a leaf.
     bufs: Mutex<Vec<Vec<u8>>>,
     max_bytes: usize,
 }

@@ -82,7 +82,7 @@ impl From<PackError> for FsError {
             PackError::Corrupt { .. } | PackError::Missing { .. } => {
                 FsError::Corrupt(e.to_string())
             }
-            PackError::Io { .. } => FsError::Io(e.to_string()),
+            PackError::Io { .. } | PackError::SyncFailed { .. } => FsError::Io(e.to_string()),
         }
     }
 }

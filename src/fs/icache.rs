@@ -14,6 +14,8 @@ use std::collections::HashMap;
 const SHARDS: usize = 16;
 
 pub(crate) struct InodeCache {
+    /// Cached inode records, sharded by key. Protects: each shard's map. Lock order: a leaf
+    /// (filled by after-commit hooks, so taken under the commit lock).
     shards: Vec<Mutex<HashMap<FileKey, Option<InodeRec>>>>,
     per_shard: usize,
 }

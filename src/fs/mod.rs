@@ -20,12 +20,17 @@ mod attrs;
 mod data;
 pub mod dirty;
 pub mod error;
+mod file_state;
+mod flush;
 mod icache;
 mod namespace;
+mod read;
 mod rechunk;
 pub mod types;
 mod views;
 
+#[cfg(test)]
+mod fault_tests;
 #[cfg(test)]
 mod model_tests;
 
@@ -34,17 +39,42 @@ pub use types::*;
 
 use crate::commit::Commit;
 use crate::containers::{ContainerInfo, ROOT_BRANCH, ROOT_INO};
+use crate::ids::ContainerId;
 use crate::ids::{BranchId, Ino, Version};
 use crate::kv::Cf;
 use crate::mvcc::{self, ReadPoint};
 use crate::records::{DirentRec, InodeRec};
 use crate::store::Store;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::{ArcRwLockWriteGuard, Condvar, Mutex, RawRwLock, RwLock};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// Lowers a count kept in an inode (a directory's entries or links, a file's links or
+/// extended attributes). A count that would go below zero means the records disagree: the
+/// operation stops with [`FsError::Corrupt`] naming the inode and the count, rather than
+/// writing a clamped value (a directory whose entry count wrongly reached zero could be
+/// removed with entries still in it).
+pub(crate) trait CountDown: Sized {
+    fn less(self, what: &str, ino: Ino) -> FsResult<Self>;
+}
+
+macro_rules! count_down {
+    ($($t:ty),*) => {$(
+        impl CountDown for $t {
+            fn less(self, what: &str, ino: Ino) -> FsResult<$t> {
+                self.checked_sub(1).ok_or_else(|| {
+                    FsError::Corrupt(format!(
+                        "inode {ino}: its {what} would go below zero (the metadata records disagree; run `dedupfs fsck`)"
+                    ))
+                })
+            }
+        }
+    )*};
+}
+count_down!(u32, u64);
 
 /// Tuning of the filesystem core.
 #[derive(Clone, Debug)]
@@ -153,22 +183,31 @@ impl DirCursor {
 pub struct FsCore {
     pub(crate) store: Arc<Store>,
     pub(crate) opts: FsOptions,
-    pub(crate) files: Mutex<HashMap<FileKey, Arc<data::FileState>>>,
+    /// In-memory state of open or dirty files. Protects: the map (not the states, which
+    /// have their own locks). Lock order: a leaf; a state's lock may be taken while it is
+    /// held (to decide eviction), never the reverse.
+    pub(crate) files: Mutex<HashMap<FileKey, Arc<file_state::FileState>>>,
+    /// Open handles. Protects: the table. Lock order: a leaf.
     handles: Mutex<HashMap<u64, Handle>>,
     next_fh: AtomicU64,
     /// Bytes held by write buffers and in-flight flushes.
     pub(crate) buffered: AtomicUsize,
+    /// Throttled writers wait on the condvar for `buffered` to fall. The mutex guards
+    /// nothing but the wait. Lock order: a leaf (nothing else is held while waiting).
     pub(crate) space: (Mutex<()>, Condvar),
+    /// Files waiting for a flusher thread. Protects: the queue. Lock order: a leaf.
     queue: Mutex<VecDeque<(FileKey, FlushMode)>>,
     queue_cv: Condvar,
     shutdown: AtomicBool,
-    /// Wakes the ticker early at shutdown.
+    /// Wakes the ticker early at shutdown. The mutex guards nothing but the wait (leaf).
     tick: (Mutex<()>, Condvar),
     /// Set when a flush failed for lack of space; writers fail fast until a flush succeeds.
     pub(crate) out_of_space: AtomicBool,
     /// When the ticker last retried flushes while out of space (it backs off: each retry
     /// chunks and compresses the buffered data again, for nothing while the disk is full).
+    /// Lock order: a leaf.
     nospace_retry: Mutex<Instant>,
+    /// When the ticker last synced. Lock order: a leaf (released before the sync).
     last_sync: Mutex<Instant>,
     /// Recycled stream buffers for write buffering.
     pub(crate) pool: Arc<dirty::BufPool>,
@@ -176,8 +215,14 @@ pub struct FsCore {
     icache: Arc<icache::InodeCache>,
     /// Decompresses chunks ahead of sequential readers (absent without background threads).
     pub(crate) readahead: Option<Arc<ReadAhead>>,
-    /// Time-travel views opened in this mount.
+    /// Time-travel views opened in this mount. Protects: both maps. Lock order: before
+    /// the registry slot (a view is built from the current registry while it is held).
     time_views: Mutex<TimeViews>,
+    /// Per-container write barriers (see [`FsCore::quiesce`]). Protects: the map (the
+    /// barriers are taken after it is released). Lock order of a barrier: before a file's
+    /// flush lock and the commit lock (a rollback holds it exclusively across its flush and
+    /// its commit; writers hold it shared only while they buffer).
+    barriers: Mutex<HashMap<ContainerId, Arc<RwLock<()>>>>,
 }
 
 /// Time-travel views of a mount: by view number (node ids) and by what they show.
@@ -189,6 +234,7 @@ pub(crate) struct TimeViews {
 
 /// A queue of chunks to load into the cache, served by background threads.
 pub(crate) struct ReadAhead {
+    /// Chunks to load. Protects: the queue. Lock order: a leaf.
     queue: Mutex<VecDeque<crate::ids::ChunkId>>,
     cv: Condvar,
     stop: AtomicBool,
@@ -269,6 +315,7 @@ impl Fs {
             pool: Arc::new(dirty::BufPool::new((opts.stream_trigger + (2 << 20)) * 3)),
             icache: Arc::new(icache::InodeCache::new(65536)),
             time_views: Mutex::new(TimeViews::default()),
+            barriers: Mutex::new(HashMap::new()),
             readahead: opts.background.then(|| {
                 Arc::new(ReadAhead {
                     queue: Mutex::new(VecDeque::new()),
@@ -384,6 +431,70 @@ impl FsCore {
         Ok((ci, ino))
     }
 
+    /// Commits a change to tree `ci`, first checking — under the commit lock, where every
+    /// switch of a tree is published — that the tree is still what `ci` says: a rollback
+    /// that moved the container to a new branch, or the deletion of the snapshot or the
+    /// container, makes the change fail with ESTALE instead of landing on a branch nobody
+    /// reads (where it would be acknowledged and lost).
+    pub(crate) fn commit_in<R>(
+        &self,
+        ci: &ContainerInfo,
+        f: impl FnOnce(&mut Commit<'_>) -> FsResult<R>,
+    ) -> FsResult<R> {
+        self.store.committer.commit(|c| {
+            self.check_current(ci)?;
+            f(c)
+        })
+    }
+
+    /// [`Self::commit_in`] for a located node (the mount root needs no check).
+    pub(crate) fn commit_located<R>(
+        &self,
+        l: &attrs::Located,
+        f: impl FnOnce(&mut Commit<'_>) -> FsResult<R>,
+    ) -> FsResult<R> {
+        match &l.tree {
+            Some(ci) => self.commit_in(ci, f),
+            None => self.store.committer.commit(f),
+        }
+    }
+
+    /// Whether `ci` is still the tree of its view (same branch).
+    pub(crate) fn check_current(&self, ci: &ContainerInfo) -> FsResult<()> {
+        match self.store.registry().view(ci.view) {
+            Some(t) if t.branch() == ci.branch() => Ok(()),
+            _ => Err(FsError::Stale),
+        }
+    }
+
+    /// The write barrier of container `c`: writers that buffer data or attributes for one
+    /// of its trees hold it shared, and an operation that switches the container's head
+    /// (rollback) holds it exclusively from its flush to its switch, so no write can land
+    /// in a buffer after the flush and before the switch (where neither the state kept by
+    /// the rollback nor the new live tree would have it).
+    fn barrier_of(&self, c: ContainerId) -> Arc<RwLock<()>> {
+        self.barriers.lock().entry(c).or_default().clone()
+    }
+
+    /// Runs `f` (which buffers something for tree `ci`) under the container's barrier,
+    /// after checking that `ci` is still current.
+    pub(crate) fn under_barrier<R>(
+        &self,
+        ci: &ContainerInfo,
+        f: impl FnOnce() -> R,
+    ) -> FsResult<R> {
+        let b = self.barrier_of(ci.id());
+        let _shared = b.read();
+        self.check_current(ci)?;
+        Ok(f())
+    }
+
+    /// Holds writers of container `c` back until the guard is dropped (see
+    /// [`Self::barrier_of`]); the caller flushes, then switches.
+    pub fn quiesce(&self, c: ContainerId) -> ArcRwLockWriteGuard<RawRwLock, ()> {
+        self.barrier_of(c).write_arc()
+    }
+
     pub(crate) fn check_tree_writable(ci: &ContainerInfo) -> FsResult<()> {
         if ci.read_only {
             Err(FsError::ReadOnly)
@@ -484,7 +595,7 @@ impl FsCore {
         dir: Ino,
         name: &[u8],
     ) -> FsResult<Option<DirentRec>> {
-        let suffix = crate::records::dirent_suffix(name);
+        let suffix = crate::keys::name_suffix(name);
         match mvcc::txn_get_live(&c.txn, Cf::Dirents, rp, dir, &suffix, c.version)? {
             Some(raw) => Ok(Some(DirentRec::decode(&raw)?)),
             None => Ok(None),
@@ -499,7 +610,7 @@ impl FsCore {
         d: Option<&DirentRec>,
     ) {
         let v = c.version;
-        let suffix = crate::records::dirent_suffix(name);
+        let suffix = crate::keys::name_suffix(name);
         let enc = d.map(|d| d.encode());
         mvcc::put(&mut c.txn, Cf::Dirents, rp, dir, &suffix, v, enc.as_deref());
     }

@@ -7,7 +7,8 @@
 
 use super::*;
 use crate::containers::{ContainerSettings, RootOwner};
-use crate::records::{dirent_name_from_suffix, FileKind};
+use crate::keys::name_from_suffix as dirent_name_from_suffix;
+use crate::records::FileKind;
 use std::ops::ControlFlow;
 
 pub(crate) const S_ISGID: u16 = 0o2000;
@@ -116,7 +117,7 @@ impl FsCore {
                     }
                     return self.getattr(Self::node_of(&ci, rec.parent));
                 }
-                let suffix = crate::records::dirent_suffix(name);
+                let suffix = crate::keys::name_suffix(name);
                 let raw = mvcc::get_live(&**self.store.kv(), Cf::Dirents, rp, dir, &suffix)?
                     .ok_or(FsError::NotFound)?;
                 let d = DirentRec::decode(&raw)?;
@@ -171,7 +172,7 @@ impl FsCore {
         if n.target.len() > 4095 {
             return Err(FsError::NameTooLong);
         }
-        let (ino, rec) = self.store.committer.commit(|c| {
+        let (ino, rec) = self.commit_in(&ci, |c| {
             let rp = &ci.read_point;
             let mut p = self.txn_inode(c, rp, dir)?.ok_or(FsError::NotFound)?;
             if p.kind != FileKind::Directory {
@@ -264,7 +265,7 @@ impl FsCore {
             p.ctime = now;
             self.put_inode(c, rp, dir, Some(&p));
             if n.kind == FileKind::RegularFile {
-                c.container_counters(ci.account()).files += 1;
+                c.tree_delta(rp, 1, 0);
             }
             Ok((ino, rec))
         })?;
@@ -370,16 +371,14 @@ impl FsCore {
         if rec.kind == FileKind::Directory {
             rec.nlink = 0;
         } else {
-            rec.nlink = rec.nlink.saturating_sub(1);
+            rec.nlink = rec.nlink.less("link count", ino)?;
         }
         if rec.nlink > 0 {
             self.put_inode(c, rp, ino, Some(&rec));
             return Ok(());
         }
         if rec.kind == FileKind::RegularFile {
-            let cc = c.container_counters(ci.account());
-            cc.files = cc.files.saturating_sub(1);
-            cc.logical_bytes = cc.logical_bytes.saturating_sub(rec.size);
+            c.tree_delta(rp, -1, -(rec.size as i64));
         }
         // A directory removed while open keeps answering fstat (nlink 0) through its handle;
         // its record goes when the store is next opened, like any orphan.
@@ -396,16 +395,16 @@ impl FsCore {
                 self.put_inode(c, rp, ino, Some(&rec));
                 c.txn.put(
                     Cf::Orphans,
-                    crate::store::orphan_key(branch, ino),
-                    ci.id().0.to_be_bytes().to_vec(),
+                    crate::keys::orphan(branch, ino),
+                    crate::keys::orphan_value(ci.id()),
                 );
             }
             Some(f) if f.mark_unlinked_if_open() => {
                 self.put_inode(c, rp, ino, Some(&rec));
                 c.txn.put(
                     Cf::Orphans,
-                    crate::store::orphan_key(branch, ino),
-                    ci.id().0.to_be_bytes().to_vec(),
+                    crate::keys::orphan(branch, ino),
+                    crate::keys::orphan_value(ci.id()),
                 );
             }
             _ => self.put_inode(c, rp, ino, None),
@@ -431,7 +430,7 @@ impl FsCore {
                 (ci, dir)
             }
         };
-        self.store.committer.commit(|c| {
+        self.commit_in(&ci, |c| {
             let rp = &ci.read_point;
             let d = Self::txn_dirent(c, rp, dir, name)?.ok_or(FsError::NotFound)?;
             if d.kind == FileKind::Directory {
@@ -439,7 +438,7 @@ impl FsCore {
             }
             let now = c.file_time;
             let mut p = self.txn_inode(c, rp, dir)?.ok_or(FsError::NotFound)?;
-            p.size = p.size.saturating_sub(1);
+            p.size = p.size.less("entry count", dir)?;
             p.mtime = now;
             p.ctime = now;
             self.put_inode(c, rp, dir, Some(&p));
@@ -483,7 +482,7 @@ impl FsCore {
                 (ci, dir)
             }
         };
-        self.store.committer.commit(|c| {
+        self.commit_in(&ci, |c| {
             let rp = &ci.read_point;
             let d = Self::txn_dirent(c, rp, dir, name)?.ok_or(FsError::NotFound)?;
             if d.kind != FileKind::Directory {
@@ -495,8 +494,8 @@ impl FsCore {
             }
             let now = c.file_time;
             let mut p = self.txn_inode(c, rp, dir)?.ok_or(FsError::NotFound)?;
-            p.size = p.size.saturating_sub(1);
-            p.nlink = p.nlink.saturating_sub(1).max(2);
+            p.size = p.size.less("entry count", dir)?;
+            p.nlink = p.nlink.less("link count", dir)?.max(2);
             p.mtime = now;
             p.ctime = now;
             self.put_inode(c, rp, dir, Some(&p));
@@ -565,7 +564,7 @@ impl FsCore {
             }
             _ => return Err(FsError::CrossDevice),
         };
-        self.store.committer.commit(|c| {
+        self.commit_in(&ci, |c| {
             let rp = &ci.read_point;
             let src = Self::txn_dirent(c, rp, sdir, name)?.ok_or(FsError::NotFound)?;
             let mut sp = self.txn_inode(c, rp, sdir)?.ok_or(FsError::NotFound)?;
@@ -651,32 +650,32 @@ impl FsCore {
                     let sd = src.kind == FileKind::Directory;
                     let dd = d.kind == FileKind::Directory;
                     if sd && !dd {
-                        sp.nlink -= 1;
+                        sp.nlink = sp.nlink.less("link count", sdir)?;
                         dp.nlink += 1;
                     } else if dd && !sd {
                         sp.nlink += 1;
-                        dp.nlink -= 1;
+                        dp.nlink = dp.nlink.less("link count", ddir)?;
                     }
                 }
             } else {
                 if sdir != ddir && src.kind == FileKind::Directory {
-                    sp.nlink = sp.nlink.saturating_sub(1);
+                    sp.nlink = sp.nlink.less("link count", sdir)?;
                     dp.nlink += 1;
                 }
                 if sdir != ddir {
-                    sp.size = sp.size.saturating_sub(1);
+                    sp.size = sp.size.less("entry count", sdir)?;
                     if removed.is_none() {
                         dp.size += 1;
                     }
                 } else if removed.is_some() {
-                    sp.size = sp.size.saturating_sub(1);
+                    sp.size = sp.size.less("entry count", sdir)?;
                 }
                 if let Some((_, r)) = &removed {
                     if r.kind == FileKind::Directory {
                         if sdir == ddir {
-                            sp.nlink = sp.nlink.saturating_sub(1);
+                            sp.nlink = sp.nlink.less("link count", sdir)?;
                         } else {
-                            dp.nlink = dp.nlink.saturating_sub(1);
+                            dp.nlink = dp.nlink.less("link count", ddir)?;
                         }
                     }
                 }
@@ -731,7 +730,7 @@ impl FsCore {
             _ => return Err(FsError::CrossDevice),
         };
         let branch = ci.branch();
-        let rec = self.store.committer.commit(|c| {
+        let rec = self.commit_in(&ci, |c| {
             let rp = &ci.read_point;
             let mut rec = self.txn_inode(c, rp, ino)?.ok_or(FsError::NotFound)?;
             if rec.kind == FileKind::Directory {

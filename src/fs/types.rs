@@ -184,6 +184,9 @@ impl OpenFlags {
     pub fn write_only() -> OpenFlags {
         OpenFlags::from_libc(libc::O_WRONLY)
     }
+    pub fn read_write() -> OpenFlags {
+        OpenFlags::from_libc(libc::O_RDWR)
+    }
     pub fn from_libc(flags: i32) -> OpenFlags {
         let acc = flags & libc::O_ACCMODE;
         OpenFlags {

@@ -130,7 +130,7 @@ impl FsCore {
             VirtualDir::AtContainer(c) => {
                 let ci = self.store.registry().get(c).ok_or(FsError::NotFound)?;
                 let mut out = Vec::new();
-                for b in crate::containers::bookmarks(&**self.store.kv(), c)
+                for b in crate::containers::bookmarks(&self.store, c)
                     .map_err(|e| FsError::Io(e.to_string()))?
                 {
                     let tree = self.time_view(&ci, crate::ids::Version(b.version))?;

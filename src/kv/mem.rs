@@ -15,11 +15,19 @@ type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 #[derive(Default, Clone)]
 pub struct MemKv {
     maps: Arc<RwLock<BTreeMap<Cf, Map>>>,
+    /// Fault injection: syncs left before one fails (0: never fails).
+    fail_sync_in: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl MemKv {
     pub fn new() -> Self {
         MemKv::default()
+    }
+
+    /// Makes the `n`th sync from now fail with an I/O error (fault-injection tests).
+    pub fn fail_sync_after(&self, n: u64) {
+        self.fail_sync_in
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -129,6 +137,14 @@ impl Kv for MemKv {
     }
 
     fn sync(&self) -> Result<(), KvError> {
+        use std::sync::atomic::Ordering;
+        let left = self.fail_sync_in.load(Ordering::SeqCst);
+        if left > 0 {
+            self.fail_sync_in.store(left - 1, Ordering::SeqCst);
+            if left == 1 {
+                return Err(KvError::Io("injected sync failure".into()));
+            }
+        }
         Ok(())
     }
 

@@ -25,6 +25,12 @@ pub enum KvError {
     NoSpace(String),
     #[error("metadata database I/O error: {0}")]
     Io(String),
+    /// A sync of pack data or of the metadata log failed earlier, so what was acknowledged
+    /// since may not be on disk; the store takes no more changes until it is reopened.
+    #[error(
+        "the store stopped taking changes after a failed sync ({0}); unmount and mount it again"
+    )]
+    Halted(String),
 }
 
 /// Column families. Names are part of the on-disk format.
@@ -62,10 +68,12 @@ pub enum Cf {
     ExtentSegments,
     /// Named points in history: snapshots (`S`, id) and bookmarks (`B`, container, name).
     Points,
+    /// Versioned live-file counters of each branch's tree: (branch, 0, !version).
+    TreeCounters,
 }
 
 impl Cf {
-    pub const ALL: [Cf; 16] = [
+    pub const ALL: [Cf; 17] = [
         Cf::Meta,
         Cf::Containers,
         Cf::Branches,
@@ -82,6 +90,7 @@ impl Cf {
         Cf::XattrsHead,
         Cf::ExtentSegments,
         Cf::Points,
+        Cf::TreeCounters,
     ];
 
     pub fn name(self) -> &'static str {
@@ -102,6 +111,7 @@ impl Cf {
             Cf::XattrsHead => "xattrs_head",
             Cf::ExtentSegments => "extent_segments",
             Cf::Points => "points",
+            Cf::TreeCounters => "tree_counters",
         }
     }
 
@@ -113,11 +123,6 @@ impl Cf {
             Cf::Xattrs => Some(Cf::XattrsHead),
             _ => None,
         }
-    }
-
-    /// Whether keys of this family start with a (branch, ino) prefix that scans stay within.
-    pub fn is_versioned(self) -> bool {
-        matches!(self, Cf::Inodes | Cf::Dirents | Cf::Extents | Cf::Xattrs)
     }
 }
 
@@ -210,7 +215,7 @@ pub fn collect_range(
 ///
 /// Operations that read, check and then write (rename, refcount updates) build a `Txn` while
 /// holding the commit lock, so the read-check-write sequence is isolated from other writers.
-pub struct Txn<'a> {
+pub(crate) struct Txn<'a> {
     kv: &'a dyn Kv,
     pending: BTreeMap<(Cf, Vec<u8>), Option<Vec<u8>>>,
     ranges: Vec<WriteOp>,

@@ -6,8 +6,11 @@
 use crate::chunker::ChunkParams;
 use serde::{Deserialize, Serialize};
 
-/// The on-disk format this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The on-disk format this build reads and writes. History:
+/// - 1: the first format.
+/// - 2: live-file counters are versioned per branch (`tree_counters` family), so a
+///   rollback or a snapshot has its own counts; stores of format 1 are upgraded at open.
+pub const FORMAT_VERSION: u32 = 2;
 pub const CONFIG_FILE: &str = "dedupfs.json";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -57,6 +60,27 @@ impl StoreConfig {
         }
         out
     }
+}
+
+/// Writes `dedupfs.json` atomically (temporary file, fsync, rename, fsync of the directory),
+/// readable by its owner only.
+pub fn write(dir: &std::path::Path, config: &StoreConfig) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = dir.join(format!("{CONFIG_FILE}.tmp"));
+    let json = serde_json::to_vec_pretty(config).map_err(std::io::Error::other)?;
+    {
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(&json)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, dir.join(CONFIG_FILE))?;
+    std::fs::File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]

@@ -7,15 +7,28 @@
 //!
 //! After opening, interrupted container deletes are finished and inodes that were unlinked
 //! while open when the previous process died are removed.
+//!
+//! Permissions: the store directory and every directory in it are 0700, every file 0600,
+//! whatever the umask — a store holds every backed-up byte (small chunks are stored raw or
+//! lightly compressed), so no other local user may read any of it. `init` creates it so;
+//! `open` checks every entry and tightens what is looser (logging what it changed), so a
+//! store copied or restored with other modes is closed again. RocksDB creates its files
+//! with 0644 minus the umask (its own option for this is not wired up), so the `dedupfs`
+//! binary runs with umask 077 and the 0700 directory keeps them private in any case.
 
 pub mod config;
 pub mod lock;
+mod migrate;
+pub mod perms;
 
 use crate::chunker::{ChunkHasher, ChunkParams, Chunker};
 use crate::chunks::{ChunkError, ChunkStore};
+use crate::commit::Commit;
 use crate::commit::Committer;
-use crate::containers::{self, ContainerError, Registry, RootOwner, ROOT_BRANCH, ROOT_INO};
-use crate::ids::{BranchId, ContainerId, Ino, Version};
+use crate::containers::{
+    self, ContainerError, Registry, RegistryCell, RootOwner, ROOT_BRANCH, ROOT_INO,
+};
+use crate::ids::{ContainerId, Version};
 use crate::kv::rocks::{RocksKv, RocksTuning};
 use crate::kv::{mem::MemKv, Cf, Kv, KvError};
 use crate::mvcc::{self, ReadPoint};
@@ -23,7 +36,6 @@ use crate::pack::{self, PackError, PackReader, PackWriter};
 use crate::records::InodeRec;
 use config::{to_hex, StoreConfig, CONFIG_FILE, FORMAT_VERSION};
 use lock::{LockFailure, StoreLock};
-use parking_lot::RwLock;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -60,6 +72,8 @@ pub enum StoreError {
     },
     #[error("store {path}: {source}")]
     Meta { path: PathBuf, source: KvError },
+    #[error("{path}: permission denied; the store belongs to uid {owner} and only that user or root may use it")]
+    NotPermitted { path: PathBuf, owner: u32 },
     #[error(transparent)]
     Pack(#[from] PackError),
     #[error(transparent)]
@@ -125,7 +139,9 @@ pub struct Store {
     pub chunks: ChunkStore,
     pub committer: Committer,
     pub chunker: Chunker,
-    registry: RwLock<Registry>,
+    /// Containers, branches and snapshots (see [`RegistryCell`] for its two locks).
+    registry: RegistryCell,
+    /// The store lock file. Protects: the holder note. Lock order: a leaf.
     lock: parking_lot::Mutex<Option<StoreLock>>,
 }
 
@@ -178,6 +194,7 @@ impl Store {
         } else {
             std::fs::create_dir_all(path).map_err(io_err(path))?;
         }
+        perms::make_private_dir(path).map_err(io_err(path))?;
         let rnd = random_bytes(192 + 16 + 8).map_err(io_err(Path::new("/dev/urandom")))?;
         let mut seed = [0u8; 8];
         seed.copy_from_slice(&rnd[208..216]);
@@ -191,7 +208,8 @@ impl Store {
             pack_target_size: opts.pack_target_size,
             verify_dedup: opts.verify_dedup,
         };
-        std::fs::create_dir_all(path.join(PACKS_DIR)).map_err(io_err(path))?;
+        perms::create_private_dir(&path.join(PACKS_DIR)).map_err(io_err(path))?;
+        perms::create_private_dir(&path.join(META_DIR)).map_err(io_err(path))?;
         let kv =
             RocksKv::open(&path.join(META_DIR), true, RocksTuning::default()).map_err(|e| {
                 StoreError::Meta {
@@ -204,22 +222,9 @@ impl Store {
         kv.sync()?;
         drop(kv);
         // The config file goes last: a directory with it is a complete store.
-        let tmp = path.join(format!("{CONFIG_FILE}.tmp"));
-        let json = serde_json::to_vec_pretty(&config).unwrap_or_default();
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .mode(0o600)
-                .open(&tmp)
-                .map_err(io_err(&tmp))?;
-            f.write_all(&json).map_err(io_err(&tmp))?;
-            f.sync_all().map_err(io_err(&tmp))?;
-        }
-        std::fs::rename(&tmp, path.join(CONFIG_FILE)).map_err(io_err(path))?;
+        config::write(path, &config).map_err(io_err(path))?;
+        // RocksDB made its files under the caller's umask.
+        perms::tighten(path).map_err(io_err(path))?;
         fsync_dir(path).map_err(io_err(path))?;
         Ok(config)
     }
@@ -256,6 +261,12 @@ impl Store {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StoreError::NotAStore(path.to_path_buf()))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(StoreError::NotPermitted {
+                    path: path.to_path_buf(),
+                    owner: perms::owner(path).unwrap_or(0),
+                })
             }
             Err(e) => {
                 return Err(StoreError::Io {
@@ -302,9 +313,27 @@ impl Store {
 
     /// Opens the store at `path` for exclusive use by this process.
     pub fn open(path: &Path, opts: &OpenOptions) -> Result<Store, StoreError> {
-        let path =
-            std::fs::canonicalize(path).map_err(|_| StoreError::NotFound(path.to_path_buf()))?;
+        let path = match std::fs::canonicalize(path) {
+            Ok(p) => p,
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                return Err(StoreError::NotPermitted {
+                    path: path.to_path_buf(),
+                    owner: 0,
+                })
+            }
+            Err(_) => return Err(StoreError::NotFound(path.to_path_buf())),
+        };
         let config = Self::read_config(&path)?;
+        let tightened = perms::tighten(&path).map_err(io_err(&path))?;
+        if !tightened.is_empty() {
+            log::warn!(
+                "{}: {} entries were readable or writable by other users; made them private \
+                 (directories 0700, files 0600): {}",
+                path.display(),
+                tightened.len(),
+                perms::summary(&tightened)
+            );
+        }
         let lock =
             StoreLock::acquire(&path, &opts.purpose, opts.lock_wait).map_err(|f| match f {
                 LockFailure::Held { holder } => StoreError::Locked {
@@ -327,7 +356,11 @@ impl Store {
             path: path.clone(),
             source: e,
         })?;
-        Self::assemble(path, config, Arc::new(kv), opts, Some(lock))
+        let mut store = Self::assemble(path, config, Arc::new(kv), opts, Some(lock))?;
+        migrate::to_current(&mut store)?;
+        store.finish_deletes(&mut |_, _| {})?;
+        store.clean_orphans()?;
+        Ok(store)
     }
 
     /// A store whose metadata lives in memory (packs still go to `dir`). For tests.
@@ -364,7 +397,10 @@ impl Store {
         {
             Self::write_root(&kv)?;
         }
-        Self::assemble(dir.to_path_buf(), config, kv, &OpenOptions::default(), None)
+        let store = Self::assemble(dir.to_path_buf(), config, kv, &OpenOptions::default(), None)?;
+        store.finish_deletes(&mut |_, _| {})?;
+        store.clean_orphans()?;
+        Ok(store)
     }
 
     fn assemble(
@@ -412,11 +448,9 @@ impl Store {
             chunks,
             committer,
             chunker,
-            registry: RwLock::new(registry),
+            registry: RegistryCell::new(registry),
             lock: parking_lot::Mutex::new(lock),
         };
-        store.finish_deletes(&mut |_, _| {})?;
-        store.clean_orphans()?;
         Ok(store)
     }
 
@@ -428,16 +462,35 @@ impl Store {
         &self.config
     }
 
-    pub fn kv(&self) -> &Arc<dyn Kv> {
+    pub(crate) fn kv(&self) -> &Arc<dyn Kv> {
         &self.kv
     }
 
-    pub fn registry(&self) -> parking_lot::RwLockReadGuard<'_, Registry> {
-        self.registry.read()
+    /// Bytes the metadata database occupies on disk.
+    pub fn metadata_bytes(&self) -> u64 {
+        self.kv.disk_bytes()
     }
 
-    pub fn registry_mut(&self) -> parking_lot::RwLockWriteGuard<'_, Registry> {
-        self.registry.write()
+    /// The current registry: a snapshot that stays valid (and unchanged) however long it
+    /// is held; it never blocks a writer.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.registry.get()
+    }
+
+    /// Runs a commit that changes the registry: `f` gets the commit and a private copy of
+    /// the registry to change (writers are serialised from here to the end of the commit),
+    /// and the copy is published when the commit is applied, still under the commit lock,
+    /// so every later commit sees it. If `f` or the commit fails, nothing is published.
+    pub fn commit_registry<R, E: From<KvError>>(
+        &self,
+        f: impl FnOnce(&mut Commit<'_>, &mut Registry) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let mut edit = self.registry.edit();
+        self.committer.commit(|c| {
+            let r = f(c, &mut edit)?;
+            c.after_commit(edit.publisher());
+            Ok(r)
+        })
     }
 
     /// Updates the note telling other processes who holds the store.
@@ -448,9 +501,16 @@ impl Store {
     }
 
     /// Makes everything committed so far durable: pack bytes first, then the metadata log.
+    /// A failed sync of either halts the store (see [`Committer`]): every later change and
+    /// sync fails, naming that failure, until the store is opened again.
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.committer
-            .sync(|| self.chunks.writer().sync().map_err(StoreError::from))
+        self.committer.sync(|| match self.chunks.writer().sync() {
+            Err(e @ PackError::SyncFailed { .. }) => {
+                self.committer.halt(e.to_string());
+                Err(StoreError::from(e))
+            }
+            other => other.map_err(StoreError::from),
+        })
     }
 
     /// Bytes of pack files on disk and their count.
@@ -467,9 +527,13 @@ impl Store {
             let branches = self.registry().branches_of(ContainerId(rec.id));
             let mut released = 0u64;
             loop {
-                let step = self
-                    .committer
-                    .commit(|c| containers::purge_step(c, &self.chunks, &rec, &branches))?;
+                let step = self.commit_registry(|c, reg| {
+                    let step = containers::purge_step(c, &self.chunks, &rec, &branches)?;
+                    if step == containers::PurgeProgress::Done {
+                        reg.forget(ContainerId(rec.id));
+                    }
+                    Ok::<_, StoreError>(step)
+                })?;
                 match step {
                     containers::PurgeProgress::Released(n) => {
                         released += n;
@@ -478,7 +542,6 @@ impl Store {
                     containers::PurgeProgress::Done => break,
                 }
             }
-            containers::registry_forget(&mut self.registry_mut(), ContainerId(rec.id));
             log::info!(
                 "container '{}' deleted ({} extent records released)",
                 rec.name,
@@ -494,24 +557,28 @@ impl Store {
         if orphans.is_empty() {
             return Ok(());
         }
-        let reg = self.registry().clone();
+        let reg = self.registry();
         self.committer.commit(|c| {
             for (k, v) in &orphans {
+                let bad = |e: crate::codec::CodecError| {
+                    KvError::Corrupt(format!("orphan record {}: {e}", containers::purge::hex(k)))
+                };
+                let (branch, ino) = crate::keys::orphan_from(k).map_err(bad)?;
+                crate::keys::orphan_value_from(v).map_err(bad)?;
                 c.txn.delete(Cf::Orphans, k.clone());
-                if k.len() != 16 || v.len() != 4 {
+                if reg.branch(branch).is_none() {
+                    // Its tree was deleted meanwhile; the purge removed the inode too.
                     continue;
                 }
-                let branch = BranchId(u64::from_be_bytes(k[..8].try_into().unwrap_or([0; 8])));
-                let ino = Ino(u64::from_be_bytes(k[8..].try_into().unwrap_or([0; 8])));
-                let cid = ContainerId(u32::from_be_bytes(v[..4].try_into().unwrap_or([0; 4])));
                 let rp = reg.read_point(branch, Version::LATEST);
                 let Some(raw) = mvcc::txn_get_live(&c.txn, Cf::Inodes, &rp, ino, &[], c.version)?
                 else {
                     continue;
                 };
-                let rec = InodeRec::decode(&raw).map_err(|e| KvError::Corrupt(e.to_string()))?;
+                let rec = InodeRec::decode(&raw).map_err(|e| {
+                    KvError::Corrupt(format!("inode {ino} of branch {branch}: {e}"))
+                })?;
                 // Counters already left the file out when its last name went away.
-                let _ = cid;
                 if rec.nlink == 0 {
                     let v = c.version;
                     mvcc::put(&mut c.txn, Cf::Inodes, &rp, ino, &[], v, None);
@@ -525,9 +592,4 @@ impl Store {
         );
         Ok(())
     }
-}
-
-/// The key of an orphan record.
-pub fn orphan_key(branch: BranchId, ino: Ino) -> Vec<u8> {
-    crate::codec::Enc::new().u64(branch.0).u64(ino.0).finish()
 }

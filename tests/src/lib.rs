@@ -115,6 +115,15 @@ impl TestStore {
         self.mounted = true;
     }
 
+    /// Records that the store was mounted (or unmounted) by the test itself, so that drop
+    /// cleans up correctly.
+    pub fn mark_mounted(&mut self) {
+        self.mounted = true;
+    }
+    pub fn mark_unmounted(&mut self) {
+        self.mounted = false;
+    }
+
     pub fn umount(&mut self) {
         ok(&dedupfs(&["umount", self.mnt.to_str().unwrap()]));
         self.mounted = false;
@@ -164,6 +173,17 @@ impl Default for TestStore {
 
 impl Drop for TestStore {
     fn drop(&mut self) {
+        // A failing test shows the daemon's side of the story before the store goes.
+        if std::thread::panicking() {
+            if let Ok(log) = std::fs::read_to_string(self.store.join("dedupfs.log")) {
+                let lines: Vec<&str> = log.lines().collect();
+                let from = lines.len().saturating_sub(40);
+                eprintln!("--- last lines of {}/dedupfs.log:", self.store.display());
+                for l in &lines[from..] {
+                    eprintln!("{l}");
+                }
+            }
+        }
         if self.mounted {
             let _ = Command::new(bin())
                 .args(["umount", self.mnt.to_str().unwrap()])
@@ -252,4 +272,54 @@ pub fn backup_corpus() -> PathBuf {
         .expect("repo")
         .join("benches")
         .join("backup-corpus")
+}
+
+/// A small deterministic generator (tests must be reproducible from their seed).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    /// A number below `n` (`n` of 0 counts as 1).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// A tmpfs of `mib` MiB mounted at `dir` (unmounted on drop): a small disk to fill.
+pub struct SmallFs(pub PathBuf);
+
+impl SmallFs {
+    pub fn new(dir: PathBuf, mib: u64) -> SmallFs {
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        sh(&format!(
+            "mount -t tmpfs -o size={mib}m tmpfs {}",
+            dir.display()
+        ));
+        SmallFs(dir)
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+    }
+}
+
+/// Unmounts a dedupfs mount when dropped (also when the test fails).
+pub struct Unmount(pub PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if is_mounted(&self.0) {
+            let _ = dedupfs(&["umount", self.0.to_str().unwrap_or_default()]);
+        }
+        if is_mounted(&self.0) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).output();
+        }
+    }
 }

@@ -54,10 +54,10 @@ fn store_errors_name_the_problem() {
     // A store from a newer format version.
     let t = TestStore::new();
     let cfg = t.store.join("dedupfs.json");
-    let raw = std::fs::read_to_string(&cfg)
-        .unwrap()
-        .replace("\"format\": 1", "\"format\": 99");
-    std::fs::write(&cfg, raw).unwrap();
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+    v["format"] = serde_json::json!(99);
+    std::fs::write(&cfg, v.to_string()).unwrap();
     let o = dedupfs(&["mount", t.store.to_str().unwrap(), t.mnt.to_str().unwrap()]);
     assert_eq!(code(&o), 3);
     assert!(

@@ -40,12 +40,17 @@ fn fsynced_files_survive_kill_9_of_the_daemon() {
     for (p, want) in &synced {
         let mut got = Vec::new();
         File::open(p).unwrap().read_to_end(&mut got).unwrap();
+        let differ: Vec<usize> = (0..got.len().min(want.len()))
+            .filter(|&i| got[i] != want[i])
+            .collect();
         assert!(
             got == *want,
-            "{} differs after kill -9 ({} vs {} bytes)",
+            "{} differs after kill -9 ({} vs {} bytes; bytes {:?}..{:?} differ)",
             p.display(),
             got.len(),
-            want.len()
+            want.len(),
+            differ.first(),
+            differ.last()
         );
     }
     // The store keeps working.
@@ -160,4 +165,82 @@ fn sigterm_unmounts_cleanly_and_keeps_buffered_writes() {
         fs::read(t.path("c/f")).unwrap() == data,
         "buffered data was flushed at the clean unmount"
     );
+}
+
+/// The registry entry a killed daemon leaves behind must never make a later `mount` of
+/// its store a view of some other filesystem. After `kill -9` the entry names a pid that
+/// is a zombie until reaped (and may later belong to another process), and a device number
+/// the kernel gives to the next FUSE mount; taking it for a live daemon bound the other
+/// mount in place of the store (seen as a "fsynced" file with wrong bytes).
+#[test]
+fn a_dead_daemons_record_never_makes_a_mount_show_another_filesystem() {
+    let mut a = TestStore::mounted("");
+    fs::create_dir(a.path("c")).unwrap();
+    fs::write(a.path("c/mine"), b"store A").unwrap();
+    let b = TestStore::mounted("");
+    fs::create_dir(b.path("other")).unwrap();
+    let canon_a = fs::canonicalize(&a.store).unwrap();
+    let run_dir = std::env::var_os("DEDUPFS_RUN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/run/dedupfs"));
+    let (rec_path, rec) = fs::read_dir(&run_dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .find_map(|e| {
+            let v: serde_json::Value = serde_json::from_slice(&fs::read(e.path()).ok()?).ok()?;
+            (v["store"].as_str() == canon_a.to_str()).then(|| (e.path(), v))
+        })
+        .expect("store A's registry entry");
+    let b_dev = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f[4] == fs::canonicalize(&b.mnt).unwrap().to_str().unwrap())
+        .map(|f| f[2].to_string())
+        .expect("B in mountinfo");
+    a.umount();
+    assert!(!rec_path.exists(), "a clean unmount removes the entry");
+
+    // A zombie (a child that exited and was not reaped), like a just-killed daemon.
+    let mut zombie = std::process::Command::new("true").spawn().unwrap();
+    // SAFETY: waitid on our own child with WNOWAIT: waits for its exit, leaves it a zombie.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        assert_eq!(
+            libc::waitid(
+                libc::P_PID,
+                zombie.id(),
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT
+            ),
+            0
+        );
+    }
+    let stat = |pid: u32| {
+        let s = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        let rest = s.rsplit_once(") ").unwrap().1.to_string();
+        rest.split(' ').nth(19).unwrap().parse::<u64>().unwrap()
+    };
+    let stale = [
+        // The killed daemon's pid, still a zombie.
+        (zombie.id(), stat(zombie.id())),
+        // Its pid reused by another live process (this one), which started at another time.
+        (std::process::id(), stat(std::process::id()) + 1),
+    ];
+    for (pid, started) in stale {
+        let mut r = rec.clone();
+        r["pid"] = pid.into();
+        r["started"] = started.into();
+        r["dev"] = b_dev.clone().into();
+        fs::write(&rec_path, serde_json::to_vec(&r).unwrap()).unwrap();
+        a.mount("");
+        assert!(
+            a.path("c/mine").exists() && !a.path("other").exists(),
+            "with a stale entry (pid {pid}) the mount of store A shows another filesystem"
+        );
+        assert_eq!(fs::read(a.path("c/mine")).unwrap(), b"store A");
+        a.umount();
+    }
+    zombie.wait().unwrap();
 }

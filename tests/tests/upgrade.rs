@@ -1,0 +1,107 @@
+//! A store made by the previous format still opens and reads: `tests/fixtures/
+//! store-format1.tar.gz` was written by a format-1 build (see `make-format1-store.sh`
+//! there) — a container with a hard link, a symlink, an xattr, a bookmark, a read-write
+//! snapshot and a rollback. The current build upgrades it at open (format 2: versioned tree
+//! counters) and reads every file of the live tree, of the bookmark and of the snapshot
+//! exactly as the old build wrote them.
+
+use dedupfs_tests::*;
+use std::fs;
+
+fn check_sums(dir: &std::path::Path, list: &std::path::Path) {
+    let out = sh(&format!(
+        "cd {} && sha256sum --quiet -c {}",
+        dir.display(),
+        list.display()
+    ));
+    assert!(out.trim().is_empty(), "{out}");
+    let want = fs::read_to_string(list).unwrap().lines().count();
+    let have = sh(&format!("cd {} && find . -type f | wc -l", dir.display()));
+    assert_eq!(
+        have.trim().parse::<usize>().unwrap(),
+        want,
+        "no file more or less"
+    );
+}
+
+#[test]
+fn a_format_1_store_opens_upgrades_and_reads_back_exactly() {
+    let fixture = manifest_dir().join("fixtures/store-format1.tar.gz");
+    let t = TestStore::new();
+    let work = t.dir.path().join("old");
+    fs::create_dir(&work).unwrap();
+    sh(&format!(
+        "tar -C {} -xzf {}",
+        work.display(),
+        fixture.display()
+    ));
+    let store = work.join("store");
+    let mnt = &t.mnt;
+    let cfg: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(store.join("dedupfs.json")).unwrap()).unwrap();
+    assert_eq!(cfg["format"], 1, "the fixture is a format-1 store");
+
+    ok(&dedupfs(&[
+        "mount",
+        store.to_str().unwrap(),
+        mnt.to_str().unwrap(),
+        "-o",
+        "gc_idle=0,prune_interval=0",
+    ]));
+    let cli = |args: &[&str]| {
+        let mut a = vec!["--store", store.to_str().unwrap()];
+        a.extend_from_slice(args);
+        dedupfs(&a)
+    };
+    check_sums(&mnt.join("c"), &work.join("live.sha256"));
+    check_sums(&mnt.join(".at/c/b1"), &work.join("b1.sha256"));
+    check_sums(&mnt.join(".snapshots/rws"), &work.join("rws.sha256"));
+    assert_eq!(
+        sh(&format!(
+            "getfattr --only-values -n user.note {}",
+            mnt.join("c/hello.txt").display()
+        )),
+        "kept"
+    );
+    assert_eq!(
+        fs::read_link(mnt.join("c/sym")).unwrap().to_str(),
+        Some("dir/numbers.txt")
+    );
+    let cfg: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(store.join("dedupfs.json")).unwrap()).unwrap();
+    assert_eq!(cfg["format"], 2, "upgraded at open");
+    // Format 1 kept live-file counts per container, and its rollback left them stale;
+    // fsck recounts the trees and repairs them.
+    let _ = cli(&["fsck", "--repair", "--json"]);
+    let f: serde_json::Value = serde_json::from_str(&ok(&cli(&["fsck", "--json"]))).unwrap();
+    assert_eq!(
+        f["unrepaired"], 0,
+        "clean after the upgrade and one repair: {f}"
+    );
+    let s: serde_json::Value = serde_json::from_str(&ok(&cli(&["stats", "c", "--json"]))).unwrap();
+    let files = sh(&format!(
+        "find {} -type f -links 1 | wc -l",
+        mnt.join("c").display()
+    ));
+    // hello.txt and hello-link are one file.
+    assert_eq!(
+        s["files"].as_u64().unwrap(),
+        files.trim().parse::<u64>().unwrap() + 1
+    );
+    // And it takes writes.
+    fs::write(mnt.join("c/after-upgrade"), "new").unwrap();
+    ok(&dedupfs(&["umount", mnt.to_str().unwrap()]));
+    ok(&dedupfs(&[
+        "mount",
+        store.to_str().unwrap(),
+        mnt.to_str().unwrap(),
+        "-o",
+        "gc_idle=0,prune_interval=0",
+    ]));
+    assert_eq!(
+        fs::read_to_string(mnt.join("c/after-upgrade")).unwrap(),
+        "new"
+    );
+    check_sums(&mnt.join(".at/c/b1"), &work.join("b1.sha256"));
+    ok(&dedupfs(&["umount", mnt.to_str().unwrap()]));
+}
