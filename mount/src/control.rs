@@ -12,7 +12,7 @@
 use crate::locate;
 use crate::ops::{self, ErrorKind, OpError, Progress, Request};
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
@@ -173,6 +173,12 @@ fn handle(conn: UnixStream, ctx: &ops::Ctx) {
             log::warn!(
                 "control socket: refused {who} (only uid {me} or root may control this store)"
             );
+            // Take the request first (bounded in size and time) so that a client that
+            // writes before it reads gets the refusal rather than a broken pipe. Nothing
+            // of it is parsed.
+            let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut line = Vec::new();
+            let _ = BufReader::new((&conn).take(64 << 10)).read_until(b'\n', &mut line);
             send(
                 &mut w,
                 &Line::Error(OpError {
