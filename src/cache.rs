@@ -48,6 +48,11 @@ impl ChunkCache {
         Some(e.data.clone())
     }
 
+    /// Whether `id` is cached (without marking it used).
+    pub fn contains(&self, id: ChunkId) -> bool {
+        self.shard(id).lock().map.contains_key(&id)
+    }
+
     pub fn insert(&self, id: ChunkId, data: Arc<Vec<u8>>) {
         if data.len() > self.shard_budget {
             return;

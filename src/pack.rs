@@ -546,12 +546,13 @@ impl PackReader {
 }
 
 impl PackReader {
-    /// Checks that the record at `loc` is present, whole, and names `chunk` with
-    /// `stored_len` payload bytes, reading only its header (fsck without scrub).
+    /// Checks that the record at `loc` is present, whole, and names `chunk` (unless `None`:
+    /// a frame's header names its first member only) with `stored_len` payload bytes,
+    /// reading only its header (fsck without scrub).
     pub fn check_header(
         &self,
         loc: RecordLoc,
-        chunk: ChunkId,
+        chunk: Option<ChunkId>,
         stored_len: u32,
     ) -> Result<(), PackError> {
         let f = self.file(loc.pack)?;
@@ -574,7 +575,7 @@ impl PackReader {
         f.read_exact_at(&mut header, loc.offset)
             .map_err(|e| PackError::io(loc.pack, loc.offset, e))?;
         let h = parse_header(&header, loc)?;
-        if h.chunk != chunk {
+        if chunk.is_some_and(|c| c != h.chunk) {
             return Err(corrupt(format!("record holds chunk {}", h.chunk)));
         }
         if h.stored_len != stored_len {

@@ -10,7 +10,8 @@ use crate::ids::{ChunkId, Ino, PackId};
 const INODE_LAYOUT: u8 = 1;
 const DIRENT_LAYOUT: u8 = 1;
 const EXTENT_LAYOUT: u8 = 1;
-const CHUNK_LAYOUT: u8 = 1;
+/// Layout 2 (store format 3) adds the frame slot; layout 1 entries still decode.
+const CHUNK_LAYOUT: u8 = 2;
 const TREE_COUNTERS_LAYOUT: u8 = 1;
 
 /// File types, with the numbering of `st_mode >> 12`.
@@ -292,14 +293,29 @@ impl ExtentRec {
 /// Chunk payload encodings in packs.
 pub const COMPRESSION_NONE: u8 = 0;
 pub const COMPRESSION_ZSTD: u8 = 1;
+/// A compression frame: several chunks stored first one after another, compressed together
+/// as one record (see [`crate::frame`]). The record header names the first of them.
+pub const COMPRESSION_FRAME: u8 = 2;
+
+/// Where a chunk sits in a compression frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameSlot {
+    /// Offset of the chunk's bytes in the frame's decompressed content.
+    pub at: u32,
+    /// The pack bytes charged to this chunk: the frame record (header and payload) shared
+    /// out over its chunks in proportion to their raw sizes. The shares of one frame add up
+    /// to the record's size exactly, so pack and store tallies stay exact.
+    pub share: u32,
+}
 
 /// Where a chunk lives and how many extent records reference it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkRec {
     pub pack: PackId,
-    /// Offset of the chunk's record header in the pack.
+    /// Offset of the chunk's record header in the pack (of its frame's record, if framed).
     pub offset: u64,
-    /// Payload bytes in the pack (after compression), excluding the record header.
+    /// Payload bytes of that record in the pack (after compression), excluding the record
+    /// header; for a framed chunk, the whole frame's payload.
     pub stored_len: u32,
     pub raw_len: u32,
     pub compression: u8,
@@ -311,9 +327,20 @@ pub struct ChunkRec {
     /// repeat long runs of chunks; a writer that just matched this chunk checks whether the
     /// next bytes are that successor before cutting them itself.
     pub next: Option<(ChunkId, u32)>,
+    /// Set when the chunk is stored in a compression frame (`compression` is then
+    /// [`COMPRESSION_FRAME`]).
+    pub frame: Option<FrameSlot>,
 }
 
 impl ChunkRec {
+    /// The pack bytes this chunk accounts for: its record, or its share of its frame's.
+    pub fn disk_bytes(&self) -> u64 {
+        match self.frame {
+            Some(f) => f.share as u64,
+            None => crate::pack::RECORD_HEADER_LEN + self.stored_len as u64,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
         Enc::with_capacity(32)
             .u8(CHUNK_LAYOUT)
@@ -327,12 +354,21 @@ impl ChunkRec {
             .u8(self.next.is_some() as u8)
             .u128(self.next.map(|n| n.0 .0).unwrap_or(0))
             .u32(self.next.map(|n| n.1).unwrap_or(0))
+            .u8(self.frame.is_some() as u8)
+            .u32(self.frame.map(|f| f.at).unwrap_or(0))
+            .u32(self.frame.map(|f| f.share).unwrap_or(0))
             .finish()
     }
     pub fn decode(b: &[u8]) -> Result<ChunkRec, CodecError> {
         let mut d = Dec::new(b, "chunk index entry");
-        d.layout(CHUNK_LAYOUT)?;
-        let r = ChunkRec {
+        let layout = d.u8()?;
+        if layout != 1 && layout != CHUNK_LAYOUT {
+            return Err(CodecError::new(
+                "chunk index entry",
+                format!("layout version {layout}, expected 1 or {CHUNK_LAYOUT}"),
+            ));
+        }
+        let mut r = ChunkRec {
             pack: PackId(d.u32()?),
             offset: d.u64()?,
             stored_len: d.u32()?,
@@ -346,7 +382,24 @@ impl ChunkRec {
                 let len = d.u32()?;
                 has.then_some((id, len))
             },
+            frame: None,
         };
+        if layout == CHUNK_LAYOUT {
+            let has = d.u8()? != 0;
+            let at = d.u32()?;
+            let share = d.u32()?;
+            r.frame = has.then_some(FrameSlot { at, share });
+        }
+        if (r.compression == COMPRESSION_FRAME) != r.frame.is_some() {
+            return Err(CodecError::new(
+                "chunk index entry",
+                format!(
+                    "encoding {} {} a frame slot",
+                    r.compression,
+                    if r.frame.is_some() { "with" } else { "without" }
+                ),
+            ));
+        }
         d.end()?;
         Ok(r)
     }
@@ -439,10 +492,26 @@ mod tests {
             refs: 5,
             owner: 6,
             next: Some((ChunkId(9), 10)),
+            frame: None,
         };
         assert_eq!(ChunkRec::decode(&c.encode()).unwrap(), c);
         let c2 = ChunkRec { next: None, ..c };
         assert_eq!(ChunkRec::decode(&c2.encode()).unwrap(), c2);
+        let c3 = ChunkRec {
+            compression: COMPRESSION_FRAME,
+            frame: Some(FrameSlot { at: 7, share: 99 }),
+            ..c
+        };
+        assert_eq!(ChunkRec::decode(&c3.encode()).unwrap(), c3);
+        assert_eq!(c3.disk_bytes(), 99);
+        // A frame encoding without a slot (or the reverse) is corruption, not a default.
+        let bad = ChunkRec { frame: None, ..c3 };
+        assert!(ChunkRec::decode(&bad.encode()).is_err());
+        // Entries written by format 2 (layout 1, no slot) still decode.
+        let mut v1 = c.encode();
+        v1[0] = 1;
+        v1.truncate(v1.len() - 9);
+        assert_eq!(ChunkRec::decode(&v1).unwrap(), c);
         let t = TreeCounters {
             files: 3,
             logical_bytes: 1 << 40,

@@ -28,7 +28,7 @@ use dedupfs_core::chunks::StoreCounters;
 use dedupfs_core::commit::Commit;
 use dedupfs_core::containers::Registry;
 use dedupfs_core::ids::{BranchId, ChunkId, ContainerId, Ino, PackId};
-use dedupfs_core::pack::{self, RecordLoc, RECORD_HEADER_LEN};
+use dedupfs_core::pack::{self, RecordLoc};
 use dedupfs_core::records::ChunkRec;
 use dedupfs_core::refs::{self, ExtentRef, Malformed};
 use dedupfs_core::store::{Store, PACKS_DIR};
@@ -185,7 +185,7 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
                 offset: rec.offset,
             };
             let res = if opts.scrub {
-                r.bytes_scrubbed += RECORD_HEADER_LEN + rec.stored_len as u64;
+                r.bytes_scrubbed += rec.disk_bytes();
                 store
                     .chunks
                     .read_indexed(*id, rec)
@@ -197,7 +197,7 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
                 store
                     .chunks
                     .reader()
-                    .check_header(loc, *id, rec.stored_len)
+                    .check_header(loc, rec.frame.is_none().then_some(*id), rec.stored_len)
                     .map_err(|e| e.to_string())
             };
             if let Err(why) = res {
@@ -393,7 +393,7 @@ fn check_refs(
                 continue;
             }
             let actual = refs.remove(&id).unwrap_or(0);
-            let bytes = RECORD_HEADER_LEN + rec.stored_len as u64;
+            let bytes = rec.disk_bytes();
             counted.chunks += 1;
             counted.raw_bytes += rec.raw_len as u64;
             counted.stored_bytes += bytes;

@@ -12,7 +12,7 @@
 use crate::state::{self, Condemned};
 use crate::{io_err, Progress, Result, PAGE};
 use dedupfs_core::ids::{ChunkId, ContainerId, PackId};
-use dedupfs_core::pack::{self, PACK_HEADER_LEN, RECORD_HEADER_LEN};
+use dedupfs_core::pack::{self, PACK_HEADER_LEN};
 use dedupfs_core::store::{Store, PACKS_DIR};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -136,7 +136,7 @@ pub fn build(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Pl
         let Some(last) = page.last() else { break };
         after = Some(last.0);
         for (_, rec) in &page {
-            let bytes = RECORD_HEADER_LEN + rec.stored_len as u64;
+            let bytes = rec.disk_bytes();
             let t = tally.entry(rec.pack).or_default();
             if rec.refs > 0 {
                 t.live += bytes;
@@ -303,7 +303,7 @@ fn history_held(
             after = Some(last.0);
             for (id, rec) in &page {
                 if rec.refs > 0 && mine(*id) && !live.contains(id) {
-                    let bytes = RECORD_HEADER_LEN + rec.stored_len as u64;
+                    let bytes = rec.disk_bytes();
                     held += bytes;
                     *by.entry(rec.owner).or_default() += bytes;
                 }

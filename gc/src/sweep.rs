@@ -12,7 +12,7 @@ use crate::state::{self, Condemned};
 use crate::{io_err, GcError, Progress, Result, PAGE};
 use dedupfs_core::chunks::ChunkError;
 use dedupfs_core::ids::{ChunkId, PackId};
-use dedupfs_core::pack::{self, RecordLoc};
+use dedupfs_core::pack;
 use dedupfs_core::records::ChunkRec;
 use dedupfs_core::store::{Store, StoreError, PACKS_DIR};
 use parking_lot::Mutex;
@@ -26,7 +26,11 @@ const BATCH: usize = 4096;
 const GROUP: usize = 64;
 
 /// A chunk copied out of a pack: (chunk, old location, new location).
-type Move = (ChunkId, RecordLoc, RecordLoc);
+use dedupfs_core::chunks::Move;
+
+/// The zstd level of frames GC rebuilds without their dead members (background work, so a
+/// level that packs tighter than the ingest default).
+const REFRAME_LEVEL: i32 = 3;
 
 /// Stores with a GC running in this process. Lock order: a leaf (held only to claim).
 static RUNNING: Mutex<Vec<std::path::PathBuf>> = Mutex::new(Vec::new());
@@ -277,52 +281,20 @@ fn rewrite_group(
         if no_space.is_some() && chunks.get(&pack).is_some_and(|l| !l.is_empty()) {
             continue;
         }
-        let mut list = chunks.remove(&pack).unwrap_or_default();
-        list.sort_by_key(|(_, rec)| rec.offset);
-        let mut moves = Vec::with_capacity(list.len());
+        let list = chunks.remove(&pack).unwrap_or_default();
+        let mut moves = Vec::new();
         let mut damaged = None;
         let mut out_of_space = false;
-        for (id, rec) in &list {
-            let old = RecordLoc {
-                pack: rec.pack,
-                offset: rec.offset,
-            };
-            let copied = store
-                .chunks
-                .reader()
-                .read(old, rec.stored_len)
-                .map_err(ChunkError::from)
-                .and_then(|record| {
-                    record.verify().map_err(ChunkError::from)?;
-                    if record.chunk != *id {
-                        return Err(ChunkError::Damaged {
-                            chunk: *id,
-                            pack: old.pack,
-                            offset: old.offset,
-                            reason: format!("record holds chunk {}", record.chunk),
-                        });
-                    }
-                    let (new, _) = store.chunks.writer().append(
-                        *id,
-                        record.encoding,
-                        record.raw_len,
-                        &record.stored,
-                    )?;
-                    r.bytes_copied += pack::RECORD_HEADER_LEN + record.stored.len() as u64;
-                    Ok(new)
-                });
-            match copied {
-                Ok(new) => moves.push((*id, old, new)),
-                Err(e @ ChunkError::Pack(pack::PackError::NoSpace { .. })) => {
-                    no_space = Some(e);
-                    out_of_space = true;
-                    break;
-                }
-                Err(e) => {
-                    damaged = Some(e.to_string());
-                    break;
-                }
+        match store.chunks.copy_out(&list, REFRAME_LEVEL) {
+            Ok((m, bytes)) => {
+                moves = m;
+                r.bytes_copied += bytes;
             }
+            Err(e @ ChunkError::Pack(pack::PackError::NoSpace { .. })) => {
+                no_space = Some(e);
+                out_of_space = true;
+            }
+            Err(e) => damaged = Some(e.to_string()),
         }
         if out_of_space {
             continue;
@@ -341,6 +313,8 @@ fn rewrite_group(
     // disk that cannot take the copies still gets them back.
     moves_of.sort_by_key(|(_, m)| !m.is_empty());
     let mut synced = false;
+    // Containers whose counters follow a chunk re-framed without its dead neighbours.
+    let containers: Vec<_> = store.registry().list().iter().map(|c| c.id()).collect();
     for (pack, moves) in moves_of {
         if !moves.is_empty() && !synced {
             // The copies must be durable before any entry points at them.
@@ -354,7 +328,10 @@ fn rewrite_group(
         let size = sizes.get(&pack.0).copied().unwrap_or(0);
         let _gate = store.chunks.gc_gate();
         store.committer.commit(|c| {
-            store.chunks.relocate(c, &moves).map_err(StoreError::from)?;
+            store
+                .chunks
+                .relocate(c, &moves, &containers)
+                .map_err(StoreError::from)?;
             dedupfs_core::reclaim::condemn(
                 c,
                 Condemned {

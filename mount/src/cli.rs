@@ -279,7 +279,7 @@ pub enum ContainerCmd {
     Create {
         name: String,
         /// off, or zstd:LEVEL with LEVEL 1..19
-        #[arg(long, default_value = "zstd:1")]
+        #[arg(long, default_value = "zstd:3")]
         compression: String,
     },
     /// List containers with their usage

@@ -7,6 +7,11 @@
 //! records format 2. A rollback to a point from before the upgrade finds no counters there
 //! and counts that tree instead (`snapshot::rollback`). `fsck` recounts every live tree.
 //!
+//! Format 2 → 3: chunk index entries gain a frame slot (layout 2) and packs may hold
+//! compression frames. Entries and records written before still decode and read as they
+//! are, so the upgrade only records the new format (older builds must not open a store
+//! that may hold frames).
+//!
 //! Invariant: the new records are committed and synced before `dedupfs.json` says 2, so an
 //! interrupted upgrade is done again at the next open.
 

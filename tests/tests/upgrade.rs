@@ -1,9 +1,10 @@
-//! A store made by the previous format still opens and reads: `tests/fixtures/
-//! store-format1.tar.gz` was written by a format-1 build (see `make-format1-store.sh`
-//! there) — a container with a hard link, a symlink, an xattr, a bookmark, a read-write
-//! snapshot and a rollback. The current build upgrades it at open (format 2: versioned tree
-//! counters) and reads every file of the live tree, of the bookmark and of the snapshot
-//! exactly as the old build wrote them.
+//! Stores made by earlier formats still open and read: `tests/fixtures/store-formatN.tar.gz`
+//! was written by a format-N build (see `make-old-store.sh` there) — a container with a
+//! hard link, a symlink, an xattr, a bookmark, a read-write snapshot and a rollback. The
+//! current build upgrades it at open (format 2: versioned tree counters; format 3:
+//! compression frames) and reads every file of the live tree, of the bookmark and of the
+//! snapshot exactly as the old build wrote them; new data written after the upgrade is in
+//! the new layout and the store scrubs clean with both.
 
 use dedupfs_tests::*;
 use std::fs;
@@ -24,9 +25,21 @@ fn check_sums(dir: &std::path::Path, list: &std::path::Path) {
     );
 }
 
+/// The format this build writes.
+const CURRENT_FORMAT: u64 = 3;
+
 #[test]
 fn a_format_1_store_opens_upgrades_and_reads_back_exactly() {
-    let fixture = manifest_dir().join("fixtures/store-format1.tar.gz");
+    old_store_opens_upgrades_and_reads_back(1);
+}
+
+#[test]
+fn a_format_2_store_opens_upgrades_and_reads_back_exactly() {
+    old_store_opens_upgrades_and_reads_back(2);
+}
+
+fn old_store_opens_upgrades_and_reads_back(format: u64) {
+    let fixture = manifest_dir().join(format!("fixtures/store-format{format}.tar.gz"));
     let t = TestStore::new();
     let work = t.dir.path().join("old");
     fs::create_dir(&work).unwrap();
@@ -39,7 +52,10 @@ fn a_format_1_store_opens_upgrades_and_reads_back_exactly() {
     let mnt = &t.mnt;
     let cfg: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(store.join("dedupfs.json")).unwrap()).unwrap();
-    assert_eq!(cfg["format"], 1, "the fixture is a format-1 store");
+    assert_eq!(
+        cfg["format"], format,
+        "the fixture is a format-{format} store"
+    );
 
     ok(&dedupfs(&[
         "mount",
@@ -69,7 +85,7 @@ fn a_format_1_store_opens_upgrades_and_reads_back_exactly() {
     );
     let cfg: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(store.join("dedupfs.json")).unwrap()).unwrap();
-    assert_eq!(cfg["format"], 2, "upgraded at open");
+    assert_eq!(cfg["format"], CURRENT_FORMAT, "upgraded at open");
     // Format 1 kept live-file counts per container, and its rollback left them stale;
     // fsck recounts the trees and repairs them.
     let _ = cli(&["fsck", "--repair", "--json"]);
@@ -88,8 +104,12 @@ fn a_format_1_store_opens_upgrades_and_reads_back_exactly() {
         s["files"].as_u64().unwrap(),
         files.trim().parse::<u64>().unwrap() + 1
     );
-    // And it takes writes.
+    // And it takes writes, in the new layout (compressible data spanning several frames).
     fs::write(mnt.join("c/after-upgrade"), "new").unwrap();
+    let text: Vec<u8> = (0..40_000u32)
+        .flat_map(|i| format!("line {i} of a log written after the upgrade\n").into_bytes())
+        .collect();
+    fs::write(mnt.join("c/log.txt"), &text).unwrap();
     ok(&dedupfs(&["umount", mnt.to_str().unwrap()]));
     ok(&dedupfs(&[
         "mount",
@@ -102,6 +122,10 @@ fn a_format_1_store_opens_upgrades_and_reads_back_exactly() {
         fs::read_to_string(mnt.join("c/after-upgrade")).unwrap(),
         "new"
     );
+    assert!(fs::read(mnt.join("c/log.txt")).unwrap() == text);
     check_sums(&mnt.join(".at/c/b1"), &work.join("b1.sha256"));
+    let f: serde_json::Value =
+        serde_json::from_str(&ok(&cli(&["fsck", "--scrub", "--json"]))).unwrap();
+    assert_eq!(f["unrepaired"], 0, "old and new records scrub clean: {f}");
     ok(&dedupfs(&["umount", mnt.to_str().unwrap()]));
 }
