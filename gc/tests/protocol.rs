@@ -24,6 +24,19 @@ fn refs(store: &Store, id: ChunkId, delta: i64) {
         .unwrap();
 }
 
+/// The chunks `prepare` takes for `blobs` with their `ids`, in order.
+fn new_chunks<'a>(blobs: &'a [Vec<u8>], ids: &[ChunkId]) -> Vec<NewChunk<'a>> {
+    blobs
+        .iter()
+        .zip(ids)
+        .map(|(b, id)| NewChunk {
+            id: *id,
+            data: b,
+            next: None,
+        })
+        .collect()
+}
+
 fn gc(store: &Store) -> sweep::Report {
     let opts = Options {
         grace: std::time::Duration::ZERO,
@@ -88,15 +101,7 @@ fn rewrite_moves_live_chunks_and_fsck_finds_and_repairs_refcount_drift() {
     let store = Store::open_in_memory(dir.path(), ChunkParams::default()).unwrap();
     let blobs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i; 30_000]).collect();
     let ids: Vec<ChunkId> = blobs.iter().map(|b| store.chunks.hasher().id(b)).collect();
-    let chunks: Vec<NewChunk<'_>> = blobs
-        .iter()
-        .zip(&ids)
-        .map(|(b, id)| NewChunk {
-            id: *id,
-            data: b,
-            next: None,
-        })
-        .collect();
+    let chunks = new_chunks(&blobs, &ids);
     let claim = store.chunks.prepare(&chunks, Compression::Off, 1).unwrap();
     for id in &ids {
         refs(&store, *id, 1);
@@ -277,15 +282,7 @@ fn a_frame_with_dead_members_is_rewritten_with_only_the_live_ones() {
     let store = Store::open_in_memory(dir.path(), ChunkParams::default()).unwrap();
     let blobs: Vec<Vec<u8>> = (0..4).map(|i| text_blob(i, 20_000)).collect();
     let ids: Vec<ChunkId> = blobs.iter().map(|b| store.chunks.hasher().id(b)).collect();
-    let chunks: Vec<NewChunk<'_>> = blobs
-        .iter()
-        .zip(&ids)
-        .map(|(b, id)| NewChunk {
-            id: *id,
-            data: b,
-            next: None,
-        })
-        .collect();
+    let chunks = new_chunks(&blobs, &ids);
     let claim = store
         .chunks
         .prepare(&chunks, Compression::Zstd(1), 2)
@@ -364,15 +361,7 @@ fn a_frame_with_dead_members_is_rewritten_with_only_the_live_ones() {
     // Two live members of one frame stay framed together through a rewrite.
     let more: Vec<Vec<u8>> = (10..16).map(|i| text_blob(i, 20_000)).collect();
     let mids: Vec<ChunkId> = more.iter().map(|b| store.chunks.hasher().id(b)).collect();
-    let chunks: Vec<NewChunk<'_>> = more
-        .iter()
-        .zip(&mids)
-        .map(|(b, id)| NewChunk {
-            id: *id,
-            data: b,
-            next: None,
-        })
-        .collect();
+    let chunks = new_chunks(&more, &mids);
     let claim = store
         .chunks
         .prepare(&chunks, Compression::Zstd(1), 1)

@@ -59,6 +59,17 @@ pub fn ok(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `dedupfs mount STORE MNT -o OPTS`, which must succeed.
+pub fn mount_store(store: &Path, mnt: &Path, opts: &str) {
+    ok(&dedupfs(&[
+        "mount",
+        store.to_str().expect("utf8"),
+        mnt.to_str().expect("utf8"),
+        "-o",
+        opts,
+    ]));
+}
+
 /// A store and a mount point under one temporary directory.
 pub struct TestStore {
     pub dir: tempfile::TempDir,

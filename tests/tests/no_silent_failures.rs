@@ -301,13 +301,7 @@ impl FullDisk {
         let mnt = base.path().join("mnt");
         fs::create_dir(&mnt).unwrap();
         ok(&dedupfs(&["init", store.to_str().unwrap()]));
-        ok(&dedupfs(&[
-            "mount",
-            store.to_str().unwrap(),
-            mnt.to_str().unwrap(),
-            "-o",
-            "gc_idle=0,prune_interval=0",
-        ]));
+        mount_store(&store, &mnt, "gc_idle=0,prune_interval=0");
         FullDisk {
             _base: base,
             _small: small,

@@ -375,15 +375,7 @@ fn a_full_disk_gives_enospc_damages_nothing_and_gc_makes_room() {
         "--pack-size",
         "8M",
     ]));
-    let mount = || {
-        ok(&dedupfs(&[
-            "mount",
-            store.to_str().unwrap(),
-            mnt.to_str().unwrap(),
-            "-o",
-            "gc_idle=0,prune_interval=0",
-        ]))
-    };
+    let mount = || mount_store(&store, &mnt, "gc_idle=0,prune_interval=0");
     mount();
     let _unmount = Unmount(mnt.clone());
     let cli = |args: &[&str]| {

@@ -109,13 +109,7 @@ fn a_store_is_private_whatever_the_umask_and_is_tightened_at_open() {
     // A store copied with loose modes is closed again at open, and the log says so.
     sh(&format!("chmod -R go+rX {}", store.display()));
     assert!(!loose_entries(&store).is_empty());
-    ok(&dedupfs(&[
-        "mount",
-        store.to_str().unwrap(),
-        mnt.to_str().unwrap(),
-        "-o",
-        "gc_idle=0",
-    ]));
+    mount_store(&store, &mnt, "gc_idle=0");
     let loose = loose_entries(&store);
     assert!(loose.is_empty(), "not tightened at open: {loose:?}");
     let log = fs::read_to_string(store.join("dedupfs.log")).unwrap();

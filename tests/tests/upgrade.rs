@@ -57,13 +57,7 @@ fn old_store_opens_upgrades_and_reads_back(format: u64) {
         "the fixture is a format-{format} store"
     );
 
-    ok(&dedupfs(&[
-        "mount",
-        store.to_str().unwrap(),
-        mnt.to_str().unwrap(),
-        "-o",
-        "gc_idle=0,prune_interval=0",
-    ]));
+    mount_store(&store, mnt, "gc_idle=0,prune_interval=0");
     let cli = |args: &[&str]| {
         let mut a = vec!["--store", store.to_str().unwrap()];
         a.extend_from_slice(args);
@@ -111,13 +105,7 @@ fn old_store_opens_upgrades_and_reads_back(format: u64) {
         .collect();
     fs::write(mnt.join("c/log.txt"), &text).unwrap();
     ok(&dedupfs(&["umount", mnt.to_str().unwrap()]));
-    ok(&dedupfs(&[
-        "mount",
-        store.to_str().unwrap(),
-        mnt.to_str().unwrap(),
-        "-o",
-        "gc_idle=0,prune_interval=0",
-    ]));
+    mount_store(&store, mnt, "gc_idle=0,prune_interval=0");
     assert_eq!(
         fs::read_to_string(mnt.join("c/after-upgrade")).unwrap(),
         "new"
