@@ -390,3 +390,34 @@ fn a_frame_with_dead_members_is_rewritten_with_only_the_live_ones() {
     assert_eq!(&**store.chunks.read(mids[0]).unwrap(), &more[0]);
     assert!(damage(&store).is_empty(), "{:?}", damage(&store));
 }
+
+#[test]
+fn zstd_chunk_compresses_each_chunk_alone() {
+    use dedupfs_core::records::COMPRESSION_ZSTD;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_in_memory(dir.path(), ChunkParams::default()).unwrap();
+    let blobs: Vec<Vec<u8>> = (0..4).map(|i| text_blob(i, 20_000)).collect();
+    let ids: Vec<ChunkId> = blobs.iter().map(|b| store.chunks.hasher().id(b)).collect();
+    let claim = store
+        .chunks
+        .prepare(&new_chunks(&blobs, &ids), Compression::ZstdChunk(3), 2)
+        .unwrap();
+    for id in &ids {
+        refs(&store, *id, 1);
+    }
+    store.chunks.release(claim);
+    let recs: Vec<_> = ids
+        .iter()
+        .map(|id| store.chunks.lookup(*id).unwrap().unwrap())
+        .collect();
+    assert!(
+        recs.iter()
+            .all(|r| r.compression == COMPRESSION_ZSTD && r.frame.is_none()),
+        "{recs:?}"
+    );
+    assert_ne!(recs[0].offset, recs[1].offset);
+    for (id, b) in ids.iter().zip(&blobs) {
+        store.chunks.cache().remove(*id);
+        assert_eq!(&**store.chunks.read(*id).unwrap(), b);
+    }
+}

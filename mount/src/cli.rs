@@ -278,7 +278,8 @@ pub enum ContainerCmd {
     /// Create a container (also: mkdir at the mount root)
     Create {
         name: String,
-        /// off, or zstd:LEVEL with LEVEL 1..19
+        /// off, zstd:LEVEL (runs of chunks compressed together), or zstd-chunk:LEVEL (each
+        /// chunk alone: faster random reads, e.g. for VM images); LEVEL 1..19
         #[arg(long, default_value = "zstd:3")]
         compression: String,
     },
@@ -289,7 +290,8 @@ pub enum ContainerCmd {
     /// Change a container's settings
     Set {
         name: String,
-        /// off, or zstd:LEVEL with LEVEL 1..19 (applies to data written from now on)
+        /// off, zstd:LEVEL or zstd-chunk:LEVEL with LEVEL 1..19 (applies to data written
+        /// from now on)
         #[arg(long)]
         compression: Option<String>,
         /// History to keep: comma-separated all=DURATION, every=INTERVAL/HORIZON,

@@ -120,7 +120,7 @@ enum Encoded {
 /// a chunk that looks incompressible is a run of its own (stored raw).
 fn runs(chunks: &[NewChunk<'_>], compression: Compression) -> Vec<std::ops::Range<usize>> {
     let mut out = Vec::new();
-    if compression == Compression::Off {
+    if matches!(compression, Compression::Off | Compression::ZstdChunk(_)) {
         return (0..chunks.len()).map(|i| i..i + 1).collect();
     }
     let (mut start, mut bytes) = (0, 0usize);
@@ -148,7 +148,7 @@ fn runs(chunks: &[NewChunk<'_>], compression: Compression) -> Vec<std::ops::Rang
 fn encode_run(run: &[NewChunk<'_>], compression: Compression) -> Encoded {
     let level = match compression {
         Compression::Off => return Encoded::Singles(vec![(COMPRESSION_NONE, None); run.len()]),
-        Compression::Zstd(l) => l,
+        Compression::Zstd(l) | Compression::ZstdChunk(l) => l,
     };
     if run.len() > 1 {
         let members: Vec<(ChunkId, &[u8])> = run.iter().map(|c| (c.id, c.data)).collect();
