@@ -275,23 +275,33 @@ fn text_blob(i: u32, len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// Text blobs `range` stored in one `prepare`, each referenced once, in a closed pack.
+fn stored_and_referenced(
+    store: &Store,
+    range: std::ops::Range<u32>,
+    compression: Compression,
+    threads: usize,
+) -> (Vec<Vec<u8>>, Vec<ChunkId>) {
+    let blobs: Vec<Vec<u8>> = range.map(|i| text_blob(i, 20_000)).collect();
+    let ids: Vec<ChunkId> = blobs.iter().map(|b| store.chunks.hasher().id(b)).collect();
+    let claim = store
+        .chunks
+        .prepare(&new_chunks(&blobs, &ids), compression, threads)
+        .unwrap();
+    for id in &ids {
+        refs(store, *id, 1);
+    }
+    store.chunks.release(claim);
+    store.chunks.writer().roll().unwrap();
+    (blobs, ids)
+}
+
 #[test]
 fn a_frame_with_dead_members_is_rewritten_with_only_the_live_ones() {
     use dedupfs_core::records::COMPRESSION_FRAME;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_in_memory(dir.path(), ChunkParams::default()).unwrap();
-    let blobs: Vec<Vec<u8>> = (0..4).map(|i| text_blob(i, 20_000)).collect();
-    let ids: Vec<ChunkId> = blobs.iter().map(|b| store.chunks.hasher().id(b)).collect();
-    let chunks = new_chunks(&blobs, &ids);
-    let claim = store
-        .chunks
-        .prepare(&chunks, Compression::Zstd(1), 2)
-        .unwrap();
-    for id in &ids {
-        refs(&store, *id, 1);
-    }
-    store.chunks.release(claim);
-    store.chunks.writer().roll().unwrap();
+    let (blobs, ids) = stored_and_referenced(&store, 0..4, Compression::Zstd(1), 2);
     let recs: Vec<_> = ids
         .iter()
         .map(|id| store.chunks.lookup(*id).unwrap().unwrap())
@@ -359,18 +369,7 @@ fn a_frame_with_dead_members_is_rewritten_with_only_the_live_ones() {
     assert!(damage(&store).is_empty(), "{:?}", damage(&store));
 
     // Two live members of one frame stay framed together through a rewrite.
-    let more: Vec<Vec<u8>> = (10..16).map(|i| text_blob(i, 20_000)).collect();
-    let mids: Vec<ChunkId> = more.iter().map(|b| store.chunks.hasher().id(b)).collect();
-    let chunks = new_chunks(&more, &mids);
-    let claim = store
-        .chunks
-        .prepare(&chunks, Compression::Zstd(1), 1)
-        .unwrap();
-    for id in &mids {
-        refs(&store, *id, 1);
-    }
-    store.chunks.release(claim);
-    store.chunks.writer().roll().unwrap();
+    let (more, mids) = stored_and_referenced(&store, 10..16, Compression::Zstd(1), 1);
     for i in [1, 3, 4, 5] {
         refs(&store, mids[i], -1);
     }
@@ -396,16 +395,7 @@ fn zstd_chunk_compresses_each_chunk_alone() {
     use dedupfs_core::records::COMPRESSION_ZSTD;
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_in_memory(dir.path(), ChunkParams::default()).unwrap();
-    let blobs: Vec<Vec<u8>> = (0..4).map(|i| text_blob(i, 20_000)).collect();
-    let ids: Vec<ChunkId> = blobs.iter().map(|b| store.chunks.hasher().id(b)).collect();
-    let claim = store
-        .chunks
-        .prepare(&new_chunks(&blobs, &ids), Compression::ZstdChunk(3), 2)
-        .unwrap();
-    for id in &ids {
-        refs(&store, *id, 1);
-    }
-    store.chunks.release(claim);
+    let (blobs, ids) = stored_and_referenced(&store, 0..4, Compression::ZstdChunk(3), 2);
     let recs: Vec<_> = ids
         .iter()
         .map(|id| store.chunks.lookup(*id).unwrap().unwrap())
