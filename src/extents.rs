@@ -25,7 +25,6 @@ use crate::kv::{Cf, Kv, KvError, Txn};
 use crate::mvcc::{self, ReadPoint};
 use crate::records::ExtentRec;
 use std::collections::BTreeMap;
-use std::ops::ControlFlow;
 
 pub const SEGMENT_SHIFT: u32 = 20;
 const SEGMENT_LAYOUT: u8 = 1;
@@ -109,32 +108,11 @@ fn segment_from_history(
 ) -> Result<BTreeMap<u64, ExtentRec>, KvError> {
     let lo = extent_suffix(gen, seg << SEGMENT_SHIFT);
     let hi = extent_suffix(gen, (seg + 1) << SEGMENT_SHIFT);
-    let mut out = BTreeMap::new();
-    let mut err = None;
-    mvcc::scan(
-        kv,
-        Cf::Extents,
-        rp,
-        ino,
-        &lo,
-        Some(&hi),
-        |it| match extent_offset_from_suffix(it.suffix)
-            .and_then(|(_, off)| ExtentRec::decode(it.payload).map(|e| (off, e)))
-        {
-            Ok((off, e)) => {
-                out.insert(off, e);
-                ControlFlow::Continue(())
-            }
-            Err(e) => {
-                err = Some(e);
-                ControlFlow::Break(())
-            }
-        },
-    )?;
-    match err {
-        Some(e) => Err(corrupt(e)),
-        None => Ok(out),
-    }
+    mvcc::scan_decoded(kv, Cf::Extents, rp, ino, &lo, Some(&hi), |it| {
+        let (_, off) = extent_offset_from_suffix(it.suffix)?;
+        Ok((off, ExtentRec::decode(it.payload)?))
+    })?
+    .map_err(corrupt)
 }
 
 /// The extents starting in one segment as `rp` sees them.

@@ -20,10 +20,11 @@
 //! prefixed), so all versions of one record are contiguous; version 0 is never written; the
 //! head entry of a record always equals its newest version.
 
-use crate::codec::{prefix_successor, Enc};
+use crate::codec::{prefix_successor, CodecError, Enc};
 use crate::ids::{BranchId, Ino, Version};
 use crate::keys::{self, VersionedKey};
 use crate::kv::{Cf, Kv, KvError, KvIter, Txn};
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 
 const TOMBSTONE: u8 = 0;
@@ -339,6 +340,36 @@ pub struct ScanItem<'p> {
     pub suffix: &'p [u8],
     pub version: Version,
     pub payload: &'p [u8],
+}
+
+/// [`scan`] that decodes every visible record with `decode` into a map. Stops at the first
+/// record that does not decode: the outer error is the store's, the inner one names the
+/// malformed record (callers turn it into a `Corrupt` error saying whose record it was).
+pub(crate) fn scan_decoded<K: Ord, V>(
+    kv: &dyn Kv,
+    cf: Cf,
+    rp: &ReadPoint,
+    ino: Ino,
+    from: &[u8],
+    to: Option<&[u8]>,
+    mut decode: impl FnMut(ScanItem<'_>) -> Result<(K, V), CodecError>,
+) -> Result<Result<BTreeMap<K, V>, CodecError>, KvError> {
+    let mut out = BTreeMap::new();
+    let mut err = None;
+    scan(kv, cf, rp, ino, from, to, |it| match decode(it) {
+        Ok((k, v)) => {
+            out.insert(k, v);
+            ControlFlow::Continue(())
+        }
+        Err(e) => {
+            err = Some(e);
+            ControlFlow::Break(())
+        }
+    })?;
+    Ok(match err {
+        Some(e) => Err(e),
+        None => Ok(out),
+    })
 }
 
 /// Visits, in suffix order, every record of `ino` whose suffix lies in [from, to) and that is

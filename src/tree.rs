@@ -11,7 +11,6 @@ use crate::mvcc::{self, ReadPoint};
 use crate::records::{DirentRec, ExtentRec, FileKind, InodeRec, TreeCounters};
 use crate::store::Store;
 use std::collections::{BTreeMap, HashSet};
-use std::ops::ControlFlow;
 
 fn corrupt(what: String, e: impl std::fmt::Display) -> KvError {
     KvError::Corrupt(format!("{what}: {e}"))
@@ -55,25 +54,11 @@ pub fn entries(
     rp: &ReadPoint,
     dir: Ino,
 ) -> Result<BTreeMap<Vec<u8>, DirentRec>, KvError> {
-    let mut out = BTreeMap::new();
-    let mut err = None;
-    mvcc::scan(&**store.kv(), Cf::Dirents, rp, dir, &[], None, |it| match (
-        keys::name_from_suffix(it.suffix),
-        DirentRec::decode(it.payload),
-    ) {
-        (Ok(n), Ok(d)) => {
-            out.insert(n.to_vec(), d);
-            ControlFlow::Continue(())
-        }
-        (Err(e), _) | (_, Err(e)) => {
-            err = Some(e);
-            ControlFlow::Break(())
-        }
-    })?;
-    match err {
-        Some(e) => Err(corrupt(format!("directory {dir}"), e)),
-        None => Ok(out),
-    }
+    mvcc::scan_decoded(&**store.kv(), Cf::Dirents, rp, dir, &[], None, |it| {
+        let name = keys::name_from_suffix(it.suffix)?.to_vec();
+        Ok((name, DirentRec::decode(it.payload)?))
+    })?
+    .map_err(|e| corrupt(format!("directory {dir}"), e))
 }
 
 /// Extended attributes of an inode, by name.
@@ -82,30 +67,13 @@ pub fn xattrs(
     rp: &ReadPoint,
     ino: Ino,
 ) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, KvError> {
-    let mut out = BTreeMap::new();
-    let mut err = None;
-    mvcc::scan(
-        &**store.kv(),
-        Cf::Xattrs,
-        rp,
-        ino,
-        &[],
-        None,
-        |it| match keys::name_from_suffix(it.suffix) {
-            Ok(n) => {
-                out.insert(n.to_vec(), it.payload.to_vec());
-                ControlFlow::Continue(())
-            }
-            Err(e) => {
-                err = Some(e);
-                ControlFlow::Break(())
-            }
-        },
-    )?;
-    match err {
-        Some(e) => Err(corrupt(format!("extended attributes of inode {ino}"), e)),
-        None => Ok(out),
-    }
+    mvcc::scan_decoded(&**store.kv(), Cf::Xattrs, rp, ino, &[], None, |it| {
+        Ok((
+            keys::name_from_suffix(it.suffix)?.to_vec(),
+            it.payload.to_vec(),
+        ))
+    })?
+    .map_err(|e| corrupt(format!("extended attributes of inode {ino}"), e))
 }
 
 /// The extents of data generation `gen` of a file overlapping [from, to), in offset order.

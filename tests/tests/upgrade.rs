@@ -3,8 +3,8 @@
 //! hard link, a symlink, an xattr, a bookmark, a read-write snapshot and a rollback. The
 //! current build upgrades it at open (format 2: versioned tree counters; format 3:
 //! compression frames) and reads every file of the live tree, of the bookmark and of the
-//! snapshot exactly as the old build wrote them; new data written after the upgrade is in
-//! the new layout and the store scrubs clean with both.
+//! snapshot exactly as the old build wrote them; compressible data written after the
+//! upgrade reads back and the store, holding old and new records, scrubs clean.
 
 use dedupfs_tests::*;
 use std::fs;
