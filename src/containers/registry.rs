@@ -60,6 +60,13 @@ impl ContainerInfo {
     pub fn branch(&self) -> BranchId {
         self.read_point.branch()
     }
+    /// The key of this tree's buffered (not yet committed) state of file `ino`, if it can
+    /// have any: only a writable tree can. A read-only view (time travel, a read-only
+    /// snapshot) reads its branch as of an older version, and the buffered writes under
+    /// the same (branch, inode) are the live file's, never the view's.
+    pub fn buffer_key(&self, ino: Ino) -> Option<(BranchId, Ino)> {
+        (!self.read_only).then(|| (self.branch(), ino))
+    }
 }
 
 /// The containers and branches of a store.

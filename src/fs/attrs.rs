@@ -65,7 +65,7 @@ impl FsCore {
             Target::Node(ci, ino) => Ok(Located {
                 rp: ci.read_point.clone(),
                 ino,
-                key: Some((ci.branch(), ino)),
+                key: ci.buffer_key(ino),
                 read_only: ci.read_only,
                 tree: Some(ci),
             }),

@@ -475,16 +475,13 @@ impl FsCore {
     /// SEEK_DATA / SEEK_HOLE. Buffered writes are flushed first so extents tell the truth.
     pub fn lseek(&self, node: u64, _fh: u64, off: u64, whence: SeekWhence) -> FsResult<u64> {
         let (ci, ino) = self.resolve_node(node)?;
-        let key = (ci.branch(), ino);
-        if self.files.lock().contains_key(&key) {
-            self.flush_key(key, FlushMode::Force)?;
+        let key = ci.buffer_key(ino);
+        if let Some(k) = key.filter(|k| self.files.lock().contains_key(k)) {
+            self.flush_key(k, FlushMode::Force)?;
         }
         let rec = self.inode(&ci.read_point, ino)?;
-        let size = self
-            .files
-            .lock()
-            .get(&key)
-            .map(|f| f.inner.lock().size)
+        let size = key
+            .and_then(|k| self.files.lock().get(&k).map(|f| f.inner.lock().size))
             .unwrap_or(rec.size);
         if off >= size {
             return Err(FsError::OutOfRange);

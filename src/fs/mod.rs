@@ -33,6 +33,8 @@ mod views;
 mod fault_tests;
 #[cfg(test)]
 mod model_tests;
+#[cfg(test)]
+mod view_tests;
 
 pub use error::{FsError, FsResult};
 pub use types::*;

@@ -122,7 +122,7 @@ impl FsCore {
                     .ok_or(FsError::NotFound)?;
                 let d = DirentRec::decode(&raw)?;
                 let rec = self.inode(rp, d.ino)?;
-                Ok(self.attr_of(Self::node_of(&ci, d.ino), Some((ci.branch(), d.ino)), &rec))
+                Ok(self.attr_of(Self::node_of(&ci, d.ino), ci.buffer_key(d.ino), &rec))
             }
         }
     }

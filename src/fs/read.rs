@@ -102,8 +102,11 @@ impl FsCore {
             return Err(FsError::IsDir);
         }
         let key = (ci.branch(), ino);
+        // The file's state serves read-ahead in any tree; its buffered bytes and size
+        // only where the tree is the one they were written to.
         let f = self.files.lock().get(&key).cloned();
-        let (fsize, dirty, inflight) = match &f {
+        let buffered = f.as_ref().filter(|_| ci.buffer_key(ino).is_some());
+        let (fsize, dirty, inflight) = match buffered {
             Some(f) => {
                 let g = f.inner.lock();
                 let end = off.saturating_add(size as u64);
