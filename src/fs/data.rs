@@ -1,13 +1,13 @@
 //! File data: open and close, buffered writes, truncate, fallocate, `lseek` for data and
-//! holes, and copies between files. Reads are in `read`, flushes in `flush`, the state of
-//! open and dirty files in `file_state`.
+//! holes. Reads are in `read`, flushes in `flush`, copies between files in `clone`, the
+//! state of open and dirty files in `file_state`.
 //!
 //! A write lands in the file's [`DirtyMap`]; it becomes chunks when a flush runs (a long
 //! contiguous run while the writer streams, everything at fsync, close, age or memory
 //! pressure).
 //!
-//! Invariant: truncate and fallocate edit extents under the file's flush lock, as flushes
-//! do, so a file's extents are edited by one party at a time.
+//! Invariant: truncate, fallocate and clones edit extents under the file's flush lock, as
+//! flushes do, so a file's extents are edited by one party at a time.
 
 use super::file_state::FileState;
 use super::*;
@@ -512,34 +512,6 @@ impl FsCore {
                 }
             }
         }
-    }
-
-    /// Copies bytes between files through the buffered write path.
-    #[allow(clippy::too_many_arguments)]
-    pub fn copy_file_range(
-        &self,
-        node_in: u64,
-        fh_in: u64,
-        off_in: u64,
-        node_out: u64,
-        fh_out: u64,
-        off_out: u64,
-        len: u64,
-    ) -> FsResult<u64> {
-        let mut done = 0u64;
-        while done < len {
-            let step = (len - done).min(1 << 20) as u32;
-            let data = self.read(node_in, fh_in, off_in + done, step)?;
-            if data.is_empty() {
-                break;
-            }
-            self.write(node_out, fh_out, off_out + done, &data)?;
-            done += data.len() as u64;
-            if data.len() < step as usize {
-                break;
-            }
-        }
-        Ok(done)
     }
 }
 

@@ -5,8 +5,9 @@
 //! methods one-to-one and maps [`FsError`] to errno; tests call them directly.
 //!
 //! Submodules: `namespace` (lookup, create, unlink, rename, link, readdir), `attrs`
-//! (getattr, setattr, xattrs, statfs), `data` (open, read, write, flush, fsync, truncate,
-//! fallocate, lseek), `dirty` (write buffers).
+//! (getattr, setattr, xattrs, statfs), `data` (open, write, truncate, fallocate, lseek),
+//! `read`, `flush` (flush, fsync), `clone` (copy_file_range, reflinks), `dirty` (write
+//! buffers).
 //!
 //! Concurrency: namespace changes run entirely under the commit lock (read, check, write
 //! in one batch). File data is buffered per file and committed by flushes, which hold the
@@ -17,6 +18,7 @@
 
 pub mod acl;
 mod attrs;
+mod clone;
 mod data;
 pub mod dirty;
 pub mod error;

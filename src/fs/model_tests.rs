@@ -109,6 +109,8 @@ enum Op {
     Rename(usize, u8, usize, u8, u8),
     Link(usize, usize, u8),
     Punch(usize, u32, u16),
+    /// copy_file_range(from, off_in, len, to, off_out)
+    Copy(usize, u32, u16, usize, u32),
     Flush(usize),
     FlushAll,
     List(usize),
@@ -136,6 +138,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (i.clone(), n.clone(), i.clone(), n.clone(), 0u8..3).prop_map(|(a, b, c, d, f)| Op::Rename(a, b, c, d, f)),
         1 => (i.clone(), i.clone(), n.clone()).prop_map(|(f, d, n)| Op::Link(f, d, n)),
         1 => (i.clone(), 0u32..6000, 1u16..3000).prop_map(|(f, o, l)| Op::Punch(f, o, l)),
+        2 => (i.clone(), 0u32..7000, 1u16..5000, i.clone(), 0u32..7000).prop_map(|(a, o, l, b, p)| Op::Copy(a, o, l, b, p)),
         2 => i.clone().prop_map(Op::Flush),
         1 => Just(Op::FlushAll),
         2 => i.clone().prop_map(Op::List),
@@ -407,6 +410,47 @@ fn run(ops: Vec<Op>, backend: Backend) -> Result<(), TestCaseError> {
                 m.mtime[f] = None;
                 if let MNode::File(v) = &mut m.nodes[f] {
                     v.resize(size as usize, 0);
+                }
+            }
+            Op::Copy(a, off_in, len, b, off_out) => {
+                if files.is_empty() {
+                    continue;
+                }
+                let (a, b) = (files[a % files.len()], files[b % files.len()]);
+                let src = match &m.nodes[a] {
+                    MNode::File(v) => v.clone(),
+                    _ => continue,
+                };
+                let (lo, hi) = (off_in as usize, off_in as usize + len as usize);
+                // The kernel refuses overlapping ranges of one file; so does the model.
+                if a == b && lo < off_out as usize + len as usize && (off_out as usize) < hi {
+                    continue;
+                }
+                let (fa, fb) = (r.fh(a), r.fh(b));
+                let n = r
+                    .fs()
+                    .copy_file_range(
+                        r.ids[&a],
+                        fa,
+                        off_in as u64,
+                        r.ids[&b],
+                        fb,
+                        off_out as u64,
+                        len as u64,
+                    )
+                    .map_err(|e| TestCaseError::fail(format!("{op:?}: {e}")))?;
+                let want = hi.min(src.len()).saturating_sub(lo);
+                prop_assert_eq!(n as usize, want, "{:?}", op);
+                if want == 0 {
+                    continue;
+                }
+                m.mtime[b] = None;
+                if let MNode::File(v) = &mut m.nodes[b] {
+                    let end = off_out as usize + want;
+                    if v.len() < end {
+                        v.resize(end, 0);
+                    }
+                    v[off_out as usize..end].copy_from_slice(&src[lo..lo + want]);
                 }
             }
             Op::Punch(f, off, len) => {
