@@ -107,6 +107,22 @@ fn an_unlinked_open_file_stays_readable_until_closed() {
 }
 
 #[test]
+fn syncfs_after_deleting_files_succeeds() {
+    // The kernel writes back cached times of deleted files at syncfs; the build before
+    // this failed `sync -f` with ENOENT after any `rm`.
+    let t = TestStore::mounted("");
+    let d = container(&t);
+    for i in 0..20 {
+        fs::write(d.join(format!("f{i}")), b"x").unwrap();
+    }
+    for i in 0..20 {
+        fs::remove_file(d.join(format!("f{i}"))).unwrap();
+    }
+    sh(&format!("sync -f {}", d.display()));
+    assert_eq!(fs::read_dir(&d).unwrap().count(), 0);
+}
+
+#[test]
 fn chmod_chown_and_utimens() {
     let t = TestStore::mounted("");
     let d = container(&t);
