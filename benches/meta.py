@@ -240,7 +240,8 @@ def main():
         ratio = d / med["plain"][op] if d and "plain" in med and op in med["plain"] and med["plain"][op] > 0 else None
         tgt = next((v for k, v in TARGETS.items() if k in op), None)
         verdict = "" if tgt is None or ratio is None else (f"≤ {tgt}x: " + ("met" if ratio <= tgt else "**not met**"))
-        lines.append(f"| {op} | " + " | ".join(cells) + f" | {d:.2f} ({rounds}) | "
+        dd = f"{d:.2f} ({rounds})" if d is not None else "–"
+        lines.append(f"| {op} | " + " | ".join(cells) + f" | {dd} | "
                      + (f"{ratio:.1f}x" if ratio else "–") + f" | {verdict} |")
     if "dedupfs" in res:
         one = med["dedupfs"]["untar of the corpus tree"]

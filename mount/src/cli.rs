@@ -223,7 +223,9 @@ Mount options (-o, comma-separated, repeatable):
   cache_size=SIZE        decompressed chunk cache (default 32M)
   dirty_limit=SIZE       buffered writes before writers wait (default 48M)
   no_writeback_cache     disable the kernel writeback cache
-  attr_timeout=S, entry_timeout=S  kernel attribute/entry cache lifetimes (default 1)
+  attr_timeout=S, entry_timeout=S  kernel attribute/entry cache lifetimes in live
+                         container trees (default 3600; snapshots, .at and the
+                         virtual directories: at most 1)
   lock_wait=S            wait up to S seconds for another process to release the store
   prune_interval=S       prune history outside retention policies every S seconds
                          (default 3600; 0 never; also at mount)

@@ -18,9 +18,14 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// How long the kernel caches names and attributes outside containers' live trees
+/// (snapshots, time travel, the virtual directories), which change without telling it.
+const SHORT_TTL: Duration = Duration::from_secs(1);
+
 /// Kernel-facing settings of a mount.
 #[derive(Clone, Debug)]
 pub struct AdapterOptions {
+    /// Cache lifetimes of attributes and names in containers' live trees.
     pub attr_ttl: Duration,
     pub entry_ttl: Duration,
     pub writeback_cache: bool,
@@ -34,8 +39,8 @@ pub struct AdapterOptions {
 impl Default for AdapterOptions {
     fn default() -> Self {
         AdapterOptions {
-            attr_ttl: Duration::from_secs(1),
-            entry_ttl: Duration::from_secs(1),
+            attr_ttl: crate::options::LIVE_TTL,
+            entry_ttl: crate::options::LIVE_TTL,
             writeback_cache: true,
             root_container: None,
             max_write: 1 << 20,
@@ -81,6 +86,9 @@ impl KnownNodes {
             }
         }
     }
+    fn contains(&self, node: u64) -> bool {
+        self.counts.lock().contains_key(&node)
+    }
     /// Known nodes of a view (a container's live tree, a snapshot).
     pub fn of_view(&self, view: u32) -> Vec<u64> {
         self.counts
@@ -94,13 +102,45 @@ impl KnownNodes {
 
 impl DedupFuse {
     pub fn new(fs: Arc<Fs>, opts: AdapterOptions) -> Self {
+        let known = Arc::new(KnownNodes::default());
+        let notifier: Arc<std::sync::OnceLock<fuser::Notifier>> = Arc::default();
+        Self::drop_attrs_after_data_commits(&fs, known.clone(), notifier.clone());
         DedupFuse {
             fs,
             opts,
-            known: Arc::new(KnownNodes::default()),
-            notifier: Arc::default(),
+            known,
+            notifier,
             seeking: Default::default(),
             shutdown: Arc::default(),
+        }
+    }
+
+    /// A data commit changes a file's allocated blocks behind the kernel's back: its cached
+    /// attributes are dropped (attributes only). From a thread of its own, so that the
+    /// flush that committed never waits for the kernel (which may be evicting the inode
+    /// through a request that waits for that flush's locks).
+    fn drop_attrs_after_data_commits(
+        fs: &Fs,
+        known: Arc<KnownNodes>,
+        notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
+    ) {
+        let (tx, rx) = std::sync::mpsc::channel::<u64>();
+        let spawned = std::thread::Builder::new()
+            .name("attr-inval".into())
+            .spawn(move || {
+                while let Ok(node) = rx.recv() {
+                    if let (true, Some(n)) = (known.contains(node), notifier.get()) {
+                        if let Err(e) = n.inval_inode(INodeNo(node), -1, 0) {
+                            log::debug!("dropping cached attributes of {node}: {e}");
+                        }
+                    }
+                }
+            });
+        match spawned {
+            Ok(_) => fs.on_data_committed(Box::new(move |node| {
+                let _ = tx.send(node);
+            })),
+            Err(e) => log::warn!("no attribute invalidation thread ({e}); block counts may lag"),
         }
     }
     /// Where `destroy` leaves what its final flush could not commit.
@@ -266,16 +306,25 @@ fn set_time(t: TimeOrNow) -> SetTime {
 }
 
 impl DedupFuse {
+    /// (attribute, entry) cache lifetimes for a core node: long in live trees, where the
+    /// daemon tells the kernel of every change it does not make itself.
+    fn ttls(&self, node: u64) -> (Duration, Duration) {
+        if self.fs.is_live_tree_node(node) {
+            (self.opts.attr_ttl, self.opts.entry_ttl)
+        } else {
+            (
+                self.opts.attr_ttl.min(SHORT_TTL),
+                self.opts.entry_ttl.min(SHORT_TTL),
+            )
+        }
+    }
+
     fn entry(&self, reply: ReplyEntry, r: Result<Attr, FsError>) {
         match r {
             Ok(a) => {
                 self.known.add(self.kernel(a.node));
-                reply.entry_with_ttls(
-                    &self.opts.attr_ttl,
-                    &self.opts.entry_ttl,
-                    &self.attr(&a),
-                    Generation(0),
-                )
+                let (attr, entry) = self.ttls(a.node);
+                reply.entry_with_ttls(&attr, &entry, &self.attr(&a), Generation(0))
             }
             Err(e) => reply.error(err(&e)),
         }
@@ -358,7 +407,7 @@ impl Filesystem for DedupFuse {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
         match self.fs.getattr(self.core(ino)) {
-            Ok(a) => reply.attr(&self.opts.attr_ttl, &self.attr(&a)),
+            Ok(a) => reply.attr(&self.ttls(a.node).0, &self.attr(&a)),
             Err(e) => reply.error(err(&e)),
         }
     }
@@ -392,7 +441,7 @@ impl Filesystem for DedupFuse {
             flags: None,
         };
         match self.fs.setattr(&ctx(req), self.core(ino), set) {
-            Ok(a) => reply.attr(&self.opts.attr_ttl, &self.attr(&a)),
+            Ok(a) => reply.attr(&self.ttls(a.node).0, &self.attr(&a)),
             Err(e) => reply.error(err(&e)),
         }
     }
@@ -755,7 +804,7 @@ impl Filesystem for DedupFuse {
             Ok((a, fh)) => {
                 self.known.add(self.kernel(a.node));
                 reply.created(
-                    &self.opts.entry_ttl,
+                    &self.ttls(a.node).1,
                     &self.attr(&a),
                     Generation(0),
                     FileHandle(fh),

@@ -8,6 +8,12 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// Default kernel cache lifetime of names and attributes in containers' live trees. Long,
+/// because nothing changes there behind the kernel's back: the daemon invalidates what it
+/// changes on its own (rollback, apply, container deletion, data commits' block counts,
+/// atime at open). Snapshots, time travel and virtual directories keep 1 s.
+pub const LIVE_TTL: Duration = Duration::from_secs(3600);
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct MountOpts {
     pub read_only: bool,
@@ -67,8 +73,8 @@ impl Default for MountOpts {
             cache_size: None,
             dirty_limit: None,
             writeback: true,
-            attr_timeout: Duration::from_secs(1),
-            entry_timeout: Duration::from_secs(1),
+            attr_timeout: LIVE_TTL,
+            entry_timeout: LIVE_TTL,
             lock_wait: Duration::ZERO,
             prune_interval: Duration::from_secs(3600),
             gc_idle: Duration::from_secs(900),

@@ -88,6 +88,11 @@ impl FsCore {
         }
         let f = self.file_state(ci, ino_out, dst.size);
         let r = self.clone_into(&f, ci, ino_in, off_in, off_out, len);
+        if let Ok(n) = r {
+            if n > 0 {
+                self.data_committed(ci.view, ino_out);
+            }
+        }
         let key = f.key;
         drop(f);
         self.maybe_evict(key);

@@ -123,6 +123,12 @@ impl FsCore {
             return Ok(());
         };
         let r = self.flush_file(&f, mode);
+        if let Ok(true) = r {
+            // Outside the flush lock: the kernel may be evicting this inode, writing
+            // back its times through a request that needs that lock.
+            self.data_committed(f.view, key.1);
+        }
+        let r = r.map(|_| ());
         match &r {
             Err(e) => {
                 log::warn!("flush of inode {} failed: {e}", key.1);
@@ -144,7 +150,8 @@ impl FsCore {
         r
     }
 
-    pub(super) fn flush_file(&self, f: &Arc<FileState>, mode: FlushMode) -> FsResult<()> {
+    /// Returns whether anything was committed.
+    pub(super) fn flush_file(&self, f: &Arc<FileState>, mode: FlushMode) -> FsResult<bool> {
         let _fl = f.flush_lock.lock();
         let Some(ci) = self.tree_of_file(f) else {
             // The container or snapshot is gone, or was rolled back under the file: its
@@ -167,7 +174,7 @@ impl FsCore {
                 );
                 return Err(FsError::Stale);
             }
-            return Ok(());
+            return Ok(false);
         };
         let (spans, size, attrs) = {
             let mut g = f.inner.lock();
@@ -179,7 +186,7 @@ impl FsCore {
             };
             // Buffered attribute changes alone are committed by a forced flush.
             if spans.is_empty() && (mode == FlushMode::Stream || g.attrs.is_empty()) {
-                return Ok(());
+                return Ok(false);
             }
             g.inflight = spans.into_iter().map(|(o, v)| (o, Arc::new(v))).collect();
             (g.inflight.clone(), g.size, g.attrs)
@@ -215,7 +222,7 @@ impl FsCore {
                 self.pool.put(v);
             }
         }
-        result.map(|_| ())
+        result.map(|_| true)
     }
 
     /// Chunks and commits `spans`; returns the bytes to keep buffered (undecided tails).

@@ -227,7 +227,14 @@ pub struct FsCore {
     /// flush lock and the commit lock (a rollback holds it exclusively across its flush and
     /// its commit; writers hold it shared only while they buffer).
     barriers: Mutex<HashMap<ContainerId, Arc<RwLock<()>>>>,
+    /// Told the node of every file whose data a commit changed (a flush, a clone), after
+    /// the commit: the mount drops the kernel's cached attributes (allocated blocks),
+    /// which may then be cached for long. Set once by the mount.
+    data_committed: std::sync::OnceLock<DataHook>,
 }
+
+/// See [`FsCore::on_data_committed`].
+pub type DataHook = Box<dyn Fn(u64) + Send + Sync>;
 
 /// Time-travel views of a mount: by view number (node ids) and by what they show.
 #[derive(Default)]
@@ -320,6 +327,7 @@ impl Fs {
             icache: Arc::new(icache::InodeCache::new(65536)),
             time_views: Mutex::new(TimeViews::default()),
             barriers: Mutex::new(HashMap::new()),
+            data_committed: std::sync::OnceLock::new(),
             readahead: opts.background.then(|| {
                 Arc::new(ReadAhead {
                     queue: Mutex::new(VecDeque::new()),
@@ -397,6 +405,34 @@ impl Drop for Fs {
 impl FsCore {
     pub fn store(&self) -> &Arc<Store> {
         &self.store
+    }
+
+    /// Registers the hook told of data commits (the first registration wins).
+    pub fn on_data_committed(&self, f: DataHook) {
+        let _ = self.data_committed.set(f);
+    }
+
+    /// Tells the hook; called with no lock held (the kernel may answer the notification
+    /// only after requests that need a file's locks).
+    pub(crate) fn data_committed(&self, view: u32, ino: Ino) {
+        if let Some(f) = self.data_committed.get() {
+            f(NodeRef::Tree { view, ino }.encode());
+        }
+    }
+
+    /// Whether `node` is in a container's live tree: there every change either comes
+    /// through the kernel or is announced to it (rollback, apply, container deletion,
+    /// data commits), so the kernel may cache its names and attributes for long.
+    /// Snapshots, time travel and the virtual directories are not.
+    pub fn is_live_tree_node(&self, node: u64) -> bool {
+        match NodeRef::decode(node) {
+            Some(NodeRef::Tree { view, .. }) if view < crate::containers::TIME_VIEW_BASE => self
+                .store
+                .registry()
+                .view(view)
+                .is_some_and(|t| t.snapshot.is_none() && !t.read_only),
+            _ => false,
+        }
     }
 
     pub(crate) fn check_writable(&self) -> FsResult<()> {
