@@ -182,39 +182,8 @@ def one_round(s, a, tree_tar, rsrc):
 TARGETS = {"create": 3, "random lookups": 3, "cp -al": 3, "untar of": 2, "nothing changed": 2, "find over": 2}
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--files", type=int, default=100_000)
-    ap.add_argument("--big", type=int, default=1_000_000)
-    ap.add_argument("--rsync", type=int, default=50_000)
-    ap.add_argument("--systems", default="plain,tmpfs,null,dedupfs")
-    ap.add_argument("--work", default="/var/tmp/dedupfs-meta")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(HERE), "BENCHMARKS.md"))
-    a = ap.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("run as root (drop_caches and tmpfs need it)")
-    for tool in ("rsync",):
-        if not shutil.which(tool):
-            run.sh(f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {tool}")
-    os.makedirs(a.work, exist_ok=True)
-    _, tree_tar = run.corpus(os.path.join(a.work, "corpus"), 256, 1)
-    rsrc = rsync_source(a.work, a.rsync)
-    makers = {"plain": plain, "tmpfs": tmpfs, "null": null, "dedupfs": dedupfs}
-    order = a.systems.split(",")
-    res = {k: [] for k in order}
-    for rnd in range(a.rounds):
-        for k in (order if rnd % 2 == 0 else order[::-1]):
-            s = makers[k](a.work)
-            try:
-                r = one_round(s, a, tree_tar, rsrc)
-            finally:
-                if s.stop:
-                    s.stop()
-                if k == "plain":
-                    shutil.rmtree(s.path, ignore_errors=True)
-            res[k].append(r)
-            print(f"round {rnd + 1} {s.name}: " + ", ".join(f"{n} {v:.2f}s" for n, v in r.items()), flush=True)
+def render(a, order, res):
+    """The BENCHMARKS.md section for per-round results `res` (system -> list of {op: s})."""
     med = {k: {n: statistics.median(x[n] for x in v if n in x) for n in v[0]} for k, v in res.items()}
     ops = list(res["dedupfs"][0].keys()) if "dedupfs" in res else list(res[order[0]][0].keys())
     cols = [k for k in order if k != "dedupfs"]
@@ -251,7 +220,43 @@ def main():
                 lines.append(f"| {label}: throughput vs one writer | | | | {gain:.2f}x | | ≥ 1.5x: "
                              + ("met" if gain >= 1.5 else "**not met**") + " |")
     lines.append("")
-    section = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--files", type=int, default=100_000)
+    ap.add_argument("--big", type=int, default=1_000_000)
+    ap.add_argument("--rsync", type=int, default=50_000)
+    ap.add_argument("--systems", default="plain,tmpfs,null,dedupfs")
+    ap.add_argument("--work", default="/var/tmp/dedupfs-meta")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(HERE), "BENCHMARKS.md"))
+    a = ap.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("run as root (drop_caches and tmpfs need it)")
+    for tool in ("rsync",):
+        if not shutil.which(tool):
+            run.sh(f"DEBIAN_FRONTEND=noninteractive apt-get install -y -qq {tool}")
+    os.makedirs(a.work, exist_ok=True)
+    _, tree_tar = run.corpus(os.path.join(a.work, "corpus"), 256, 1)
+    rsrc = rsync_source(a.work, a.rsync)
+    makers = {"plain": plain, "tmpfs": tmpfs, "null": null, "dedupfs": dedupfs}
+    order = a.systems.split(",")
+    res = {k: [] for k in order}
+    for rnd in range(a.rounds):
+        for k in (order if rnd % 2 == 0 else order[::-1]):
+            s = makers[k](a.work)
+            try:
+                r = one_round(s, a, tree_tar, rsrc)
+            finally:
+                if s.stop:
+                    s.stop()
+                if k == "plain":
+                    shutil.rmtree(s.path, ignore_errors=True)
+            res[k].append(r)
+            print(f"round {rnd + 1} {s.name}: " + ", ".join(f"{n} {v:.2f}s" for n, v in r.items()), flush=True)
+    section = render(a, order, res)
     print(section)
     run.write_section(a.out, "## Metadata", section)
 

@@ -2,13 +2,14 @@
 //!
 //! Owns the RocksDB tuning: one shared block cache and a DB-wide memtable budget so that
 //! daemon memory stays bounded however much data the store holds; bloom filters on every
-//! family (the chunk index is probed once per chunk written); lz4 for SST blocks. Writes go to
+//! family (the chunk index is probed once per chunk written), partitioned with the index so
+//! that a lookup loads 4 KiB of them, not a whole file's; lz4 for SST blocks. Writes go to
 //! the WAL immediately (not buffered in-process), so a killed daemon loses nothing that
 //! `write` returned for; `sync` makes the WAL durable against power loss.
 
 use super::{Batch, Cf, Kv, KvError, KvIter, WriteOp};
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType,
+    BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType,
     DBRawIteratorWithThreadMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 use std::path::{Path, PathBuf};
@@ -69,6 +70,17 @@ impl RocksKv {
                 table.set_bloom_filter(10.0, false);
                 table.set_cache_index_and_filter_blocks(true);
                 table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+                // Partitioned index and filters: with whole-file filters, once a store's
+                // metadata outgrew the block cache (a million files), every point lookup
+                // re-read and re-checksummed a ~0.5 MB filter block (`du` over 1,000,000
+                // files ran for over 10 minutes at 1 GB/s of reads). Partitions are 4 KiB;
+                // only their small top level stays pinned. Older SST files keep their full
+                // filters and are read as before; compaction rewrites them.
+                table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+                table.set_partition_filters(true);
+                table.set_metadata_block_size(4096);
+                table.set_pin_top_level_index_and_filter(true);
+                table.set_cache_index_and_filter_blocks_with_high_priority(true);
                 o.set_block_based_table_factory(&table);
                 o.set_compression_type(DBCompressionType::Lz4);
                 o.set_write_buffer_size(16 << 20);
