@@ -82,9 +82,7 @@ impl FsCore {
         // The source's buffered writes first, so that its extents are the whole truth.
         // (Before the destination's flush lock is taken: the two may be one file.)
         if let Some(k) = ci.buffer_key(ino_in) {
-            if self.files.lock().contains_key(&k) {
-                self.flush_key(k, FlushMode::Force)?;
-            }
+            self.flush_key(k, FlushMode::Force)?; // nothing to do without a file state
         }
         let f = self.file_state(ci, ino_out, dst.size);
         let r = self.clone_into(&f, ci, ino_in, off_in, off_out, len);

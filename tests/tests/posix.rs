@@ -127,16 +127,22 @@ fn block_counts_follow_data_commits_despite_long_attribute_caching() {
     // Names and attributes of live trees are cached by the kernel for an hour. Zeros
     // written over data become a hole when the flush commits them, after the write
     // returned: the commit tells the kernel to drop the file's attributes, from a thread
-    // of its own, so this waits for that notification, bounded.
+    // of its own, so this waits for that notification, bounded. (Without the notice the
+    // kernel shows 2048 blocks for the hour.)
     let t = TestStore::mounted("");
     let d = container(&t);
     fs::write(d.join("f"), pseudo_random(1 << 20, 3)).unwrap();
     sh(&format!("sync -f {}", d.display()));
+    // The file stays open: a close would make the kernel drop its cached block count
+    // itself, so only the commit's notice can correct it.
     let f = OpenOptions::new().write(true).open(d.join("f")).unwrap();
     f.write_all_at(&vec![0u8; 1 << 20], 0).unwrap();
-    drop(f);
-    let _ = fs::metadata(d.join("f")).unwrap(); // the kernel may cache these attributes
-    sh(&format!("sync -f {}", d.display()));
+    assert_eq!(
+        fs::metadata(d.join("f")).unwrap().blocks(),
+        2048,
+        "cached before the commit"
+    );
+    f.sync_all().unwrap();
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let mut blocks = u64::MAX;
     while std::time::Instant::now() < deadline {
@@ -147,6 +153,7 @@ fn block_counts_follow_data_commits_despite_long_attribute_caching() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     assert_eq!(blocks, 0, "st_blocks once the zeros are a hole");
+    drop(f);
 }
 
 #[test]
