@@ -394,6 +394,7 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
             attr_ttl: opts.attr_timeout,
             entry_ttl: opts.entry_timeout,
             writeback_cache: opts.writeback && !opts.read_only,
+            readdirplus: opts.readdirplus,
             root_container: opts.container.clone(),
             threads: session_threads(opts),
             ..Default::default()
@@ -401,6 +402,7 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
     );
     let known = adapter.known_nodes();
     let shutdown_report = adapter.shutdown_slot();
+    let unmount_hook = adapter.unmount_hook_slot();
     let notifier_slot = adapter.notifier_slot();
     let config = fuse_config(opts, &store_root);
     let mut session = fuser::Session::new(adapter, &mnt, &config).map_err(|e| {
@@ -445,11 +447,24 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
         container: opts.container.clone(),
         read_only: opts.read_only,
         started: locate::own_start_time(),
+        unmounting: false,
     };
     let _ = std::fs::remove_file(locate::exit_report_path(&store_root));
     if let Err(e) = locate::register(&rec) {
         log::warn!("cannot register the mount in {}: {e}", run_dir.display());
     }
+    // Once the kernel lets go, the mount's device number is free for the next mount; the
+    // record says so before the (possibly long) final flush, so that `dedupfs umount` of
+    // that next mount never waits on this daemon or takes its report for its own.
+    let unmounting = MountRecord {
+        unmounting: true,
+        ..rec.clone()
+    };
+    *unmount_hook.lock() = Some(Box::new(move || {
+        if let Err(e) = locate::register(&unmounting) {
+            log::warn!("cannot mark the mount as unmounting: {e}");
+        }
+    }));
 
     // Signals unmount.
     let mnt_sig = mnt.clone();
@@ -742,9 +757,14 @@ pub fn umount(mnt: &Path, lazy: bool) -> Result<(), CliError> {
         )));
     }
     let target = info.mountpoint.clone();
-    let rec = locate::records()
-        .into_iter()
-        .find(|m| m.mountpoint == target || (!m.dev.is_empty() && m.dev == info.dev));
+    // The daemon recorded for exactly this mount point and device; else (another view of
+    // the mount, its recorded point unmounted) the one recorded for this device.
+    let recs = locate::records();
+    let rec = recs
+        .iter()
+        .find(|m| m.mountpoint == target && (m.dev.is_empty() || m.dev == info.dev))
+        .or_else(|| recs.iter().find(|m| !m.dev.is_empty() && m.dev == info.dev))
+        .cloned();
     let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
         .map_err(|_| mount_err("bad path".into()))?;
     // SAFETY: geteuid has no preconditions; umount2 gets a NUL-terminated path.

@@ -34,6 +34,11 @@ pub struct MountRecord {
     /// before it existed (then only the pid is checked).
     #[serde(default)]
     pub started: u64,
+    /// Set by the daemon the moment the kernel lets go of its mount, before the final
+    /// flush: from then on the daemon owns no mount (its device number may already belong
+    /// to a new one), so it is no record of a live mount, only a store still being closed.
+    #[serde(default)]
+    pub unmounting: bool,
 }
 
 pub fn euid() -> u32 {
@@ -141,7 +146,8 @@ fn daemon_alive(r: &MountRecord) -> bool {
     }
 }
 
-/// Registry entries of running daemons, as recorded.
+/// Registry entries of running daemons that still own a mount, as recorded (a daemon
+/// finishing its final flush after the kernel let go is left out).
 pub fn records() -> Vec<MountRecord> {
     let mut out = Vec::new();
     let Ok(rd) = std::fs::read_dir(run_dir()) else {
@@ -151,7 +157,7 @@ pub fn records() -> Vec<MountRecord> {
         if e.path().extension().is_some_and(|x| x == "json") {
             if let Ok(raw) = std::fs::read(e.path()) {
                 if let Ok(r) = serde_json::from_slice::<MountRecord>(&raw) {
-                    if daemon_alive(&r) {
+                    if !r.unmounting && daemon_alive(&r) {
                         out.push(r);
                     }
                 }

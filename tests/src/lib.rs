@@ -334,3 +334,13 @@ impl Drop for Unmount {
         }
     }
 }
+
+/// The device id ("MAJOR:MINOR") of the mount at `p`, if `p` is a mount point.
+pub fn mount_dev(p: &Path) -> Option<String> {
+    let canon = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .ok()?
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == canon.to_str())
+        .and_then(|l| l.split(' ').nth(2).map(str::to_string))
+}

@@ -206,3 +206,57 @@ fn containers_lifecycle_unmounted_and_mounted() {
     assert!(by_mnt.contains("nightly"));
     t.umount();
 }
+
+/// Resumes a stopped process when dropped (also when the test fails).
+struct Resume(u32);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: kill with a pid and a signal number.
+        unsafe { libc::kill(self.0 as libc::pid_t, libc::SIGCONT) };
+    }
+}
+
+/// Once the kernel lets go of a mount its device number is free, while the daemon may
+/// still be finishing (here: it is stopped). `dedupfs umount` of the next mount, given
+/// that number, waits for its own daemon and reports its own outcome, never the other's.
+#[test]
+fn umount_of_a_mount_that_reuses_a_device_number_waits_for_its_own_daemon() {
+    let mut reused = 0;
+    for _ in 0..10 {
+        if reused == 3 {
+            break;
+        }
+        let mut a = TestStore::mounted("gc_idle=0");
+        let a_dev = mount_dev(&a.mnt).expect("a's device");
+        let a_pid = a.daemon_pid();
+        // SAFETY: kill with a pid and a signal number.
+        unsafe { libc::kill(a_pid as libc::pid_t, libc::SIGSTOP) };
+        let resume = Resume(a_pid);
+        let a_mnt = a.mnt.clone();
+        let a_umount = std::thread::spawn(move || dedupfs(&["umount", a_mnt.to_str().unwrap()]));
+        let t0 = std::time::Instant::now();
+        while is_mounted(&a.mnt) {
+            assert!(t0.elapsed().as_secs() < 60, "the kernel never let go of a");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        a.mark_unmounted();
+        let mut b = TestStore::mounted("gc_idle=0");
+        if mount_dev(&b.mnt).as_deref() == Some(a_dev.as_str()) {
+            reused += 1;
+            // a's daemon is stopped: waiting for it would hang until the 120 s limit.
+            let o = dedupfs(&["umount", b.mnt.to_str().unwrap()]);
+            assert_eq!(code(&o), 0, "b's unmount: {}", stderr(&o));
+            b.mark_unmounted();
+        } else {
+            b.umount();
+        }
+        drop(resume);
+        let o = a_umount.join().unwrap();
+        assert_eq!(code(&o), 0, "a's unmount: {}", stderr(&o));
+    }
+    assert!(
+        reused > 0,
+        "no mount was given the device number of the one before"
+    );
+}
