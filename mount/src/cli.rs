@@ -223,6 +223,7 @@ Mount options (-o, comma-separated, repeatable):
   cache_size=SIZE        decompressed chunk cache (default 32M)
   dirty_limit=SIZE       buffered writes before writers wait (default 48M)
   no_writeback_cache     disable the kernel writeback cache
+  no_readdirplus         list directories without attributes (a LOOKUP per entry)
   attr_timeout=S, entry_timeout=S  kernel attribute/entry cache lifetimes in live
                          container trees (default 3600; snapshots, .at and the
                          virtual directories: at most 1)

@@ -1,351 +1,21 @@
-//! The FUSE adapter: translates kernel requests into core calls and core results into
-//! replies. No filesystem logic lives here.
+//! The FUSE request handlers: each translates a kernel request into a core call and the
+//! core's result into the reply (errors through the one errno mapping in `errno`). No
+//! filesystem logic lives here; the adapter's state and conversions are in `adapter`.
 
-use crate::errno::errno;
-use dedupfs_core::fs::{
-    self as core, Attr, Ctx, Fallocate, Fs, FsError, SeekWhence, SetAttr, SetTime,
-};
-use dedupfs_core::records::{FileKind, Timestamp};
+use crate::adapter::{caller_in_group, ctx, ctx_umask, err, file_type, set_time};
+pub use crate::adapter::{AdapterOptions, DedupFuse, KnownNodes};
+use dedupfs_core::fs::{self as core, Fallocate, FsError, SeekWhence, SetAttr};
+use dedupfs_core::records::Timestamp;
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags,
-    Generation, INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr,
-    ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
+    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
+    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
     ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime};
-
-/// How long the kernel caches names and attributes outside containers' live trees
-/// (snapshots, time travel, the virtual directories), which change without telling it.
-const SHORT_TTL: Duration = Duration::from_secs(1);
-
-/// Kernel-facing settings of a mount.
-#[derive(Clone, Debug)]
-pub struct AdapterOptions {
-    /// Cache lifetimes of attributes and names in containers' live trees.
-    pub attr_ttl: Duration,
-    pub entry_ttl: Duration,
-    pub writeback_cache: bool,
-    pub max_write: u32,
-    /// Mount one container as the root of the mount (`container=NAME`).
-    pub root_container: Option<String>,
-    /// Threads serving the session (SEEK_DATA/SEEK_HOLE need a free one, see `lseek`).
-    pub threads: usize,
-}
-
-impl Default for AdapterOptions {
-    fn default() -> Self {
-        AdapterOptions {
-            attr_ttl: crate::options::LIVE_TTL,
-            entry_ttl: crate::options::LIVE_TTL,
-            writeback_cache: true,
-            root_container: None,
-            max_write: 1 << 20,
-            threads: 4,
-        }
-    }
-}
-
-/// The adapter. With `root_container`, the kernel's root (node 1) stands for that
-/// container's root directory: node ids are translated on the way in (`core`) and out
-/// (`kernel`); the container is looked up per request, so a rollback that gives it a new
-/// tree is followed.
-pub struct DedupFuse {
-    fs: Arc<Fs>,
-    opts: AdapterOptions,
-    known: Arc<KnownNodes>,
-    notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
-    /// Session threads blocked in `lseek` waiting for the kernel to write back.
-    seeking: std::sync::atomic::AtomicUsize,
-    /// What the final flush at `destroy` could not commit (for the unmount report).
-    /// Lock order: a leaf.
-    shutdown: Arc<parking_lot::Mutex<Option<String>>>,
-}
-
-/// The node ids the kernel holds (looked up and not yet forgotten), so that a rollback
-/// can invalidate exactly the cached inodes of the container it changed.
-#[derive(Default)]
-pub struct KnownNodes {
-    /// Lookup counts the kernel holds. Protects: the map. Lock order: a leaf.
-    counts: parking_lot::Mutex<std::collections::HashMap<u64, u64>>,
-}
-
-impl KnownNodes {
-    fn add(&self, node: u64) {
-        *self.counts.lock().entry(node).or_default() += 1;
-    }
-    fn forget(&self, node: u64, n: u64) {
-        let mut m = self.counts.lock();
-        if let Some(c) = m.get_mut(&node) {
-            *c = c.saturating_sub(n);
-            if *c == 0 {
-                m.remove(&node);
-            }
-        }
-    }
-    fn contains(&self, node: u64) -> bool {
-        self.counts.lock().contains_key(&node)
-    }
-    /// Known nodes of a view (a container's live tree, a snapshot).
-    pub fn of_view(&self, view: u32) -> Vec<u64> {
-        self.counts
-            .lock()
-            .keys()
-            .copied()
-            .filter(|n| n >> dedupfs_core::ids::Ino::BITS == view as u64)
-            .collect()
-    }
-}
-
-impl DedupFuse {
-    pub fn new(fs: Arc<Fs>, opts: AdapterOptions) -> Self {
-        let known = Arc::new(KnownNodes::default());
-        let notifier: Arc<std::sync::OnceLock<fuser::Notifier>> = Arc::default();
-        Self::drop_attrs_after_data_commits(&fs, known.clone(), notifier.clone());
-        DedupFuse {
-            fs,
-            opts,
-            known,
-            notifier,
-            seeking: Default::default(),
-            shutdown: Arc::default(),
-        }
-    }
-
-    /// A data commit changes a file's allocated blocks behind the kernel's back: its cached
-    /// attributes are dropped (attributes only). From a thread of its own, so that the
-    /// flush that committed never waits for the kernel (which may be evicting the inode
-    /// through a request that waits for that flush's locks).
-    fn drop_attrs_after_data_commits(
-        fs: &Fs,
-        known: Arc<KnownNodes>,
-        notifier: Arc<std::sync::OnceLock<fuser::Notifier>>,
-    ) {
-        let (tx, rx) = std::sync::mpsc::channel::<u64>();
-        let spawned = std::thread::Builder::new()
-            .name("attr-inval".into())
-            .spawn(move || {
-                while let Ok(node) = rx.recv() {
-                    if let (true, Some(n)) = (known.contains(node), notifier.get()) {
-                        if let Err(e) = n.inval_inode(INodeNo(node), -1, 0) {
-                            log::debug!("dropping cached attributes of {node}: {e}");
-                        }
-                    }
-                }
-            });
-        match spawned {
-            Ok(_) => fs.on_data_committed(Box::new(move |node| {
-                let _ = tx.send(node);
-            })),
-            Err(e) => log::warn!("no attribute invalidation thread ({e}); block counts may lag"),
-        }
-    }
-    /// Where `destroy` leaves what its final flush could not commit.
-    pub fn shutdown_slot(&self) -> Arc<parking_lot::Mutex<Option<String>>> {
-        self.shutdown.clone()
-    }
-    pub fn known_nodes(&self) -> Arc<KnownNodes> {
-        self.known.clone()
-    }
-    /// Where the daemon puts the session's notifier once the session exists.
-    pub fn notifier_slot(&self) -> Arc<std::sync::OnceLock<fuser::Notifier>> {
-        self.notifier.clone()
-    }
-
-    /// With the writeback cache, data written through the page cache reaches us later, so
-    /// SEEK_DATA/SEEK_HOLE would see it as a hole. Invalidating the file's pages from
-    /// `offset` on makes the kernel write dirty ones back first (it launders them through
-    /// FUSE_WRITE and waits), served by the other session threads while this one waits;
-    /// so at least one thread is always left free, else the answer may miss unflushed data.
-    fn write_back_from(&self, ino: INodeNo, offset: i64) {
-        use std::sync::atomic::Ordering::SeqCst;
-        let Some(n) = self.notifier.get() else {
-            return;
-        };
-        if !self.opts.writeback_cache {
-            return;
-        }
-        if self.seeking.fetch_add(1, SeqCst) + 1 < self.opts.threads {
-            if let Err(e) = n.inval_inode(ino, offset, 0) {
-                log::debug!("write-back before lseek of {}: {e}", ino.0);
-            }
-        }
-        self.seeking.fetch_sub(1, SeqCst);
-    }
-
-    /// Clears setuid/setgid after a data change by `req`'s caller; when the mode changed,
-    /// the kernel's cached attributes are dropped.
-    fn drop_privileges(&self, req: &Request, ino: INodeNo) -> Result<(), FsError> {
-        let changed = self
-            .fs
-            .drop_privileges(self.core(ino), |gid| caller_in_group(req, gid))?;
-        if changed {
-            self.drop_cached_attrs(ino);
-        }
-        Ok(())
-    }
-
-    /// Makes the kernel forget its cached attributes of `ino` after we changed them on our
-    /// own (offset -1: attributes only, no page-cache work and no inode lock, so it is safe
-    /// inside a request).
-    fn drop_cached_attrs(&self, ino: INodeNo) {
-        if let Some(n) = self.notifier.get() {
-            let _ = n.inval_inode(ino, -1, 0);
-        }
-    }
-
-    fn root_node(&self) -> Option<u64> {
-        self.opts
-            .root_container
-            .as_deref()
-            .and_then(|c| self.fs.container_root_node(c))
-    }
-
-    /// A kernel node id as the core knows it.
-    fn core(&self, ino: INodeNo) -> u64 {
-        match ino.0 {
-            1 => self.root_node().unwrap_or(1),
-            n => n,
-        }
-    }
-
-    /// A core node id as the kernel knows it.
-    fn kernel(&self, node: u64) -> u64 {
-        if node != 1 && Some(node) == self.root_node() {
-            1
-        } else {
-            node
-        }
-    }
-
-    fn attr(&self, a: &Attr) -> FileAttr {
-        let mut f = file_attr(a);
-        f.ino = INodeNo(self.kernel(a.node));
-        f
-    }
-}
-
-fn ctx(req: &Request) -> Ctx {
-    Ctx {
-        uid: req.uid(),
-        gid: req.gid(),
-        pid: req.pid(),
-        umask: 0,
-    }
-}
-
-/// For creations: with `FUSE_DONT_MASK` the kernel leaves the umask to us.
-fn ctx_umask(req: &Request, umask: u32) -> Ctx {
-    Ctx { umask, ..ctx(req) }
-}
-
-/// Whether the caller of `req` is a member of group `gid`: its primary group, or one of
-/// its supplementary groups (from /proc, which the request does not carry). When /proc
-/// cannot tell, the answer is "no", which only ever clears setgid.
-fn caller_in_group(req: &Request, gid: u32) -> bool {
-    if req.gid() == gid {
-        return true;
-    }
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", req.pid())) else {
-        return false;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("Groups:"))
-        .is_some_and(|g| g.split_whitespace().any(|x| x.parse() == Ok(gid)))
-}
-
-fn err(e: &FsError) -> Errno {
-    match e {
-        FsError::Io(_) | FsError::Corrupt(_) => log::warn!("request failed: {e}"),
-        _ => log::debug!("request failed: {e}"),
-    }
-    Errno::from_i32(errno(e))
-}
-
-fn file_type(k: FileKind) -> FileType {
-    match k {
-        FileKind::Fifo => FileType::NamedPipe,
-        FileKind::CharDevice => FileType::CharDevice,
-        FileKind::Directory => FileType::Directory,
-        FileKind::BlockDevice => FileType::BlockDevice,
-        FileKind::RegularFile => FileType::RegularFile,
-        FileKind::Symlink => FileType::Symlink,
-        FileKind::Socket => FileType::Socket,
-    }
-}
-
-fn file_attr(a: &Attr) -> FileAttr {
-    FileAttr {
-        ino: INodeNo(a.node),
-        size: a.size,
-        blocks: a.blocks,
-        atime: a.atime.to_system(),
-        mtime: a.mtime.to_system(),
-        ctime: a.ctime.to_system(),
-        crtime: a.btime.to_system(),
-        kind: file_type(a.kind),
-        perm: a.perm,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        rdev: a.rdev,
-        blksize: a.blksize,
-        flags: a.flags,
-    }
-}
-
-fn set_time(t: TimeOrNow) -> SetTime {
-    match t {
-        TimeOrNow::Now => SetTime::Now,
-        TimeOrNow::SpecificTime(s) => SetTime::At(Timestamp::from_system(s)),
-    }
-}
-
-impl DedupFuse {
-    /// (attribute, entry) cache lifetimes for a core node: long in live trees, where the
-    /// daemon tells the kernel of every change it does not make itself.
-    fn ttls(&self, node: u64) -> (Duration, Duration) {
-        if self.fs.is_live_tree_node(node) {
-            (self.opts.attr_ttl, self.opts.entry_ttl)
-        } else {
-            (
-                self.opts.attr_ttl.min(SHORT_TTL),
-                self.opts.entry_ttl.min(SHORT_TTL),
-            )
-        }
-    }
-
-    fn entry(&self, reply: ReplyEntry, r: Result<Attr, FsError>) {
-        match r {
-            Ok(a) => {
-                self.known.add(self.kernel(a.node));
-                let (attr, entry) = self.ttls(a.node);
-                reply.entry_with_ttls(&attr, &entry, &self.attr(&a), Generation(0))
-            }
-            Err(e) => reply.error(err(&e)),
-        }
-    }
-
-    fn empty(reply: ReplyEmpty, r: Result<(), FsError>) {
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(err(&e)),
-        }
-    }
-
-    fn xattr_reply(reply: ReplyXattr, size: u32, data: Result<Vec<u8>, FsError>) {
-        match data {
-            Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
-            Ok(v) => reply.data(&v),
-            Err(e) => reply.error(err(&e)),
-        }
-    }
-}
 
 impl Filesystem for DedupFuse {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
@@ -360,6 +30,11 @@ impl Filesystem for DedupFuse {
             | InitFlags::FUSE_DONT_MASK;
         if self.opts.writeback_cache {
             want |= InitFlags::FUSE_WRITEBACK_CACHE;
+        }
+        if self.opts.readdirplus {
+            // READDIRPLUS_AUTO: the kernel asks for attributes with the names only when it
+            // sees them looked up after a listing (ls -l, du, rsync), READDIR otherwise.
+            want |= InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO;
         }
         let supported = config.capabilities() & want;
         if supported != want {
@@ -376,6 +51,11 @@ impl Filesystem for DedupFuse {
     }
 
     fn destroy(&mut self) {
+        // Taken out first so the hook runs without the slot's lock held.
+        let hook = self.on_unmounted.lock().take();
+        if let Some(h) = hook {
+            h();
+        }
         if let Err(e) = self.fs.shutdown() {
             let lost = self.fs.unflushed();
             let msg = if lost.is_empty() {
@@ -694,6 +374,65 @@ impl Filesystem for DedupFuse {
         match r {
             Ok(()) => reply.ok(),
             Err(e) => reply.error(err(&e)),
+        }
+    }
+
+    /// READDIR with each entry's attributes, so that `ls -l`, `du`, `find -size` and
+    /// rsync's compare pass see names and attributes in one round trip per buffer instead
+    /// of a LOOKUP per entry. Each entry other than `.` and `..` counts as a lookup to the
+    /// kernel (it sends FORGET for it later), so it is counted as one here.
+    fn readdirplus(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectoryPlus,
+    ) {
+        let mut added = 0usize;
+        let mut failed = None;
+        // Entries of a virtual directory (bookmarks, snapshots) vanish without a notice to
+        // the kernel: a listing must not leave them cached, so their names live for this
+        // reply only and the next use of one is a LOOKUP, as after a plain READDIR.
+        let dir = self.core(ino);
+        let transient = self.fs.is_virtual_node(dir);
+        let r = self.fs.readdir(dir, fh.0, offset, |e| {
+            let a = match self.fs.getattr(e.node) {
+                Ok(a) => a,
+                // Removed since the listing was read: it is not listed.
+                Err(FsError::NotFound) => return false,
+                Err(err) => {
+                    failed = Some(err);
+                    return true;
+                }
+            };
+            let (attr_ttl, entry_ttl) = self.ttls(e.node);
+            let ttl = if transient {
+                Duration::ZERO
+            } else {
+                attr_ttl.min(entry_ttl)
+            };
+            let full = reply.add(
+                INodeNo(self.kernel(e.node)),
+                e.offset,
+                OsStr::from_bytes(&e.name),
+                &ttl,
+                &self.attr(&a),
+                Generation(0),
+            );
+            if !full {
+                added += 1;
+                if e.name != b"." && e.name != b".." {
+                    self.known.add(self.kernel(e.node));
+                }
+            }
+            full
+        });
+        match (r, failed) {
+            (Err(e), _) => reply.error(err(&e)),
+            // What was read goes out; the next call meets the failure again and reports it.
+            (Ok(()), Some(e)) if added == 0 => reply.error(err(&e)),
+            (Ok(()), _) => reply.ok(),
         }
     }
 

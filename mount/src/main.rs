@@ -1,5 +1,6 @@
 //! The `dedupfs` command.
 
+mod adapter;
 mod cli;
 mod control;
 mod daemon;

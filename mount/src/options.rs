@@ -36,6 +36,8 @@ pub struct MountOpts {
     pub cache_size: Option<usize>,
     pub dirty_limit: Option<usize>,
     pub writeback: bool,
+    /// Answer READDIRPLUS (listings with attributes); `no_readdirplus` turns it off.
+    pub readdirplus: bool,
     pub attr_timeout: Duration,
     pub entry_timeout: Duration,
     pub lock_wait: Duration,
@@ -73,6 +75,7 @@ impl Default for MountOpts {
             cache_size: None,
             dirty_limit: None,
             writeback: true,
+            readdirplus: true,
             attr_timeout: LIVE_TTL,
             entry_timeout: LIVE_TTL,
             lock_wait: Duration::ZERO,
@@ -211,6 +214,8 @@ impl MountOpts {
             }
             "writeback_cache" | "writeback" => self.writeback = true,
             "no_writeback_cache" | "no_writeback" => self.writeback = false,
+            "readdirplus" => self.readdirplus = true,
+            "no_readdirplus" => self.readdirplus = false,
             "attr_timeout" => self.attr_timeout = parse_secs(key, need(key, val)?)?,
             "entry_timeout" => self.entry_timeout = parse_secs(key, need(key, val)?)?,
             "lock_wait" => self.lock_wait = parse_secs(key, need(key, val)?)?,

@@ -435,6 +435,13 @@ impl FsCore {
         }
     }
 
+    /// Whether `node` is one of the virtual directories (`.at`, `.snapshots` and those
+    /// under them), whose entries — bookmarks, snapshots, time views — come and go without
+    /// the kernel being told.
+    pub fn is_virtual_node(&self, node: u64) -> bool {
+        matches!(NodeRef::decode(node), Some(NodeRef::Virtual(_)))
+    }
+
     pub(crate) fn check_writable(&self) -> FsResult<()> {
         if self.opts.read_only {
             Err(FsError::ReadOnly)
