@@ -21,6 +21,24 @@ if [ "${1:-}" = "--test-tools" ]; then
   command -v pjdfstest >/dev/null || cargo install --locked pjdfstest
   command -v fsx >/dev/null || cargo install --locked fsx
   id tests >/dev/null 2>&1 || $SUDO useradd -M -s /usr/sbin/nologin tests
+  # Export tests: Samba with smbclient, NFS-Ganesha (VFS backend) with rpcbind and the
+  # libnfs clients; Python clients (smbprotocol, libnfs) in a venv outside the clone.
+  xpkgs=(samba smbclient nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils libnfs-dev
+         python3-venv python3-dev gcc)
+  xmissing=()
+  for p in "${xpkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || xmissing+=("$p"); done
+  if [ ${#xmissing[@]} -gt 0 ]; then
+    echo "setup: installing ${xmissing[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+      "${xmissing[@]}" >/dev/null
+  fi
+  venv="${DEDUPFS_VENV:-/var/tmp/dedupfs-venv}"
+  if ! "$venv/bin/python" -c 'import smbclient, libnfs' 2>/dev/null; then
+    echo "setup: python clients in $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q smbprotocol libnfs
+  fi
 fi
 
 # RocksDB's C++ build takes 20-30 minutes the first time on two cores; the target dir
