@@ -310,7 +310,7 @@ def main():
         print(f"{key} workload ...", flush=True)
         rows, logical, st = bench(a.work, nights, key)
         lines += [f"### {desc}", "", f"{run.mb(logical):.0f} MB logical in {len(nights)} tar streams. "
-                  f"dedupfs store: dedup {st['dedup_ratio']:.2f}x, compression {st['compression_ratio']:.2f}x, "
+                  f"dedupfs store: dedup {st['ingest']['dedup_ratio']:.2f}x, compression {st['ingest']['compression_ratio']:.2f}x, "
                   f"metadata {run.mb(st['metadata_bytes']):.1f} MB.", ""]
         lines += table(rows) + [""]
     lines.append(f"Whole run {(time.monotonic() - started) / 60:.1f} min. Reduction = logical bytes / bytes of the store or "

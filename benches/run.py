@@ -273,7 +273,7 @@ def main():
         "",
         f"Store after ingest: {mb(store_bytes):.1f} MB on disk (packs {mb(st['pack_bytes']):.1f} MB, metadata "
         f"{mb(st['metadata_bytes']):.1f} MB); unique {mb(st['unique_bytes']):.1f} MB, stored {mb(st['stored_bytes']):.1f} MB; "
-        f"dedup {st['dedup_ratio']:.2f}x, compression {st['compression_ratio']:.2f}x.",
+        f"dedup {st['ingest']['dedup_ratio']:.2f}x, compression {st['ingest']['compression_ratio']:.2f}x (of what was written).",
         "Per-version ingest seconds — dedupfs: " + ", ".join(f"{x:.2f}" for x in res["dd_ingest"])
         + "; null: " + ", ".join(f"{x:.2f}" for x in res["null_ingest"])
         + "; plain: " + ", ".join(f"{x:.2f}" for x in res["plain_ingest"]) + ".",

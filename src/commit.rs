@@ -112,6 +112,18 @@ impl<'a> Commit<'a> {
     pub(crate) fn txn_and_store(&mut self) -> (&mut Txn<'a>, &mut StoreCounters) {
         (&mut self.txn, &mut self.st.store)
     }
+    /// Counts `bytes` applications wrote into container `c` (the ingest figures of it and
+    /// of the store; they start counting at their first commit, `ingest_since`).
+    pub fn ingested(&mut self, c: ContainerId, bytes: u64) {
+        let now = self.time.sec;
+        self.st.store.ingest.wrote(bytes, now);
+        self.st
+            .containers
+            .entry(c)
+            .or_default()
+            .ingest
+            .wrote(bytes, now);
+    }
     /// Forgets a deleted container's counters.
     pub fn drop_container_counters(&mut self, c: ContainerId) {
         self.st.containers.remove(&c);
@@ -303,6 +315,8 @@ impl Committer {
         E: From<KvError>,
     {
         self.check_halted()?;
+        // Timed from before the lock: what a caller waits for, lock queue included.
+        let started = std::time::Instant::now();
         let mut guard = self.st.lock();
         let now = Timestamp::now();
         let time = if now > guard.last_time {
@@ -430,6 +444,8 @@ impl Committer {
             }
         }
         self.kv.write(txn.into_batch(), false)?;
+        crate::metrics::COMMITS.inc();
+        crate::metrics::COMMIT_SECONDS.observe(started.elapsed());
         for f in after {
             f();
         }
@@ -455,12 +471,15 @@ impl Committer {
             return Ok(());
         }
         let upto = self.head.load(Ordering::Acquire);
+        let started = std::time::Instant::now();
         flush()?;
         self.check_halted()?;
         if let Err(e) = self.kv.sync() {
             self.halt(format!("sync of the metadata log failed: {e}"));
             return Err(e.into());
         }
+        crate::metrics::SYNCS.inc();
+        crate::metrics::SYNC_SECONDS.observe(started.elapsed());
         *synced = upto;
         Ok(())
     }

@@ -19,6 +19,7 @@ pub mod history;
 pub mod ids;
 pub mod keys;
 pub mod kv;
+pub mod metrics;
 pub mod mvcc;
 pub mod pack;
 pub mod points;

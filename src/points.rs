@@ -24,6 +24,10 @@ pub enum PointError {
     Unrecognised(String),
     #[error("container '{container}' did not exist at {when}")]
     BeforeCreation { container: String, when: String },
+    /// A time after now: nothing can be read or rolled back to there yet (a typo of the
+    /// year would otherwise roll back to the newest state and record it as that time).
+    #[error("{when} is in the future (now is {now})")]
+    Future { when: String, now: String },
     #[error(
         "{when} is outside the retention window of container '{container}' \
          (history is available from {floor})"
@@ -76,6 +80,35 @@ pub fn format_time(sec: i64) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// Formats seconds since the epoch in the local time zone with its offset, as
+/// `YYYY-MM-DD HH:MM:SS+HH:MM` — a form `parse_time` reads back to the same instant.
+pub fn format_local(sec: i64) -> String {
+    let off = local_offset(sec);
+    let local = sec + off;
+    let (y, m, d) = civil_from_days(local.div_euclid(86_400));
+    let rem = local.rem_euclid(86_400);
+    let sign = if off < 0 { '-' } else { '+' };
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}{sign}{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        off.abs() / 3600,
+        off.abs() % 3600 / 60
+    )
+}
+
+/// Rewrites a time expression as the instant it means here and now (`@SECONDS.NANOS`);
+/// anything that is not a time (a bookmark or snapshot name) is returned unchanged.
+/// The CLI calls this before sending a request, so a local time or `-15m` means the
+/// caller's zone and clock, not the daemon's.
+pub fn to_instant(spec: &str, now: Timestamp) -> String {
+    match parse_time(spec, now) {
+        Some(t) => format!("@{}.{:09}", t.sec, t.nsec),
+        None => spec.to_string(),
+    }
 }
 
 // Howard Hinnant's days <-> civil date algorithms (proleptic Gregorian calendar).
@@ -276,6 +309,12 @@ pub fn resolve(
     let now = Timestamp::now();
     let t = parse_time(spec, now).ok_or_else(|| PointError::Unrecognised(spec.into()))?;
     let when = format_time(t.sec);
+    if t > now {
+        return Err(PointError::Future {
+            when,
+            now: format_time(now.sec),
+        });
+    }
     let v = store
         .committer
         .version_at(t)?
@@ -373,5 +412,39 @@ mod tests {
         assert_eq!(parse_duration("3d"), Some(3 * 86_400));
         assert_eq!(parse_duration("1w"), Some(604_800));
         assert_eq!(parse_duration("h"), None);
+    }
+
+    #[test]
+    fn local_times_read_back_as_the_same_instant() {
+        for sec in [0i64, 1_795_000_000, 1_795_000_000 + 86_399, 1_711_846_800] {
+            let text = format_local(sec);
+            assert_eq!(
+                parse_time(&text, Timestamp::default()).map(|t| t.sec),
+                Some(sec),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn instants_replace_times_and_leave_names_alone() {
+        let now = Timestamp {
+            sec: 1_795_000_000,
+            nsec: 7,
+        };
+        assert_eq!(to_instant("-15m", now), "@1794999100.000000007");
+        assert_eq!(
+            to_instant("2026-11-18T11:06:40Z", now),
+            "@1795000000.000000000"
+        );
+        assert_eq!(to_instant("before-upgrade", now), "before-upgrade");
+        let back = parse_time(&to_instant("2h ago", now), now);
+        assert_eq!(
+            back,
+            Some(Timestamp {
+                sec: now.sec - 7200,
+                nsec: 7
+            })
+        );
     }
 }

@@ -15,6 +15,8 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 echo "== tests"
 # End-to-end tests mount real filesystems; two at a time suit a 2-core machine.
 RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}" cargo test --release --workspace
+echo "== systemd units (systemd-analyze verify)"
+bash tests/systemd-units.sh
 echo "== lock protocols under shuttle's randomized scheduler"
 # The workspace's feature set plus the core's shuttle feature, so that no dependency is
 # built again with other features (RocksDB would take 25 minutes).

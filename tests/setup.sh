@@ -22,9 +22,12 @@ if [ "${1:-}" = "--test-tools" ]; then
   command -v fsx >/dev/null || cargo install --locked fsx
   id tests >/dev/null 2>&1 || $SUDO useradd -M -s /usr/sbin/nologin tests
   # Export tests: Samba with smbclient, NFS-Ganesha (VFS backend) with rpcbind and the
-  # libnfs clients; Python clients (smbprotocol, libnfs) in a venv outside the clone.
+  # libnfs clients; Python clients (smbprotocol, libnfs) in a venv outside the clone, with
+  # the Prometheus client library whose parser checks the metrics endpoint's output.
+  # man-db renders the installed man pages in a test; systemd's systemd-analyze checks the
+  # shipped units (no running systemd needed).
   xpkgs=(samba smbclient nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils libnfs-dev
-         python3-venv python3-dev gcc)
+         python3-venv python3-dev gcc man-db systemd)
   xmissing=()
   for p in "${xpkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || xmissing+=("$p"); done
   if [ ${#xmissing[@]} -gt 0 ]; then
@@ -34,10 +37,10 @@ if [ "${1:-}" = "--test-tools" ]; then
       "${xmissing[@]}" >/dev/null
   fi
   venv="${DEDUPFS_VENV:-/var/tmp/dedupfs-venv}"
-  if ! "$venv/bin/python" -c 'import smbclient, libnfs' 2>/dev/null; then
+  if ! "$venv/bin/python" -c 'import smbclient, libnfs, prometheus_client' 2>/dev/null; then
     echo "setup: python clients in $venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q smbprotocol libnfs
+    "$venv/bin/pip" install -q smbprotocol libnfs prometheus-client
   fi
 fi
 

@@ -8,6 +8,7 @@
 
 use crate::errno::errno;
 use dedupfs_core::fs::{Attr, Ctx, Fs, FsError, SetTime};
+use dedupfs_core::metrics;
 use dedupfs_core::records::{FileKind, Timestamp};
 use fuser::{
     Errno, FileAttr, FileType, Generation, INodeNo, ReplyEmpty, ReplyEntry, ReplyXattr, Request,
@@ -275,7 +276,51 @@ pub(crate) fn err(e: &FsError) -> Errno {
         FsError::Io(_) | FsError::Corrupt(_) => log::warn!("request failed: {e}"),
         _ => log::debug!("request failed: {e}"),
     }
-    Errno::from_i32(errno(e))
+    let kind = match e {
+        FsError::Corrupt(_) => Some(metrics::ErrorKind::Corrupt),
+        FsError::Io(_) => Some(metrics::ErrorKind::Io),
+        FsError::NoSpace => Some(metrics::ErrorKind::NoSpace),
+        FsError::Stale => Some(metrics::ErrorKind::Stale),
+        _ => None,
+    };
+    if let Some(k) = kind {
+        metrics::count_error(k);
+    }
+    let n = errno(e);
+    REQUEST_ERRNO.set(Some(n));
+    Errno::from_i32(n)
+}
+
+thread_local! {
+    /// The errno the request this thread is serving failed with, for its [`Metered`]
+    /// guard: a request is served start to finish on one thread, and `err` is the one
+    /// place core errors become errnos.
+    static REQUEST_ERRNO: std::cell::Cell<Option<i32>> = const { std::cell::Cell::new(None) };
+}
+
+/// Counts and times one FUSE request (`metrics::FUSE`) when dropped at the end of its
+/// handler; an errno produced through [`err`] meanwhile counts as its failure.
+pub(crate) struct Metered {
+    op: usize,
+    started: std::time::Instant,
+}
+
+pub(crate) fn metered(op: usize) -> Metered {
+    REQUEST_ERRNO.set(None);
+    Metered {
+        op,
+        started: std::time::Instant::now(),
+    }
+}
+
+impl Drop for Metered {
+    fn drop(&mut self) {
+        let result = match REQUEST_ERRNO.take() {
+            Some(n) => Err(n),
+            None => Ok(()),
+        };
+        metrics::record(self.op, self.started.elapsed(), result);
+    }
 }
 
 pub(crate) fn file_type(k: FileKind) -> FileType {

@@ -48,17 +48,43 @@ pub enum Cmd {
         /// Detach now even if files are open (the daemon exits when they close)
         #[arg(short, long)]
         lazy: bool,
+        /// Seconds to wait for the daemon's final flush; 0 waits as long as it runs (the
+        /// systemd unit's choice: systemd bounds the stop itself)
+        #[arg(long, default_value_t = 120, value_name = "SECONDS")]
+        timeout: u64,
     },
-    /// Install this binary and the mount helper, for `mount -t fuse.dedupfs` and fstab
+    /// Install the binary, the mount helper, man pages, shell completions and systemd units
     ///
-    /// Copies the binary to PREFIX/bin/dedupfs and links SBIN/mount.fuse.dedupfs to it.
-    /// An fstab line then reads:
+    /// Copies the binary to PREFIX/bin/dedupfs, links SBIN/mount.fuse.dedupfs to it (for
+    /// `mount -t fuse.dedupfs` and fstab), writes man pages (`man dedupfs-rollback`) to
+    /// PREFIX/share/man/man1, bash, zsh and fish completions under PREFIX/share, and the
+    /// units dedupfs@.service and dedupfs.target (with drop-ins ordering NFS and SMB
+    /// servers after dedupfs) to SYSTEMD_DIR. An fstab line then reads:
     ///   /srv/backup-store  /mnt/backup  fuse.dedupfs  allow_other,nofail  0  0
+    /// and a service: /etc/dedupfs/backup.conf, `systemctl enable --now dedupfs@backup`.
     Install {
-        #[arg(long, default_value = "/usr/local")]
+        #[arg(long, default_value = "/usr/local", value_name = "PREFIX")]
         prefix: PathBuf,
-        #[arg(long, default_value = "/sbin")]
+        #[arg(long, default_value = "/sbin", value_name = "SBIN")]
         sbin: PathBuf,
+        /// Where the systemd units go
+        #[arg(
+            long,
+            default_value = "/etc/systemd/system",
+            value_name = "SYSTEMD_DIR"
+        )]
+        systemd_dir: PathBuf,
+        /// Do not install the systemd units
+        #[arg(long)]
+        no_systemd: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    ///
+    /// `dedupfs install` puts bash, zsh and fish scripts in place; this is for other
+    /// places, e.g. `dedupfs completions bash > ~/.local/share/bash-completion/completions/dedupfs`.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
     },
     /// Create, list, inspect, change and delete containers
     #[command(subcommand)]
@@ -70,7 +96,8 @@ pub enum Cmd {
     /// in two phases: condemned first, removed after the grace period.
     Gc {
         /// The store (or its mount point) [default: --store, $DEDUPFS_STORE, the only mount]
-        store: Option<PathBuf>,
+        #[arg(value_name = "STORE")]
+        path: Option<PathBuf>,
         /// Print the plan (per pack: keep, rewrite or delete; reclaimable bytes per
         /// container and in total) and change nothing
         #[arg(long)]
@@ -91,7 +118,8 @@ pub enum Cmd {
     /// chunk and pack it concerns.
     Fsck {
         /// The store (or its mount point) [default: --store, $DEDUPFS_STORE, the only mount]
-        store: Option<PathBuf>,
+        #[arg(value_name = "STORE")]
+        path: Option<PathBuf>,
         /// Read every chunk and check it against its hash (reads all stored data)
         #[arg(long)]
         scrub: bool,
@@ -103,10 +131,26 @@ pub enum Cmd {
     /// Commit every buffered write and make all of it durable (pack data, then the
     /// metadata log); fails if any of it cannot be written
     Sync,
-    /// Show logical and physical usage, dedup and compression ratios
+    /// List mounted stores: mount points and views, options, daemon health
+    ///
+    /// Every mounted store this user can see, or only the one --store names. Exits 1 when
+    /// a daemon does not answer within 5 s or its store is halted.
+    Status,
+    /// Show what the store holds and costs: live data, data held for history, disk use,
+    /// and what writes brought in (dedup, compression and savings of the data written)
+    ///
+    /// Figures: "live" is what is there now; "held" counts chunks referenced by the live
+    /// data and the kept history; "on disk" is what du says of the store; "written" and
+    /// "kept" are what applications wrote since the date shown and what of it the store
+    /// had to keep — the ratios describe that, so keeping history never lowers them.
     Stats {
         /// Only this container
         container: Option<String>,
+        /// Refresh every SECONDS (default 2) until interrupted; with --json, one JSON
+        /// object per line. Buffered writes are not forced out, so figures may lag them by
+        /// a few seconds.
+        #[arg(long, value_name = "SECONDS", num_args = 0..=1, default_missing_value = "2")]
+        watch: Option<f64>,
     },
     /// Named consistency points of a container
     #[command(subcommand)]
@@ -118,8 +162,12 @@ pub enum Cmd {
     #[command(after_help = TIME_HELP)]
     Rollback {
         container: String,
-        /// A time, bookmark or snapshot
-        #[arg(long, value_name = "TIME|BOOKMARK|SNAPSHOT")]
+        /// A time, bookmark or snapshot (e.g. --to -15m, --to before-upgrade)
+        #[arg(
+            long,
+            value_name = "TIME|BOOKMARK|SNAPSHOT",
+            allow_hyphen_values = true
+        )]
         to: String,
         /// Show what would change, change nothing
         #[arg(long)]
@@ -131,10 +179,11 @@ pub enum Cmd {
 }
 
 pub const TIME_HELP: &str = "\
-Times: 'YYYY-MM-DD HH:MM[:SS]' (local time; add Z or +HH:MM for another zone),
-'@EPOCH_SECONDS', '-15m', '2h ago', 'now'. A bookmark or snapshot name is accepted
-wherever a time is. Browse any moment without creating anything under
-MOUNTPOINT/.at/CONTAINER/TIME/ and snapshots under MOUNTPOINT/.snapshots/NAME/.";
+Times: 'YYYY-MM-DD HH:MM[:SS]' (in this shell's time zone, $TZ; add Z or +HH:MM for
+another), '@EPOCH_SECONDS', '-15m', '2h ago', 'now'. Times in the future are refused.
+A bookmark or snapshot name is accepted wherever a time is. Browse any moment without
+creating anything under MOUNTPOINT/.at/CONTAINER/TIME/ (there a local time is the
+daemon's zone) and snapshots under MOUNTPOINT/.snapshots/NAME/.";
 
 #[derive(Subcommand, Debug)]
 pub enum BookmarkCmd {
@@ -162,8 +211,8 @@ pub enum SnapshotCmd {
         /// listed and applied elsewhere)
         #[arg(long, default_value = "ro")]
         mode: String,
-        /// A time, bookmark or snapshot instead of now
-        #[arg(long, value_name = "TIME|BOOKMARK")]
+        /// A time, bookmark or snapshot instead of now (e.g. --at -2m)
+        #[arg(long, value_name = "TIME|BOOKMARK", allow_hyphen_values = true)]
         at: Option<String>,
         /// Do not commit buffered writes first (instant; the snapshot shows what was
         /// committed, writes younger than ~5 s may be missing)
@@ -236,6 +285,9 @@ Mount options (-o, comma-separated, repeatable):
   log=PATH               daemon log (default STORE/dedupfs.log)
   container=NAME         mount one container (created if missing) as the mount's root,
                          e.g. to export it alone; .at and .snapshots are then not shown
+  metrics=IP:PORT        serve Prometheus metrics at http://IP:PORT/metrics (off by
+                         default; no authentication: bind to 127.0.0.1 or a private
+                         network)
 fstab options like defaults, noauto, nofail, _netdev and x-* are accepted and ignored.
 
 Data acknowledged by fsync survives a crash of the daemon or the machine; other writes

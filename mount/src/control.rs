@@ -1,6 +1,7 @@
 //! The control channel between the CLI and a mounted daemon.
 //!
-//! One request per connection: the client writes a JSON [`Request`] line; the daemon
+//! One request per connection: the client writes a JSON [`Request`] line in its versioned
+//! envelope (`protocol::Envelope`; another version is refused by name); the daemon
 //! answers with zero or more `{"progress": …}` lines and one final `{"ok": …}` or
 //! `{"error": …}` line. While a store is mounted its lock is held by the daemon, so every
 //! store command goes through here.
@@ -38,7 +39,8 @@ pub fn call(
     req: &Request,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<serde_json::Value, OpError> {
-    let mut line = serde_json::to_vec(req).map_err(|e| OpError::io(e.to_string()))?;
+    let mut line = serde_json::to_vec(&crate::protocol::Envelope::new(req.clone()))
+        .map_err(|e| OpError::io(e.to_string()))?;
     line.push(b'\n');
     conn.write_all(&line)
         .map_err(|e| OpError::io(format!("control socket: {e}")))?;
@@ -196,7 +198,7 @@ fn handle(conn: UnixStream, ctx: &ops::Ctx) {
     if reader.read_line(&mut line).is_err() {
         return;
     }
-    let result = match serde_json::from_str::<Request>(&line) {
+    let result = match crate::protocol::Envelope::parse(&line) {
         Ok(req) => {
             log::info!("control request: {req:?}");
             let mut w2 = match w.try_clone() {
@@ -205,7 +207,10 @@ fn handle(conn: UnixStream, ctx: &ops::Ctx) {
             };
             ops::execute(ctx, req, &mut |p| send(&mut w2, &Line::Progress(p.clone())))
         }
-        Err(e) => Err(OpError::invalid(format!("bad request: {e}"))),
+        Err(e) => {
+            log::warn!("control request refused: {}", e.message);
+            Err(e)
+        }
     };
     match result {
         Ok(v) => send(&mut w, &Line::Ok(v)),

@@ -25,6 +25,69 @@ fn mount_err(msg: String) -> CliError {
     CliError::new(ExitKind::Mount, msg)
 }
 
+/// A crashed daemon leaves its mount point dead (every access fails with ENOTCONN) until
+/// it is unmounted, so a restart by systemd's `Restart=` or any watcher could not mount
+/// again. A dead mount that is this very store's — its mountinfo source is the store, or
+/// the store's own (stale) registry record names this mount point — is detached, with a
+/// warning; any other dead mount is left for the admin, and `check_mountpoint` names it.
+pub fn clear_own_dead_mount(store: &Path, mnt: &Path) -> Result<(), CliError> {
+    if !crate::helper::is_dead_mount(mnt) {
+        return Ok(());
+    }
+    // No canonicalize: resolving a dead mount point itself fails with ENOTCONN.
+    let abs = std::path::absolute(mnt).unwrap_or_else(|_| mnt.to_path_buf());
+    let Some(m) = locate::mountinfo()
+        .into_iter()
+        .rev()
+        .find(|m| m.mountpoint == abs)
+    else {
+        return Ok(());
+    };
+    let recorded_here = std::fs::read(locate::record_path(store))
+        .ok()
+        .and_then(|raw| serde_json::from_slice::<MountRecord>(&raw).ok())
+        .is_some_and(|r| r.mountpoint == abs && !locate::records().contains(&r));
+    if !(m.fstype.starts_with("fuse") && (Path::new(&m.source) == store || recorded_here)) {
+        return Ok(());
+    }
+    let c = std::ffi::CString::new(abs.as_os_str().as_encoded_bytes())
+        .map_err(|_| mount_err(format!("{}: bad path", abs.display())))?;
+    // SAFETY: c is a valid NUL-terminated path; umount2 does not keep the pointer.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(mount_err(format!(
+            "{} is a dead mount of this store (its daemon is gone) and cannot be detached: {}",
+            abs.display(),
+            std::io::Error::last_os_error()
+        )));
+    }
+    log::warn!(
+        "detached the dead mount of {} on {} (its daemon had exited without unmounting)",
+        store.display(),
+        abs.display()
+    );
+    Ok(())
+}
+
+/// Tells systemd (a `Type=notify` unit) how the daemon is doing: `READY=1` once the mount
+/// is live, `STOPPING=1` when it begins to unmount. Nothing without `$NOTIFY_SOCKET`.
+pub fn notify_systemd(state: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    // '@' names a socket in the abstract namespace.
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name),
+        None => SocketAddr::from_pathname(Path::new(&path)),
+    };
+    let sent = addr.and_then(|a| UnixDatagram::unbound()?.send_to_addr(state.as_bytes(), &a));
+    if let Err(e) = sent {
+        log::warn!("cannot notify systemd ({state:?}) at {path:?}: {e}");
+    }
+}
+
 /// Checks the mount point: exists, is a directory, is not already a mount.
 pub fn check_mountpoint(mnt: &Path) -> Result<PathBuf, CliError> {
     match std::fs::metadata(mnt) {
@@ -359,6 +422,16 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
     };
     let store = Arc::new(Store::open(store_path, &open).map_err(CliError::from_store)?);
     let store_root = store.root().to_path_buf();
+    // Before anything is mounted: a port already in use fails the mount loudly, rather
+    // than leaving a mount nobody can monitor. Stopped with the other holders of the
+    // store, before it is closed.
+    let metrics = match opts.metrics {
+        Some(addr) => Some(
+            crate::exporter::start(addr, store.clone())
+                .map_err(|e| mount_err(format!("metrics endpoint {addr}: {e}")))?,
+        ),
+        None => None,
+    };
     if let Some(name) = &opts.container {
         if store.registry().by_name(name).is_none() {
             if opts.read_only {
@@ -405,7 +478,7 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
     let unmount_hook = adapter.unmount_hook_slot();
     let notifier_slot = adapter.notifier_slot();
     let config = fuse_config(opts, &store_root);
-    let mut session = fuser::Session::new(adapter, &mnt, &config).map_err(|e| {
+    let mount_failed = |e: std::io::Error| {
         mount_err(match e.raw_os_error() {
             Some(libc::EBUSY) => format!("mount point {} is busy", mnt.display()),
             Some(libc::EPERM) | Some(libc::EACCES) => {
@@ -413,7 +486,29 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
             }
             _ => format!("mounting at {} failed: {e}", mnt.display()),
         })
-    })?;
+    };
+    // Mounted here (type fuse.dedupfs) when this process may mount; else by fuser through
+    // fusermount3, which sets the subtype itself. auto_unmount needs fusermount3 anyway.
+    let own_fd = if opts.auto_unmount {
+        None
+    } else {
+        let source = opts
+            .fsname
+            .clone()
+            .unwrap_or_else(|| store_root.display().to_string());
+        crate::kmount::mount(&mnt, opts, &source).map_err(mount_failed)?
+    };
+    let own_mount = own_fd.is_some();
+    let mut session = match own_fd {
+        Some(fd) => {
+            let acl = config.acl;
+            fuser::Session::from_fd(adapter, fd, acl, config).map_err(|e| {
+                let _ = crate::kmount::unmount(&mnt);
+                mount_failed(e)
+            })?
+        }
+        None => fuser::Session::new(adapter, &mnt, &config).map_err(mount_failed)?,
+    };
     let mut unmounter = session.unmount_callable();
     let notifier = session.notifier();
     let _ = notifier_slot.set(session.notifier());
@@ -448,6 +543,7 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
         read_only: opts.read_only,
         started: locate::own_start_time(),
         unmounting: false,
+        options: opts.raw.clone(),
     };
     let _ = std::fs::remove_file(locate::exit_report_path(&store_root));
     if let Err(e) = locate::register(&rec) {
@@ -473,24 +569,54 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
         .spawn(move || {
             let sig = wait_signal(&sigset);
             log::info!("signal {sig}: unmounting {}", mnt_sig.display());
-            if let Err(e) = unmounter.unmount() {
+            if own_mount {
+                if let Err(e) = crate::kmount::unmount(&mnt_sig) {
+                    log::error!("cannot unmount {}: {e}", mnt_sig.display());
+                }
+            } else if let Err(e) = unmounter.unmount() {
                 log::warn!("unmount failed ({e}); detaching lazily");
                 let c = std::ffi::CString::new(mnt_sig.as_os_str().as_encoded_bytes())
                     .unwrap_or_default();
                 // SAFETY: c is a NUL-terminated path; umount2 does not retain it.
                 unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
             }
+            // Once unmounting, a second signal (systemd's SIGTERM after a long ExecStop)
+            // must not unmount the mount point again: by then it may hold another mount.
+            loop {
+                let sig = wait_signal(&sigset);
+                log::info!("signal {sig}: already unmounting, finishing the final flush");
+            }
         });
 
     let background = Background::start(&store, opts);
+
     log::info!("{} mounted at {}", store_root.display(), mnt.display());
     report_ready("ok\n");
+    notify_systemd(&format!(
+        "READY=1\nSTATUS=serving {} at {}",
+        store_root.display(),
+        mnt.display()
+    ));
     let r = session.run();
+    notify_systemd("STOPPING=1");
+    // A session that ended on an error may leave our own mount behind (fuser unmounts
+    // only what it mounted itself).
+    if own_mount && r.is_err() && locate::mount_at(&mnt).is_some_and(|m| m.dev == rec.dev) {
+        if let Err(e) = crate::kmount::unmount(&mnt) {
+            log::error!(
+                "cannot unmount {} after the session failed: {e}",
+                mnt.display()
+            );
+        }
+    }
     // The kernel has let go and `destroy` flushed. Stop everything that holds the store,
     // then close it, so RocksDB shuts down cleanly and nothing writes after we report.
     background.stop();
     if let Some(c) = control {
         c.stop();
+    }
+    if let Some(m) = metrics {
+        m.stop();
     }
     locate::unregister(&store_root);
     let mut problems: Vec<String> = shutdown_report.lock().take().into_iter().collect();
@@ -560,9 +686,9 @@ impl Background {
                     for (name, r) in dedupfs_snapshot::retention::prune_all(&st) {
                         match r {
                             Ok(rep) if rep.pruned_versions > 0 => log::info!(
-                                "retention of '{name}': pruned {} versions, {} bytes reclaimable",
+                                "retention of '{name}': pruned {} versions; {} bytes reclaimable in the store",
                                 rep.pruned_versions,
-                                rep.reclaimable_bytes
+                                rep.store_reclaimable_bytes
                             ),
                             Ok(_) => {}
                             Err(e) => log::warn!("retention of '{name}': {e}"),
@@ -741,7 +867,7 @@ fn idle_gc(
 }
 
 /// `dedupfs umount`: unmount and wait for the daemon to release the store.
-pub fn umount(mnt: &Path, lazy: bool) -> Result<(), CliError> {
+pub fn umount(mnt: &Path, lazy: bool, timeout_secs: u64) -> Result<(), CliError> {
     let info = locate::mount_at(mnt)
         .filter(|m| {
             let canon = std::fs::canonicalize(mnt).unwrap_or_else(|_| mnt.to_path_buf());
@@ -802,10 +928,15 @@ pub fn umount(mnt: &Path, lazy: bool) -> Result<(), CliError> {
     if let Some(r) = rec.filter(|r| !locate::any_view_of(&r.dev)) {
         // The daemon flushes and syncs after the kernel lets go (once no other view of the
         // mount is left); wait for it to finish, then say how that went.
-        if !wait_exit(r.pid, std::time::Duration::from_secs(120)) {
+        let limit = (timeout_secs > 0).then(|| std::time::Duration::from_secs(timeout_secs));
+        if !wait_exit(r.pid, limit) {
             return Err(CliError::new(
                 ExitKind::Failed,
-                format!("daemon {} did not exit within 120 s", r.pid),
+                format!(
+                    "daemon {} did not exit within {timeout_secs} s (still flushing? it goes \
+                     on; `dedupfs status`, STORE/dedupfs.log)",
+                    r.pid
+                ),
             ));
         }
         let path = locate::exit_report_path(&r.store);
@@ -841,7 +972,8 @@ pub fn umount(mnt: &Path, lazy: bool) -> Result<(), CliError> {
 }
 
 /// Waits for process `pid` to exit (true), or for `timeout` (false).
-pub fn wait_exit(pid: u32, timeout: std::time::Duration) -> bool {
+/// Waits for process `pid` to exit, at most `timeout` (`None`: as long as it runs).
+pub fn wait_exit(pid: u32, timeout: Option<std::time::Duration>) -> bool {
     // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as RawFd;
     if fd < 0 {
@@ -857,7 +989,7 @@ pub fn wait_exit(pid: u32, timeout: std::time::Duration) -> bool {
         libc::poll(
             &mut pfd,
             1,
-            timeout.as_millis().min(i32::MAX as u128) as i32,
+            timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32),
         )
     };
     unsafe { libc::close(fd) };

@@ -2,9 +2,10 @@
 //! core's result into the reply (errors through the one errno mapping in `errno`). No
 //! filesystem logic lives here; the adapter's state and conversions are in `adapter`.
 
-use crate::adapter::{caller_in_group, ctx, ctx_umask, err, file_type, set_time};
+use crate::adapter::{caller_in_group, ctx, ctx_umask, err, file_type, metered, set_time};
 pub use crate::adapter::{AdapterOptions, DedupFuse, KnownNodes};
 use dedupfs_core::fs::{self as core, Fallocate, FsError, SeekWhence, SetAttr};
+use dedupfs_core::metrics;
 use dedupfs_core::records::Timestamp;
 use fuser::{
     AccessFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation,
@@ -74,10 +75,12 @@ impl Filesystem for DedupFuse {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _m = metered(metrics::op("forget"));
         self.known.forget(ino.0, nlookup);
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _m = metered(metrics::op("lookup"));
         self.entry(
             reply,
             self.fs
@@ -86,6 +89,7 @@ impl Filesystem for DedupFuse {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _m = metered(metrics::op("getattr"));
         match self.fs.getattr(self.core(ino)) {
             Ok(a) => reply.attr(&self.ttls(a.node).0, &self.attr(&a)),
             Err(e) => reply.error(err(&e)),
@@ -110,6 +114,7 @@ impl Filesystem for DedupFuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _m = metered(metrics::op("setattr"));
         let set = SetAttr {
             mode,
             uid,
@@ -127,6 +132,7 @@ impl Filesystem for DedupFuse {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _m = metered(metrics::op("readlink"));
         match self.fs.readlink(self.core(ino)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(err(&e)),
@@ -143,6 +149,7 @@ impl Filesystem for DedupFuse {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _m = metered(metrics::op("mknod"));
         self.entry(
             reply,
             self.fs.mknod(
@@ -164,6 +171,7 @@ impl Filesystem for DedupFuse {
         umask: u32,
         reply: ReplyEntry,
     ) {
+        let _m = metered(metrics::op("mkdir"));
         self.entry(
             reply,
             self.fs.mkdir(
@@ -176,6 +184,7 @@ impl Filesystem for DedupFuse {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _m = metered(metrics::op("unlink"));
         Self::empty(
             reply,
             self.fs
@@ -184,6 +193,7 @@ impl Filesystem for DedupFuse {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _m = metered(metrics::op("rmdir"));
         Self::empty(
             reply,
             self.fs.rmdir(&ctx(req), self.core(parent), name.as_bytes()),
@@ -198,6 +208,7 @@ impl Filesystem for DedupFuse {
         target: &Path,
         reply: ReplyEntry,
     ) {
+        let _m = metered(metrics::op("symlink"));
         self.entry(
             reply,
             self.fs.symlink(
@@ -219,6 +230,7 @@ impl Filesystem for DedupFuse {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _m = metered(metrics::op("rename"));
         if flags.contains(RenameFlags::RENAME_WHITEOUT) {
             return reply.error(Errno::from_i32(libc::EINVAL));
         }
@@ -247,6 +259,7 @@ impl Filesystem for DedupFuse {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
+        let _m = metered(metrics::op("link"));
         self.entry(
             reply,
             self.fs.link(
@@ -259,6 +272,7 @@ impl Filesystem for DedupFuse {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _m = metered(metrics::op("open"));
         let f = core::OpenFlags::from_libc(flags.0);
         match self.fs.open(&ctx(req), self.core(ino), f) {
             Ok(fh) => {
@@ -284,8 +298,12 @@ impl Filesystem for DedupFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _m = metered(metrics::op("read"));
         match self.fs.read(self.core(ino), fh.0, offset, size) {
-            Ok(d) => reply.data(&d),
+            Ok(d) => {
+                metrics::READ_BYTES.add(d.len() as u64);
+                reply.data(&d)
+            }
             Err(e) => reply.error(err(&e)),
         }
     }
@@ -302,13 +320,17 @@ impl Filesystem for DedupFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _m = metered(metrics::op("write"));
         if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
             if let Err(e) = self.drop_privileges(req, ino) {
                 return reply.error(err(&e));
             }
         }
         match self.fs.write(self.core(ino), fh.0, offset, data) {
-            Ok(n) => reply.written(n),
+            Ok(n) => {
+                metrics::WRITE_BYTES.add(n as u64);
+                reply.written(n)
+            }
             Err(e) => reply.error(err(&e)),
         }
     }
@@ -321,6 +343,7 @@ impl Filesystem for DedupFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
+        let _m = metered(metrics::op("flush"));
         Self::empty(reply, self.fs.flush(self.core(ino), fh.0))
     }
 
@@ -334,6 +357,7 @@ impl Filesystem for DedupFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _m = metered(metrics::op("release"));
         Self::empty(reply, self.fs.release(fh.0))
     }
 
@@ -345,10 +369,12 @@ impl Filesystem for DedupFuse {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _m = metered(metrics::op("fsync"));
         Self::empty(reply, self.fs.fsync(self.core(ino), fh.0, datasync))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _m = metered(metrics::op("opendir"));
         match self.fs.opendir(self.core(ino)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(err(&e)),
@@ -363,6 +389,7 @@ impl Filesystem for DedupFuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
+        let _m = metered(metrics::op("readdir"));
         let r = self.fs.readdir(self.core(ino), fh.0, offset, |e| {
             reply.add(
                 INodeNo(self.kernel(e.node)),
@@ -389,6 +416,7 @@ impl Filesystem for DedupFuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
+        let _m = metered(metrics::op("readdirplus"));
         let mut added = 0usize;
         let mut failed = None;
         // Entries of a virtual directory (bookmarks, snapshots) vanish without a notice to
@@ -444,6 +472,7 @@ impl Filesystem for DedupFuse {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
+        let _m = metered(metrics::op("releasedir"));
         self.fs.releasedir(fh.0);
         reply.ok();
     }
@@ -456,10 +485,12 @@ impl Filesystem for DedupFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
+        let _m = metered(metrics::op("fsyncdir"));
         Self::empty(reply, self.fs.fsyncdir(self.core(ino)))
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _m = metered(metrics::op("statfs"));
         match self.fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -478,6 +509,7 @@ impl Filesystem for DedupFuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _m = metered(metrics::op("setxattr"));
         let node = self.core(ino);
         // Setting an access ACL clears setgid unless the caller is privileged or in the
         // file's group (the kernel's rule; it would say so only with SETXATTR_EXT).
@@ -495,6 +527,7 @@ impl Filesystem for DedupFuse {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _m = metered(metrics::op("getxattr"));
         Self::xattr_reply(
             reply,
             size,
@@ -503,6 +536,7 @@ impl Filesystem for DedupFuse {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _m = metered(metrics::op("listxattr"));
         let list = self.fs.listxattr(self.core(ino)).map(|names| {
             let mut out = Vec::new();
             for n in names {
@@ -515,10 +549,12 @@ impl Filesystem for DedupFuse {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _m = metered(metrics::op("removexattr"));
         Self::empty(reply, self.fs.removexattr(self.core(ino), name.as_bytes()))
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
+        let _m = metered(metrics::op("access"));
         // Permissions are enforced by the kernel (default_permissions); only existence here.
         Self::empty(reply, self.fs.getattr(self.core(ino)).map(|_| ()))
     }
@@ -533,6 +569,7 @@ impl Filesystem for DedupFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _m = metered(metrics::op("create"));
         match self.fs.create(
             &ctx_umask(req, umask),
             self.core(parent),
@@ -564,6 +601,7 @@ impl Filesystem for DedupFuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _m = metered(metrics::op("fallocate"));
         let keep = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
         let rest = mode & !libc::FALLOC_FL_KEEP_SIZE;
         let m = match rest {
@@ -594,6 +632,7 @@ impl Filesystem for DedupFuse {
         whence: i32,
         reply: ReplyLseek,
     ) {
+        let _m = metered(metrics::op("lseek"));
         let w = match whence {
             libc::SEEK_DATA => SeekWhence::Data,
             libc::SEEK_HOLE => SeekWhence::Hole,
@@ -622,6 +661,7 @@ impl Filesystem for DedupFuse {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let _m = metered(metrics::op("copy_file_range"));
         let len = len.min(u32::MAX as u64 & !0xfff);
         match self.fs.copy_file_range(
             self.core(ino_in),

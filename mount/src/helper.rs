@@ -124,11 +124,19 @@ pub fn run(args: &[OsString]) -> i32 {
         return 0;
     }
     if has(&req.options, "remount") {
-        // The daemon keeps running; only the kernel's mount flags change.
+        // The daemon keeps running; only the kernel's mount flags change, and only those
+        // may: anything else is refused by name rather than accepted and ignored.
+        let kernel = match check_remount(&req) {
+            Ok(k) => k,
+            Err(e) => {
+                eprintln!("mount.fuse.dedupfs: {e}");
+                return USAGE;
+            }
+        };
         return match std::process::Command::new("mount")
             .arg("-i")
             .arg("-o")
-            .arg(req.options.join(","))
+            .arg(kernel.join(","))
             .arg(&req.source)
             .arg(&req.dir)
             .status()
@@ -171,9 +179,84 @@ pub fn run(args: &[OsString]) -> i32 {
     }
 }
 
+/// Options the kernel reports for every FUSE mount (mount(8) merges them into a remount's
+/// options from mountinfo); they describe the connection and change nothing.
+const KERNEL_REPORTED: &[&str] = &[
+    "user_id",
+    "group_id",
+    "rootmode",
+    "fd",
+    "max_read",
+    "blksize",
+    "default_permissions",
+    "remount",
+];
+
+/// Mount flags the kernel changes on a live mount (`MS_REMOUNT`).
+const LIVE_FLAGS: &[&str] = &[
+    "ro", "rw", "dev", "nodev", "suid", "nosuid", "exec", "noexec", "sync", "async", "dirsync",
+];
+
+/// Checks a remount against the daemon serving `req.dir`: mount flags may change (but not
+/// `rw` of a daemon started read-only, which refuses writes itself); every other option
+/// must be what the daemon runs with, else it is named and refused. Returns the options to
+/// hand to the kernel.
+fn check_remount(req: &Request) -> Result<Vec<String>, String> {
+    let abs = std::path::absolute(&req.dir).unwrap_or_else(|_| req.dir.clone());
+    let dev = crate::locate::mount_at(&abs)
+        .filter(|m| m.mountpoint == abs)
+        .map(|m| m.dev)
+        .ok_or_else(|| format!("{} is not mounted", abs.display()))?;
+    let rec = crate::locate::mounts()
+        .into_iter()
+        .find(|r| r.dev == dev)
+        .ok_or_else(|| {
+            format!(
+                "no dedupfs daemon of this user serves {}; remount it as the user who mounted it",
+                abs.display()
+            )
+        })?;
+    let cur = crate::options::MountOpts::parse(&rec.options)
+        .map_err(|e| format!("the daemon's recorded options do not parse: {e}"))?;
+    let mut kernel = vec!["remount".to_string()];
+    for opt in &req.options {
+        let key = opt.split_once('=').map_or(opt.as_str(), |(k, _)| k);
+        if KERNEL_REPORTED.contains(&key) {
+            continue;
+        }
+        let mut changed = cur.clone();
+        changed.apply(opt)?;
+        if LIVE_FLAGS.contains(&key) {
+            if key == "rw" && cur.read_only {
+                return Err(format!(
+                    "rw: the daemon of {} was started read-only and refuses writes itself; \
+                     unmount and mount it rw",
+                    abs.display()
+                ));
+            }
+            kernel.push(opt.clone());
+            continue;
+        }
+        changed.raw.clone_from(&cur.raw);
+        if changed != cur {
+            return Err(format!(
+                "{opt} cannot change on a live mount (the daemon of {} runs with {}); \
+                 unmount and mount again to change it",
+                abs.display(),
+                if rec.options.is_empty() {
+                    "the default options".to_string()
+                } else {
+                    rec.options.join(",")
+                }
+            ));
+        }
+    }
+    Ok(kernel)
+}
+
 /// Whether `dir` is a FUSE mount whose daemon died. statfs always reaches the daemon
 /// (attributes of the mount point may be cached), and answers ENOTCONN once it is gone.
-fn is_dead_mount(dir: &Path) -> bool {
+pub fn is_dead_mount(dir: &Path) -> bool {
     let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
         return false;
     };
@@ -203,33 +286,6 @@ fn clean_dead_mount(dir: &Path) -> Result<(), String> {
         }
         false => Ok(()),
     }
-}
-
-/// `dedupfs install`: copies this binary to PREFIX/bin and links the mount helper.
-pub fn install(prefix: &Path, sbin: &Path) -> Result<Vec<String>, String> {
-    let exe = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
-    let bin_dir = prefix.join("bin");
-    std::fs::create_dir_all(&bin_dir).map_err(|e| format!("{}: {e}", bin_dir.display()))?;
-    std::fs::create_dir_all(sbin).map_err(|e| format!("{}: {e}", sbin.display()))?;
-    let target = bin_dir.join("dedupfs");
-    let mut done = Vec::new();
-    if std::fs::canonicalize(&exe).ok() != std::fs::canonicalize(&target).ok() {
-        // Copy then rename, so a running daemon's binary is never overwritten in place.
-        let tmp = bin_dir.join(".dedupfs.install");
-        std::fs::copy(&exe, &tmp).map_err(|e| format!("copy to {}: {e}", tmp.display()))?;
-        std::fs::rename(&tmp, &target).map_err(|e| format!("{}: {e}", target.display()))?;
-        done.push(format!("installed {}", target.display()));
-    }
-    let helper = sbin.join("mount.fuse.dedupfs");
-    let _ = std::fs::remove_file(&helper);
-    std::os::unix::fs::symlink(&target, &helper)
-        .map_err(|e| format!("{}: {e}", helper.display()))?;
-    done.push(format!(
-        "linked {} -> {}",
-        helper.display(),
-        target.display()
-    ));
-    Ok(done)
 }
 
 #[cfg(test)]

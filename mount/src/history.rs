@@ -90,7 +90,7 @@ fn n(v: &serde_json::Value, k: &str) -> u64 {
 fn when(v: &serde_json::Value, k: &str) -> String {
     v.get(k)
         .and_then(|x| x.as_i64())
-        .map(dedupfs_core::points::format_time)
+        .map(dedupfs_core::points::format_local)
         .unwrap_or_default()
 }
 
@@ -254,7 +254,7 @@ pub fn print(v: &serde_json::Value, what: &str, json: bool) {
                     .and_then(|p| p.as_str())
                     .unwrap_or("keep everything")
             );
-            println!("window        from {}", s(v, "window_start_text"));
+            println!("window        from {}", when(v, "window_start"));
             println!("bookmarks     {}", n(v, "bookmarks"));
             println!("snapshots     {}", n(v, "snapshots"));
             println!(
@@ -268,7 +268,16 @@ pub fn print(v: &serde_json::Value, what: &str, json: bool) {
                     size(n(v, "released_bytes"))
                 );
             }
-            println!("reclaimable   {} (by gc)", size(n(v, "reclaimable_bytes")));
+            if let Some(h) = v.get("history_held_bytes").and_then(|x| x.as_u64()) {
+                println!(
+                    "only history  {} of packs at the last gc (what pruning could release)",
+                    size(h)
+                );
+            }
+            println!(
+                "reclaimable   {} in the whole store, now (`dedupfs gc` frees it)",
+                size(n(v, "store_reclaimable_bytes"))
+            );
         }
         _ => println!("{v}"),
     }

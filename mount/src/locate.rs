@@ -39,6 +39,9 @@ pub struct MountRecord {
     /// to a new one), so it is no record of a live mount, only a store still being closed.
     #[serde(default)]
     pub unmounting: bool,
+    /// The mount options the daemon was started with (as given).
+    #[serde(default)]
+    pub options: Vec<String>,
 }
 
 pub fn euid() -> u32 {

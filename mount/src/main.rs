@@ -5,14 +5,22 @@ mod cli;
 mod control;
 mod daemon;
 mod errno;
+mod exporter;
 mod fuse;
 mod helper;
 mod history;
+mod install;
+mod kmount;
 mod locate;
 mod maint;
+mod metrics_http;
 mod ops;
 mod options;
 mod output;
+mod protocol;
+mod report;
+mod status;
+mod watch;
 
 use clap::Parser;
 use cli::{BookmarkCmd, Cli, Cmd, ContainerCmd, RetentionCmd, SnapshotCmd};
@@ -126,7 +134,7 @@ fn chunk_size(name: &str, v: &str) -> Result<u32, CliError> {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
-    if !matches!(cli.cmd, Cmd::Install { .. }) {
+    if !matches!(cli.cmd, Cmd::Install { .. } | Cmd::Completions { .. }) {
         // Everything this process creates in a store, its run directory and its log is
         // for its user alone (RocksDB creates its files 0644 minus the umask).
         // SAFETY: umask only changes this process's file-creation mask.
@@ -179,8 +187,25 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let store = std::fs::canonicalize(&store)
                 .map_err(|_| CliError::from_store(StoreError::NotFound(store.clone())))?;
             Store::read_config(&store).map_err(CliError::from_store)?;
+            daemon::clear_own_dead_mount(&store, &mnt)?;
             daemon::check_mountpoint(&mnt)?;
             daemon::check_fuse()?;
+            if m.foreground {
+                // A foreground mount is a daemon (systemd's Type=notify waits for it to
+                // serve); a second view of a served store would exit at once instead.
+                if let Some(r) = locate::mounts().into_iter().find(|r| r.store == store) {
+                    return Err(CliError::new(
+                        ExitKind::Store,
+                        format!(
+                            "{} is already served by daemon {} at {}; a foreground mount would \
+                             not serve it (mount without -f to add a view of that mount)",
+                            store.display(),
+                            r.pid,
+                            r.mountpoint.display()
+                        ),
+                    ));
+                }
+            }
             if daemon::mount_another_view(&store, &mnt, &opts)? {
                 return Ok(());
             }
@@ -198,10 +223,29 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 daemon::mount_background(&store, &mnt, &opts)
             }
         }
-        Cmd::Umount { mountpoint, lazy } => daemon::umount(&mountpoint, lazy),
-        Cmd::Install { prefix, sbin } => {
-            let done =
-                helper::install(&prefix, &sbin).map_err(|e| CliError::new(ExitKind::Failed, e))?;
+        Cmd::Umount {
+            mountpoint,
+            lazy,
+            timeout,
+        } => daemon::umount(&mountpoint, lazy, timeout),
+        Cmd::Completions { shell } => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&install::completions(shell))
+                .map_err(|e| CliError::new(ExitKind::Failed, format!("stdout: {e}")))
+        }
+        Cmd::Install {
+            prefix,
+            sbin,
+            systemd_dir,
+            no_systemd,
+        } => {
+            let layout = install::Layout {
+                prefix,
+                sbin,
+                systemd: (!no_systemd).then_some(systemd_dir),
+            };
+            let done = install::install(&layout).map_err(|e| CliError::new(ExitKind::Failed, e))?;
             if cli.json {
                 println!("{}", serde_json::json!({ "done": done }));
             } else {
@@ -224,16 +268,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
                         },
                         "container create",
                     )?;
-                    print_container(&v, json);
+                    show_as(v, "container create", json, report::container)?;
                 }
                 ContainerCmd::List => {
                     let v = store_cmd(&store, Request::ContainerList, "container list")?;
-                    print_list(&v, json);
+                    show_as(v, "container list", json, |l: &Vec<_>| report::list(l))?;
                 }
-                ContainerCmd::Show { name } => print_container(
-                    &store_cmd(&store, Request::ContainerShow { name }, "container show")?,
+                ContainerCmd::Show { name } => show_as(
+                    store_cmd(&store, Request::ContainerShow { name }, "container show")?,
+                    "container show",
                     json,
-                ),
+                    report::container,
+                )?,
                 ContainerCmd::Set {
                     name,
                     compression,
@@ -245,8 +291,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                                 .into(),
                         ));
                     }
-                    print_container(
-                        &store_cmd(
+                    show_as(
+                        store_cmd(
                             &store,
                             Request::ContainerSet {
                                 name,
@@ -255,8 +301,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
                             },
                             "container set",
                         )?,
+                        "container set",
                         json,
-                    )
+                        report::container,
+                    )?
                 }
                 ContainerCmd::Delete { name, force } => {
                     let v = store_cmd(
@@ -330,7 +378,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                             container,
                             name,
                             mode,
-                            at,
+                            at: at.map(|a| to_instant(&a)),
                             no_flush,
                         },
                         "snapshot create",
@@ -381,7 +429,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 &store,
                 Request::Rollback {
                     container,
-                    to,
+                    to: to_instant(&to),
                     dry_run,
                 },
                 "rollback",
@@ -404,13 +452,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Cmd::Gc {
-            store,
+            path,
             dry_run,
             grace,
             min_reclaim,
             verbose,
         } => {
-            let store = resolve_store(store.or(cli.store))?;
+            let store = resolve_store(path.or(cli.store))?;
             let v = store_cmd(
                 &store,
                 Request::Gc {
@@ -428,11 +476,11 @@ fn run(cli: Cli) -> Result<(), CliError> {
             Ok(())
         }
         Cmd::Fsck {
-            store,
+            path,
             scrub,
             repair,
         } => {
-            let store = resolve_store(store.or(cli.store))?;
+            let store = resolve_store(path.or(cli.store))?;
             let v = store_cmd(&store, Request::Fsck { scrub, repair }, "fsck")?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -451,6 +499,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
+        Cmd::Status => {
+            // With --store (or $DEDUPFS_STORE), only that store; else every mounted one.
+            let only = match cli.store.is_some() || std::env::var_os("DEDUPFS_STORE").is_some() {
+                true => Some(resolve_store(cli.store)?),
+                false => None,
+            };
+            status::run(only.as_deref(), cli.json)
+        }
         Cmd::Sync => {
             let store = resolve_store(cli.store)?;
             history::sync_mount(&store);
@@ -460,25 +516,32 @@ fn run(cli: Cli) -> Result<(), CliError> {
             }
             Ok(())
         }
-        Cmd::Stats { container } => {
+        Cmd::Stats { container, watch } => {
             let store = resolve_store(cli.store)?;
+            if let Some(every) = watch {
+                return watch::run(&store, container, every, cli.json);
+            }
             let v = store_cmd(
                 &store,
                 Request::Stats {
                     container: container.clone(),
+                    no_flush: false,
                 },
                 "stats",
             )?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-            } else if container.is_some() {
-                print_container_stats(&v);
-            } else {
-                print_store_stats(&v);
+            match container {
+                Some(_) => show_as(v, "stats", cli.json, report::container_stats),
+                None => show_as(v, "stats", cli.json, report::store),
             }
-            Ok(())
         }
     }
+}
+
+/// A time the user typed, as the instant it means in this process's zone and clock
+/// (the daemon's zone may differ); names of bookmarks and snapshots pass unchanged (they
+/// can never read as times: `validate_point_name`).
+fn to_instant(spec: &str) -> String {
+    dedupfs_core::points::to_instant(spec, dedupfs_core::records::Timestamp::now())
 }
 
 /// Which store a command means: --store (a store or a mount point), $DEDUPFS_STORE, or
@@ -491,8 +554,38 @@ fn resolve_store(arg: Option<PathBuf>) -> Result<PathBuf, CliError> {
     });
     match arg {
         Some(p) => {
-            if !p.exists() {
-                return Err(CliError::from_store(StoreError::NotFound(p)));
+            // statfs always reaches a FUSE daemon (attributes may be cached by the kernel).
+            if helper::is_dead_mount(&p) {
+                return Err(CliError::new(
+                    ExitKind::Mount,
+                    format!(
+                        "{} is a dead dedupfs mount (its daemon is gone): `umount {}`, \
+                         then mount the store again",
+                        p.display(),
+                        p.display()
+                    ),
+                ));
+            }
+            match std::fs::metadata(&p) {
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+                    return Err(CliError::new(
+                        ExitKind::Mount,
+                        format!(
+                            "{} is a dead dedupfs mount (its daemon is gone): `umount {}`, \
+                             then mount the store again",
+                            p.display(),
+                            p.display()
+                        ),
+                    ))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                    return Err(CliError::new(
+                        ExitKind::Denied,
+                        format!("{}: permission denied", p.display()),
+                    ))
+                }
+                Err(_) => return Err(CliError::from_store(StoreError::NotFound(p))),
             }
             match std::fs::metadata(p.join(dedupfs_core::store::config::CONFIG_FILE)) {
                 Ok(_) => {
@@ -509,8 +602,19 @@ fn resolve_store(arg: Option<PathBuf>) -> Result<PathBuf, CliError> {
                 Err(_) => {}
             }
             let canon = std::fs::canonicalize(&p).unwrap_or(p.clone());
-            if let Some(m) = locate::mounts().into_iter().find(|m| m.mountpoint == canon) {
-                return Ok(m.store);
+            let mounts = locate::mounts();
+            if let Some(m) = mounts.iter().find(|m| m.mountpoint == canon) {
+                return Ok(m.store.clone());
+            }
+            // A second view (a bind mount, a second `dedupfs mount` of the store) shares
+            // the daemon's device number.
+            if let Some(view) = locate::mount_at(&canon).filter(|m| m.mountpoint == canon) {
+                if let Some(m) = mounts
+                    .iter()
+                    .find(|m| !m.dev.is_empty() && m.dev == view.dev)
+                {
+                    return Ok(m.store.clone());
+                }
             }
             // Someone else's dedupfs mount: say so, rather than "not a store".
             if let Some(m) = locate::mount_at(&canon).filter(|m| m.mountpoint == canon) {
@@ -537,11 +641,13 @@ fn resolve_store(arg: Option<PathBuf>) -> Result<PathBuf, CliError> {
             match mounts.len() {
                 1 => Ok(mounts[0].store.clone()),
                 0 => Err(CliError::usage(
-                    "which store? pass --store STORE (or set DEDUPFS_STORE); no dedupfs is mounted"
+                    "which store? pass --store STORE|MOUNTPOINT (or set DEDUPFS_STORE); no \
+                     dedupfs is mounted"
                         .into(),
                 )),
                 _ => Err(CliError::usage(format!(
-                    "several stores are mounted ({}); pass --store",
+                    "several stores are mounted ({}); pass --store STORE|MOUNTPOINT (or set \
+                     DEDUPFS_STORE)",
                     mounts
                         .iter()
                         .map(|m| m.mountpoint.display().to_string())
@@ -587,155 +693,21 @@ fn store_cmd(store: &Path, req: Request, what: &str) -> Result<serde_json::Value
     r
 }
 
+/// Prints an answer: as it came with `--json`, else decoded into its type for a person.
+fn show_as<T: serde::de::DeserializeOwned>(
+    v: serde_json::Value,
+    what: &str,
+    json: bool,
+    print: impl FnOnce(&T),
+) -> Result<(), CliError> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(());
+    }
+    print(&protocol::decode::<T>(v, what).map_err(CliError::from_op)?);
+    Ok(())
+}
+
 fn num(v: &serde_json::Value, k: &str) -> u64 {
     v.get(k).and_then(|x| x.as_u64()).unwrap_or(0)
-}
-
-fn float(v: &serde_json::Value, k: &str) -> f64 {
-    v.get(k).and_then(|x| x.as_f64()).unwrap_or(f64::INFINITY)
-}
-
-fn print_container(v: &serde_json::Value, json: bool) {
-    if json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-        return;
-    }
-    println!("container   {}", v["name"].as_str().unwrap_or("?"));
-    println!(
-        "compression {}",
-        v["settings"]["compression"].as_str().unwrap_or("?")
-    );
-    print_container_stats(&v["stats"]);
-}
-
-fn print_container_stats(s: &serde_json::Value) {
-    println!("files       {}", num(s, "files"));
-    println!("logical     {}", output::size(num(s, "logical_bytes")));
-    println!(
-        "unique      {}  (dedup {})",
-        output::size(num(s, "unique_bytes")),
-        output::ratio(float(s, "dedup_ratio"))
-    );
-    println!(
-        "stored      {}  (compression {})",
-        output::size(num(s, "stored_bytes")),
-        output::ratio(float(s, "compression_ratio"))
-    );
-    println!(
-        "added       {}  (savings {:.1} %)",
-        output::size(num(s, "added_bytes")),
-        s["savings_pct"].as_f64().unwrap_or(0.0)
-    );
-}
-
-fn print_list(v: &serde_json::Value, json: bool) {
-    if json {
-        println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
-        return;
-    }
-    let rows: Vec<Vec<String>> = v
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|c| {
-                    let s = &c["stats"];
-                    vec![
-                        c["name"].as_str().unwrap_or("?").to_string(),
-                        c["settings"]["compression"]
-                            .as_str()
-                            .unwrap_or("?")
-                            .to_string(),
-                        num(s, "files").to_string(),
-                        output::size(num(s, "logical_bytes")),
-                        output::size(num(s, "added_bytes")),
-                        format!("{:.1} %", s["savings_pct"].as_f64().unwrap_or(0.0)),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if rows.is_empty() {
-        println!("no containers (create one with `dedupfs container create NAME` or mkdir at the mount root)");
-        return;
-    }
-    output::table(
-        &[
-            "NAME",
-            "COMPRESSION",
-            "FILES",
-            "LOGICAL",
-            "ADDED",
-            "SAVINGS",
-        ],
-        &rows,
-    );
-}
-
-fn print_store_stats(v: &serde_json::Value) {
-    println!("store        {}", v["store"].as_str().unwrap_or("?"));
-    if let Some(h) = v["halted"].as_str() {
-        println!("HEALTH       HALTED, takes no writes: {h}; unmount and mount again, then run `dedupfs fsck --scrub`");
-    }
-    if v["counters_drifted"].as_bool() == Some(true) {
-        println!("counters     a live-file counter went out of step; run `dedupfs fsck --repair`");
-    }
-    println!("files        {}", num(v, "files"));
-    println!("logical      {}", output::size(num(v, "logical_bytes")));
-    println!(
-        "unique       {}  (dedup {})",
-        output::size(num(v, "unique_bytes")),
-        output::ratio(float(v, "dedup_ratio"))
-    );
-    println!(
-        "stored       {}  (compression {})",
-        output::size(num(v, "stored_bytes")),
-        output::ratio(float(v, "compression_ratio"))
-    );
-    println!(
-        "on disk      {}  (packs {} in {} files, metadata {})",
-        output::size(num(v, "physical_bytes")),
-        output::size(num(v, "pack_bytes")),
-        num(v, "packs"),
-        output::size(num(v, "metadata_bytes"))
-    );
-    println!(
-        "savings      {:.1} %  (reduction {})",
-        v["savings_pct"].as_f64().unwrap_or(0.0),
-        output::ratio(float(v, "reduction_factor"))
-    );
-    println!("reclaimable  {}", output::size(num(v, "reclaimable_bytes")));
-    maint::print_gc_status(&v["gc"]);
-    if let Some(cs) = v["containers"].as_array() {
-        if !cs.is_empty() {
-            println!();
-            let rows: Vec<Vec<String>> = cs
-                .iter()
-                .map(|c| {
-                    vec![
-                        c["name"].as_str().unwrap_or("?").to_string(),
-                        num(c, "files").to_string(),
-                        output::size(num(c, "logical_bytes")),
-                        output::size(num(c, "unique_bytes")),
-                        output::size(num(c, "stored_bytes")),
-                        output::size(num(c, "added_bytes")),
-                        output::ratio(float(c, "dedup_ratio")),
-                        format!("{:.1} %", c["savings_pct"].as_f64().unwrap_or(0.0)),
-                    ]
-                })
-                .collect();
-            output::table(
-                &[
-                    "CONTAINER",
-                    "FILES",
-                    "LOGICAL",
-                    "UNIQUE",
-                    "STORED",
-                    "ADDED",
-                    "DEDUP",
-                    "SAVINGS",
-                ],
-                &rows,
-            );
-        }
-    }
 }

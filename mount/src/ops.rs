@@ -20,6 +20,9 @@ pub enum Request {
     Ping,
     Stats {
         container: Option<String>,
+        /// Leave buffered writes alone (a refreshing display must not force commits).
+        #[serde(default)]
+        no_flush: bool,
     },
     ContainerCreate {
         name: String,
@@ -307,15 +310,16 @@ fn show(store: &Store, name: &str) -> Result<serde_json::Value, OpError> {
         .registry()
         .by_name(name)
         .ok_or_else(|| ContainerError::NotFound(name.into()))?;
-    let st = stats::container_stats(store, ci.id())?;
-    Ok(serde_json::json!({
-        "name": ci.rec.name,
-        "id": ci.rec.id,
-        "created": ci.rec.created,
-        "settings": ci.rec.settings,
-        "head_branch": ci.rec.head,
-        "rollbacks": ci.rec.prev_heads.len(),
-        "stats": st,
+    let stats = stats::container_stats(store, ci.id())?
+        .ok_or_else(|| ContainerError::NotFound(name.into()))?;
+    Ok(to_json(&crate::protocol::ContainerReport {
+        name: ci.rec.name.clone(),
+        id: ci.rec.id,
+        created: ci.rec.created,
+        settings: ci.rec.settings.clone(),
+        head_branch: ci.rec.head,
+        rollbacks: ci.rec.prev_heads.len(),
+        stats,
     }))
 }
 
@@ -335,7 +339,15 @@ pub fn execute(
 ) -> Result<serde_json::Value, OpError> {
     let store = &*ctx.store;
     match req {
-        Request::Ping => Ok(serde_json::json!({ "store": store.root() })),
+        Request::Ping => Ok(to_json(&crate::protocol::Health {
+            store: store.root().to_path_buf(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            protocol: crate::protocol::PROTOCOL_VERSION,
+            pid: std::process::id(),
+            halted: store.committer.halted().map(str::to_string),
+            buffered_bytes: ctx.fs.as_ref().map_or(0, |f| f.buffered_bytes() as u64),
+            unflushed: ctx.fs.as_ref().map(|f| f.unflushed()).unwrap_or_default(),
+        })),
         Request::Sync => {
             if let Some(fs) = &ctx.fs {
                 fs.flush_all().map_err(|e| OpError::io(e.to_string()))?;
@@ -343,9 +355,12 @@ pub fn execute(
             store.sync()?;
             Ok(serde_json::json!({}))
         }
-        Request::Stats { container } => {
+        Request::Stats {
+            container,
+            no_flush,
+        } => {
             // Figures describe committed data: commit what is buffered first.
-            if let Some(fs) = &ctx.fs {
+            if let (Some(fs), false) = (&ctx.fs, no_flush) {
                 flush_best_effort(fs);
             }
             match container {
@@ -359,13 +374,10 @@ pub fn execute(
                             .unwrap_or_default(),
                     )
                 }
-                None => {
-                    let mut v =
-                        serde_json::to_value(stats::store_stats(store)?).unwrap_or_default();
-                    v["gc"] =
-                        serde_json::to_value(dedupfs_gc::state::status(store)?).unwrap_or_default();
-                    Ok(v)
-                }
+                None => Ok(to_json(&crate::protocol::StoreReport {
+                    stats: stats::store_stats(store)?,
+                    gc: dedupfs_gc::state::status(store)?,
+                })),
             }
         }
         Request::Gc {
@@ -435,20 +447,19 @@ pub fn execute(
             show(store, &name)
         }
         Request::ContainerList => {
-            let list: Vec<serde_json::Value> = store
-                .registry()
-                .list()
-                .iter()
-                .map(|ci| {
-                    Ok(serde_json::json!({
-                        "name": ci.rec.name,
-                        "id": ci.rec.id,
-                        "settings": ci.rec.settings,
-                        "stats": stats::container_stats(store, ci.id())?,
-                    }))
-                })
-                .collect::<Result<_, OpError>>()?;
-            Ok(serde_json::Value::Array(list))
+            let mut list = Vec::new();
+            for ci in store.registry().list() {
+                // A container deleted since the list was taken is left out.
+                if let Some(stats) = stats::container_stats(store, ci.id())? {
+                    list.push(crate::protocol::ContainerEntry {
+                        name: ci.rec.name.clone(),
+                        id: ci.rec.id,
+                        settings: ci.rec.settings.clone(),
+                        stats,
+                    });
+                }
+            }
+            Ok(to_json(&list))
         }
         Request::ContainerShow { name } => show(store, &name),
         Request::ContainerSet {

@@ -50,6 +50,8 @@ pub struct MountOpts {
     pub log: Option<PathBuf>,
     /// Mount this container (created if missing) as the root of the mount.
     pub container: Option<String>,
+    /// Serve Prometheus metrics at this address (`metrics=127.0.0.1:9580`); off by default.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Options as given, for re-exec of a background daemon.
     pub raw: Vec<String>,
 }
@@ -84,6 +86,7 @@ impl Default for MountOpts {
             gc_grace: Duration::from_secs(10),
             log: None,
             container: None,
+            metrics: None,
             raw: Vec::new(),
         }
     }
@@ -139,7 +142,7 @@ impl MountOpts {
         Ok(o)
     }
 
-    fn apply(&mut self, opt: &str) -> Result<(), String> {
+    pub(crate) fn apply(&mut self, opt: &str) -> Result<(), String> {
         let (key, val) = match opt.split_once('=') {
             Some((k, v)) => (k, Some(v)),
             None => (opt, None),
@@ -224,6 +227,15 @@ impl MountOpts {
             "gc_grace" => self.gc_grace = parse_secs(key, need(key, val)?)?,
             "log" => self.log = Some(PathBuf::from(need(key, val)?)),
             "container" => self.container = Some(need(key, val)?.to_string()),
+            "metrics" => {
+                let v = need(key, val)?;
+                self.metrics = Some(v.parse().map_err(|_| {
+                    format!(
+                        "mount option metrics={v}: expected IP:PORT, e.g. metrics=127.0.0.1:9580 \
+                         ([::1]:9580 for IPv6)"
+                    )
+                })?)
+            }
             // util-linux and fstab bookkeeping that reaches helpers: not ours to act on.
             "defaults" | "auto" | "noauto" | "user" | "nouser" | "users" | "owner" | "group"
             | "_netdev" | "nofail" | "loud" | "silent" | "remount" | "bg" | "fg" => {}
@@ -265,6 +277,14 @@ mod tests {
         assert!(MountOpts::parse(&["cache_size=12Q"]).is_err());
         assert!(MountOpts::parse(&["ro=1"]).is_err());
         assert!(MountOpts::parse(&["source="]).is_err());
+        assert!(MountOpts::parse(&["metrics=localhost"]).is_err());
+        assert!(MountOpts::parse(&["metrics=127.0.0.1"]).is_err());
+        assert_eq!(
+            MountOpts::parse(&["metrics=127.0.0.1:9580"])
+                .unwrap()
+                .metrics,
+            Some("127.0.0.1:9580".parse().unwrap())
+        );
     }
 
     #[test]

@@ -133,8 +133,13 @@ pub struct RetentionReport {
     pub released_extents: u64,
     pub released_bytes: u64,
     pub bookmarks_removed: Vec<String>,
-    /// Bytes whose chunks nothing references any more (reclaimable by GC).
-    pub reclaimable_bytes: u64,
+    /// Pack bytes only this container's history references (nothing live reads them), as
+    /// GC's last run found them: what pruning could release. Absent before GC ever ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history_held_bytes: Option<u64>,
+    /// Pack bytes GC can reclaim now in the whole store (not this container's alone:
+    /// chunks are shared, so freed space belongs to the store).
+    pub store_reclaimable_bytes: u64,
 }
 
 /// The data generation of a file at a point (None: the file does not exist then).
@@ -221,9 +226,9 @@ fn report_base(store: &Store, ci: &ContainerInfo) -> Result<RetentionReport> {
         bookmarks: containers::bookmarks(store, ci.id())?.len(),
         snapshots: crate::snapshot::list(store, Some(&ci.rec.name))?.len(),
         history_bytes,
-        reclaimable_bytes: dedupfs_core::stats::store_stats(store)
-            .map(|s| s.reclaimable_bytes)
-            .unwrap_or(0),
+        history_held_bytes: dedupfs_core::stats::container_stats(store, ci.id())?
+            .and_then(|s| s.history_held_bytes),
+        store_reclaimable_bytes: dedupfs_core::stats::store_stats(store)?.reclaimable_bytes,
         ..Default::default()
     })
 }
@@ -379,7 +384,8 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
     report.bookmarks_removed = expired;
     let after = report_base(store, &*container(store, container_name)?)?;
     report.history_bytes = after.history_bytes;
-    report.reclaimable_bytes = after.reclaimable_bytes;
+    report.store_reclaimable_bytes = after.store_reclaimable_bytes;
+    report.history_held_bytes = after.history_held_bytes;
     report.window_start = after.window_start;
     report.window_start_text = after.window_start_text;
     report.bookmarks = after.bookmarks;

@@ -204,6 +204,37 @@ pub struct StoreCounters {
     pub dead_chunks: u64,
     /// Pack bytes of those chunks.
     pub dead_stored_bytes: u64,
+    /// What writes brought in (flows, not state: fsck does not recount them).
+    pub ingest: Ingest,
+}
+
+/// Ingest figures of the store or of a container, counted from `since` on: what
+/// applications wrote and what of it the store had to keep. Flows, not state: deletes,
+/// pruning and GC never lower them, so the ratios they give describe the data that
+/// arrived and cannot fall below 1 because history is kept (the stored-state figures
+/// beside them can).
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Ingest {
+    /// Seconds since the epoch of the first commit that counted (0: none yet; stores made
+    /// before these figures existed start counting at their first write after the upgrade).
+    pub since: i64,
+    /// Bytes applications wrote (every write(2), and the length of every reflink copy).
+    pub written_bytes: u64,
+    /// Uncompressed bytes of the chunks those writes stored for the first time.
+    pub new_bytes: u64,
+    /// Pack bytes of those chunks (compressed, record headers included).
+    pub new_stored_bytes: u64,
+}
+
+impl Ingest {
+    /// Counts `written` bytes at time `now`.
+    pub fn wrote(&mut self, written: u64, now: i64) {
+        self.written_bytes += written;
+        if self.since == 0 {
+            self.since = now;
+        }
+    }
 }
 
 /// Chunk-level figures of a container (all its trees and kept history). Its live files and
@@ -217,8 +248,11 @@ pub struct ContainerCounters {
     pub unique_bytes: u64,
     /// Bytes those chunks occupy in packs.
     pub stored_bytes: u64,
-    /// Pack bytes of the chunks this container stored first (what it added to the store).
+    /// Pack bytes of the chunks this container stored first (what it added to the store),
+    /// as they are stored now (GC's rewrites change it).
     pub added_bytes: u64,
+    /// What this container's writes brought in.
+    pub ingest: Ingest,
 }
 
 pub struct ChunkStore {
@@ -385,6 +419,10 @@ impl ChunkStore {
             to_store.push(NewChunk { id, data, next });
         }
         drop(gate);
+        let all_bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
+        // Raw bytes of the chunks this call stored itself (not those another writer stored
+        // while this one compressed them: those were deduplicated after all).
+        let mut new_bytes = 0usize;
         let runs = runs(&to_store, compression);
         let encoded: Vec<Encoded> = parallel_map(&runs, threads, |r| {
             encode_run(&to_store[r.clone()], compression)
@@ -403,6 +441,7 @@ impl ChunkStore {
                             let (loc, _) =
                                 self.writer
                                     .append(c.id, encoding, c.data.len() as u32, stored)?;
+                            new_bytes += c.data.len();
                             self.hold_stored(
                                 c,
                                 Stored {
@@ -437,6 +476,7 @@ impl ChunkStore {
                             if self.join_pending(c.id, &mut claim) {
                                 continue;
                             }
+                            new_bytes += c.data.len();
                             self.hold_stored(
                                 c,
                                 Stored {
@@ -460,6 +500,8 @@ impl ChunkStore {
             self.release(claim);
             return Err(e);
         }
+        crate::metrics::INGEST_NEW_CHUNK_BYTES.add(new_bytes as u64);
+        crate::metrics::INGEST_DEDUP_BYTES.add((all_bytes - new_bytes) as u64);
         Ok(claim)
     }
 
@@ -558,6 +600,10 @@ impl ChunkStore {
                     store.raw_bytes += p.raw_len as u64;
                     store.stored_bytes += rec.disk_bytes();
                     cont.added_bytes += rec.disk_bytes();
+                    for i in [&mut store.ingest, &mut cont.ingest] {
+                        i.new_bytes += p.raw_len as u64;
+                        i.new_stored_bytes += rec.disk_bytes();
+                    }
                     (rec, false)
                 }
             };

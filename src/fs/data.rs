@@ -243,6 +243,7 @@ impl FsCore {
                 return Err(e);
             }
             let d = g.dirty.write(off, data);
+            g.written += data.len() as u64;
             g.size = g.size.max(end);
             g.attrs.mtime = Some(now);
             g.attrs.ctime = Some(now);

@@ -20,6 +20,10 @@ pub(crate) struct FileInner {
     pub(super) dirty_since: Option<Instant>,
     pub(super) unlinked: bool,
     pub(super) error: Option<FsError>,
+    /// Bytes applications wrote since a commit last took this figure (the container's
+    /// ingest counter `written_bytes`; rewrites of buffered bytes count again, as they
+    /// were sent again).
+    pub(super) written: u64,
     /// End of the last read, and how far chunks have been read ahead.
     pub(super) last_read_end: u64,
     pub(super) read_ahead_until: u64,

@@ -66,6 +66,11 @@ impl FsCore {
         Ok(())
     }
 
+    /// Bytes of writes buffered and not yet committed (all files).
+    pub fn buffered_bytes(&self) -> usize {
+        self.buffered.load(std::sync::atomic::Ordering::Acquire)
+    }
+
     /// The files whose buffered writes are still not committed (after a failed flush):
     /// where each is, how much it holds, and the error that stopped it.
     pub fn unflushed(&self) -> Vec<String> {
@@ -189,10 +194,12 @@ impl FsCore {
                 return Ok(false);
             }
             g.inflight = spans.into_iter().map(|(o, v)| (o, Arc::new(v))).collect();
-            (g.inflight.clone(), g.size, g.attrs)
+            let written = std::mem::take(&mut g.written);
+            (g.inflight.clone(), g.size, (g.attrs, written))
         };
+        let (attrs, written) = attrs;
         let taken: usize = spans.iter().map(|(_, d)| d.len()).sum();
-        let result = self.flush_spans(f, &ci, &spans, size, mode, attrs);
+        let result = self.flush_spans(f, &ci, &spans, size, mode, attrs, written);
         let mut delta = -(taken as isize);
         {
             let mut g = f.inner.lock();
@@ -209,6 +216,8 @@ impl FsCore {
             g.inflight.clear();
             if result.is_ok() {
                 g.attrs.clear_committed(&attrs);
+            } else {
+                g.written += written;
             }
             if g.dirty.is_empty() && g.attrs.is_empty() {
                 g.dirty_since = None;
@@ -235,6 +244,7 @@ impl FsCore {
         size: u64,
         mode: FlushMode,
         attrs: PendingAttrs,
+        written: u64,
     ) -> FsResult<Vec<(u64, Vec<u8>)>> {
         let ino = f.key.1;
         let rp = &ci.read_point;
@@ -349,6 +359,7 @@ impl FsCore {
             attrs.apply(&mut rec);
             self.put_inode(c, rp, ino, Some(&rec));
             self.store.chunks.add_refs(c, ci.id(), &deltas)?;
+            c.ingested(ci.id(), written);
             if rec.nlink > 0 {
                 c.tree_delta(rp, 0, rec.size as i64 - old_size as i64);
             }

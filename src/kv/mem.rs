@@ -147,10 +147,6 @@ impl Kv for MemKv {
         }
         Ok(())
     }
-
-    fn disk_bytes(&self) -> u64 {
-        0
-    }
 }
 
 #[cfg(test)]

@@ -186,8 +186,6 @@ pub trait Kv: Send + Sync {
     fn iter(&self, cf: Cf, lower: Option<Vec<u8>>, upper: Option<Vec<u8>>) -> Box<dyn KvIter + '_>;
     /// Makes every write so far durable.
     fn sync(&self) -> Result<(), KvError>;
-    /// Bytes the store occupies on disk (0 for the in-memory store).
-    fn disk_bytes(&self) -> u64;
 }
 
 /// A key and its value.

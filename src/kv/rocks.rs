@@ -12,7 +12,7 @@ use rocksdb::{
     BlockBasedIndexType, BlockBasedOptions, Cache, ColumnFamilyDescriptor, DBCompressionType,
     DBRawIteratorWithThreadMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// Memory budget of the metadata store.
 #[derive(Clone, Copy, Debug)]
@@ -32,7 +32,6 @@ impl Default for RocksTuning {
 
 pub struct RocksKv {
     db: DB,
-    path: PathBuf,
 }
 
 fn map_err(e: rocksdb::Error) -> KvError {
@@ -90,10 +89,7 @@ impl RocksKv {
             })
             .collect();
         let db = DB::open_cf_descriptors(&db_opts, path, cfs).map_err(map_err)?;
-        Ok(RocksKv {
-            db,
-            path: path.to_path_buf(),
-        })
+        Ok(RocksKv { db })
     }
 
     fn cf(&self, cf: Cf) -> Result<&rocksdb::ColumnFamily, KvError> {
@@ -199,17 +195,5 @@ impl Kv for RocksKv {
 
     fn sync(&self) -> Result<(), KvError> {
         self.db.flush_wal(true).map_err(map_err)
-    }
-
-    fn disk_bytes(&self) -> u64 {
-        std::fs::read_dir(&self.path)
-            .map(|rd| {
-                rd.flatten()
-                    .filter_map(|e| e.metadata().ok())
-                    .filter(|m| m.is_file())
-                    .map(|m| m.len())
-                    .sum()
-            })
-            .unwrap_or(0)
     }
 }

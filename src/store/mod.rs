@@ -20,6 +20,7 @@ pub mod config;
 pub mod lock;
 mod migrate;
 pub mod perms;
+pub mod usage;
 
 use crate::chunker::{ChunkHasher, ChunkParams, Chunker};
 use crate::chunks::{ChunkError, ChunkStore};
@@ -49,7 +50,10 @@ pub const PACKS_DIR: &str = "packs";
 pub enum StoreError {
     #[error("{0}: no such directory")]
     NotFound(PathBuf),
-    #[error("{0} is not a dedupfs store (no {CONFIG_FILE}); create one with `dedupfs init {0}`")]
+    #[error(
+        "{0} is not a dedupfs store or mount (no {CONFIG_FILE}); `dedupfs init DIR` makes a \
+         new store in a new or empty directory"
+    )]
     NotAStore(PathBuf),
     #[error("{path} is not empty; `dedupfs init` needs a new or empty directory")]
     NotEmpty { path: PathBuf },
@@ -466,9 +470,9 @@ impl Store {
         &self.kv
     }
 
-    /// Bytes the metadata database occupies on disk.
-    pub fn metadata_bytes(&self) -> u64 {
-        self.kv.disk_bytes()
+    /// What the store directory occupies on disk, as `du` counts it.
+    pub fn disk_usage(&self) -> Result<usage::DiskUsage, StoreError> {
+        usage::measure(&self.root)
     }
 
     /// The current registry: a snapshot that stays valid (and unchanged) however long it

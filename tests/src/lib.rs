@@ -206,6 +206,14 @@ impl Drop for TestStore {
     }
 }
 
+/// The Python with the test clients' libraries (`tests/setup.sh --test-tools` makes it).
+pub fn venv_python() -> PathBuf {
+    std::env::var_os("DEDUPFS_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/dedupfs-venv"))
+        .join("bin/python")
+}
+
 pub fn is_mounted(p: &Path) -> bool {
     let canon = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     std::fs::read_to_string("/proc/self/mountinfo")

@@ -260,3 +260,272 @@ fn umount_of_a_mount_that_reuses_a_device_number_waits_for_its_own_daemon() {
         "no mount was given the device number of the one before"
     );
 }
+
+/// `dedupfs ARGS` with the time zone `tz` (POSIX TZ string, so no tzdata is needed).
+fn dedupfs_tz(tz: &str, args: &[&str]) -> Output {
+    std::process::Command::new(bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .env("TZ", tz)
+        .output()
+        .expect("run dedupfs")
+}
+
+/// Relative times pass the argument parser, a local time means the caller's zone whether
+/// the daemon (in another zone) or the CLI resolves it, and a time in the future is refused
+/// and records nothing.
+#[test]
+fn times_mean_the_callers_zone_and_future_times_are_refused() {
+    let mut t = TestStore::new();
+    let (store, mnt) = (
+        t.store.to_str().unwrap().to_string(),
+        t.mnt.to_str().unwrap().to_string(),
+    );
+    let (store, mnt) = (store.as_str(), mnt.as_str());
+    // The daemon runs 5 hours behind UTC, the caller 9 hours ahead.
+    let (daemon_tz, cli_tz) = ("AAA+5", "BBB-9");
+    ok(&dedupfs_tz(
+        daemon_tz,
+        &["mount", store, mnt, "-o", "allow_other"],
+    ));
+    t.mark_mounted();
+    ok(&t.cli(&["container", "create", "c"]));
+    std::fs::write(t.path("c/f"), b"one").unwrap();
+    ok(&t.cli(&["sync"]));
+    let between = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    std::fs::write(t.path("c/f"), b"two").unwrap();
+    ok(&t.cli(&["sync"]));
+    // `between` as the caller's wall clock shows it, to the millisecond.
+    let local = sh(&format!(
+        "TZ={cli_tz} date -d @{}.{:03} '+%Y-%m-%d %H:%M:%S.%3N'",
+        between.as_secs(),
+        between.subsec_millis()
+    ));
+    let local = local.trim();
+
+    ok(&dedupfs_tz(
+        cli_tz,
+        &[
+            "--store", store, "snapshot", "create", "c", "s1", "--at", local,
+        ],
+    ));
+    assert_eq!(
+        std::fs::read(t.path(".snapshots/s1/f")).unwrap(),
+        b"one",
+        "'{local}' in {cli_tz} is before the second write"
+    );
+    // Shown in the caller's zone, with its offset; JSON keeps seconds since the epoch.
+    let shown = ok(&dedupfs_tz(
+        cli_tz,
+        &["--store", store, "snapshot", "show", "s1"],
+    ));
+    assert!(shown.contains("+09:00"), "{shown}");
+    let json: serde_json::Value = serde_json::from_str(&ok(&dedupfs_tz(
+        cli_tz,
+        &["--store", store, "snapshot", "show", "s1", "--json"],
+    )))
+    .unwrap();
+    assert!(json["at_time"].as_i64().is_some(), "{json}");
+
+    // `--to -15m` reaches the time resolver (the container is younger than that).
+    let o = t.cli(&["rollback", "c", "--to", "-15m", "--dry-run"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("did not exist"), "{}", stderr(&o));
+    let o = t.cli(&["snapshot", "create", "c", "s0", "--at", "-2m"]);
+    assert!(stderr(&o).contains("did not exist"), "{}", stderr(&o));
+
+    // A typo of the year: refused, nothing recorded.
+    let before = ok(&t.cli(&["snapshot", "list", "--json"]));
+    let o = t.cli(&["rollback", "c", "--to", "2099-01-01 00:00"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("in the future"), "{}", stderr(&o));
+    let o = t.cli(&["snapshot", "create", "c", "s9", "--at", "2099-01-01 00:00"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(ok(&t.cli(&["snapshot", "list", "--json"])), before);
+    assert_eq!(std::fs::read(t.path("c/f")).unwrap(), b"two");
+
+    // Unmounted, the CLI resolves the same string to the same instant.
+    t.umount();
+    ok(&dedupfs_tz(
+        cli_tz,
+        &[
+            "--store", store, "snapshot", "create", "c", "s2", "--at", local,
+        ],
+    ));
+    t.mount("");
+    assert_eq!(std::fs::read(t.path(".snapshots/s2/f")).unwrap(), b"one");
+    t.umount();
+}
+
+/// A daemon killed with SIGKILL leaves its mount point dead (ENOTCONN); mounting the same
+/// store there again — what systemd's `Restart=` does — detaches it and serves again.
+/// Another store is not allowed to take over the dead mount.
+#[test]
+fn a_restart_after_a_crash_mounts_over_its_own_dead_mount() {
+    let mut t = TestStore::mounted("");
+    ok(&t.cli(&["container", "create", "c"]));
+    std::fs::write(t.path("c/f"), b"kept").unwrap();
+    ok(&t.cli(&["sync"]));
+    let pid = t.daemon_pid();
+    sh(&format!("kill -9 {pid}"));
+    wait_gone(pid);
+    let err = std::fs::metadata(&t.mnt).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::ENOTCONN), "{err}");
+    // Another store's mount is refused and names the dead mount.
+    let other = TestStore::new();
+    let o = dedupfs(&[
+        "mount",
+        other.store.to_str().unwrap(),
+        t.mnt.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("dead"), "{}", stderr(&o));
+    // The store's own restart succeeds.
+    t.mount("");
+    assert_eq!(std::fs::read(t.path("c/f")).unwrap(), b"kept");
+    t.umount();
+    assert!(!is_mounted(&t.mnt));
+}
+
+/// Commands name a store by its directory or any view of its mount, and the hints of
+/// their errors are right.
+#[test]
+fn stores_are_named_the_same_way_everywhere() {
+    let mut t = TestStore::mounted("");
+    ok(&t.cli(&["container", "create", "c"]));
+    let (store, mnt) = (
+        t.store.to_str().unwrap().to_string(),
+        t.mnt.to_str().unwrap().to_string(),
+    );
+    let (store, mnt) = (store.as_str(), mnt.as_str());
+    // gc and fsck take --store like every other command, as well as a positional store.
+    for args in [
+        vec!["gc", "--store", store, "--dry-run"],
+        vec!["gc", "--dry-run", mnt],
+        vec!["fsck", "--store", mnt],
+        vec!["--store", store, "fsck"],
+    ] {
+        ok(&dedupfs(&args));
+    }
+    // A second view of the mounted store (a bind mount) names the same store.
+    let view = t.dir.path().join("view");
+    std::fs::create_dir(&view).unwrap();
+    sh(&format!("mount --bind {mnt} {}", view.display()));
+    let o = dedupfs(&["--store", view.to_str().unwrap(), "container", "list"]);
+    let _ = std::process::Command::new("umount").arg(&view).output();
+    assert!(ok(&o).contains('c'), "{}", stderr(&o));
+    // A directory that is no store is not offered `dedupfs init` of itself.
+    let o = dedupfs(&["gc", "/etc"]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(!stderr(&o).contains("init /etc"), "{}", stderr(&o));
+    // A dead mount is called dead, not missing.
+    let pid = t.daemon_pid();
+    sh(&format!("kill -9 {pid}"));
+    wait_gone(pid);
+    let o = dedupfs(&["--store", mnt, "stats"]);
+    assert_eq!(code(&o), 4, "{}", stderr(&o));
+    assert!(stderr(&o).contains("dead"), "{}", stderr(&o));
+    t.mount("");
+    t.umount();
+}
+
+/// `stats --watch --json` prints one object per refresh and leaves buffered writes alone;
+/// a plain `stats` commits them first.
+#[test]
+fn stats_watch_refreshes_without_forcing_commits() {
+    use std::io::{BufRead, BufReader, Write};
+    // Without the kernel's writeback cache, a write reaches the daemon at once.
+    let mut t = TestStore::mounted("no_writeback_cache");
+    ok(&t.cli(&["container", "create", "c"]));
+    std::fs::write(t.path("c/a"), pseudo_random(1 << 20, 1)).unwrap();
+    ok(&t.cli(&["sync"]));
+    // Buffered in the daemon, not committed (the file stays open, so no last-close flush):
+    // it is committed after 5 s or when something asks.
+    let mut open = std::fs::File::create(t.path("c/b")).unwrap();
+    open.write_all(&pseudo_random(1 << 20, 2)).unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args([
+            "--store",
+            t.store.to_str().unwrap(),
+            "stats",
+            "--watch",
+            "0.1",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut written = Vec::new();
+    for _ in 0..3 {
+        let l = lines.next().expect("a refresh").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&l).expect("one JSON object per line");
+        written.push(v["ingest"]["written_bytes"].as_u64().unwrap());
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert!(
+        written.iter().all(|w| *w == 1 << 20),
+        "watching committed the buffered write: {written:?}"
+    );
+    let s = t.stats();
+    assert_eq!(s["ingest"]["written_bytes"].as_u64(), Some(2 << 20), "{s}");
+    drop(open);
+    let o = t.cli(&["stats", "--watch", "0"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    t.umount();
+}
+
+/// `status` shows each view of a mount, its options and type, and the daemon's health; a
+/// daemon that does not answer makes it exit 1 within its deadline.
+#[test]
+fn status_lists_views_options_and_health() {
+    let t = TestStore::mounted("gc_idle=0");
+    let view = t.dir.path().join("view");
+    std::fs::create_dir(&view).unwrap();
+    sh(&format!(
+        "mount --bind {} {}",
+        t.mnt.display(),
+        view.display()
+    ));
+    let o = t.cli(&["status", "--json"]);
+    let _ = std::process::Command::new("umount").arg(&view).output();
+    let v: serde_json::Value = serde_json::from_str(&ok(&o)).unwrap();
+    let list = v.as_array().unwrap();
+    assert_eq!(list.len(), 1, "--store names one store: {v}");
+    let e = &list[0];
+    let canon = std::fs::canonicalize(&t.mnt).unwrap();
+    assert_eq!(e["mountpoint"].as_str(), canon.to_str(), "{e}");
+    assert_eq!(e["fstype"], "fuse.dedupfs", "{e}");
+    assert_eq!(e["health"], "ok", "{e}");
+    assert!(
+        e["views"].as_array().unwrap().len() >= 2,
+        "the bind view: {e}"
+    );
+    assert!(
+        e["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o == "gc_idle=0"),
+        "{e}"
+    );
+    assert_eq!(e["detail"]["pid"].as_u64(), Some(t.daemon_pid() as u64));
+    let text = ok(&t.cli(&["status"]));
+    assert!(text.contains("gc_idle=0") && text.contains("ok"), "{text}");
+    // A stopped daemon does not answer: status says so and fails, after its deadline.
+    let pid = t.daemon_pid();
+    sh(&format!("kill -STOP {pid}"));
+    let started = std::time::Instant::now();
+    let o = t.cli(&["status"]);
+    sh(&format!("kill -CONT {pid}"));
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("not answering"),
+        "{o:?}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(30));
+}

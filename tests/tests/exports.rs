@@ -10,12 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The Python with the test clients' libraries (`tests/setup.sh` makes it).
 fn python() -> PathBuf {
-    std::env::var_os("DEDUPFS_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/var/tmp/dedupfs-venv"))
-        .join("bin/python")
+    venv_python()
 }
 
 fn client(name: &str) -> PathBuf {

@@ -20,6 +20,8 @@ fn mount_t_fuse_dedupfs_fstab_remount_stacking_and_dead_mounts() {
         prefix.to_str().unwrap(),
         "--sbin",
         prefix.join("sbin").to_str().unwrap(),
+        "--systemd-dir",
+        prefix.join("systemd").to_str().unwrap(),
     ]);
     ok(&out);
     let link = prefix.join("sbin/mount.fuse.dedupfs");
@@ -51,27 +53,34 @@ fn mount_t_fuse_dedupfs_fstab_remount_stacking_and_dead_mounts() {
         "{out:?}"
     );
 
+    // The mount's type names dedupfs, so findmnt and a remount without -t find it.
+    let found = sh(&format!("findmnt -n -t fuse.dedupfs -o TARGET {mnt}"));
+    assert_eq!(found.trim(), mnt);
     // Remount read-only: the same daemon, now refusing writes.
-    ok(&mount(&[
-        "-t",
-        "fuse.dedupfs",
-        "-o",
-        "remount,ro",
-        store,
-        mnt,
-    ]));
+    ok(&mount(&["-o", "remount,ro", mnt]));
     assert_eq!(t.daemon_pid(), pid, "remount must not start another daemon");
     let e = fs::write(t.path("c/g"), b"x").unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::EROFS));
-    ok(&mount(&[
-        "-t",
-        "fuse.dedupfs",
-        "-o",
-        "remount,rw",
-        store,
-        mnt,
-    ]));
+    ok(&mount(&["-o", "remount,rw", mnt]));
     fs::write(t.path("c/g"), b"rw again").unwrap();
+    // What cannot change live is refused by name, and nothing changes.
+    for (opt, says) in [
+        (
+            "remount,threads=4",
+            "threads=4 cannot change on a live mount",
+        ),
+        ("remount,frobnicate", "unknown mount option 'frobnicate'"),
+        ("remount,noatime", "noatime cannot change"),
+    ] {
+        let out = mount(&["-o", opt, mnt]);
+        assert_ne!(out.status.code(), Some(0), "{opt}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(says),
+            "{opt}: {out:?}"
+        );
+    }
+    fs::write(t.path("c/g"), b"rw again").unwrap();
+    assert_eq!(t.daemon_pid(), pid);
 
     // umount returns before the daemon lets go of the store; an immediate mount waits.
     sh(&format!("umount {mnt}"));
@@ -119,6 +128,17 @@ fn mount_t_fuse_dedupfs_fstab_remount_stacking_and_dead_mounts() {
     assert_eq!(fs::read(t.path("c/f")).unwrap(), b"via mount -t");
     sh("umount dd_fstab_test");
     assert!(!is_mounted(&t.mnt));
+    wait_gone(t.daemon_pid());
+
+    // A daemon started read-only refuses writes itself: a remount rw is refused.
+    ok(&mount(&["-t", "fuse.dedupfs", store, mnt, "-o", "ro"]));
+    let out = mount(&["-o", "remount,rw", mnt]);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("started read-only"),
+        "{out:?}"
+    );
+    sh(&format!("umount {mnt}"));
 }
 
 #[test]
@@ -202,4 +222,62 @@ fn a_store_mounted_twice_shows_one_filesystem_at_both_points() {
     assert!(!running(pid));
     t.mount("");
     assert_eq!(fs::read(t.path("c/A/f")).unwrap(), b"one file");
+}
+
+/// `dedupfs install` puts man pages (one per command), completions for three shells, the
+/// systemd units naming the installed binary, and an example configuration in place.
+#[test]
+fn install_puts_pages_completions_and_units_in_place() {
+    let t = TestStore::new();
+    let p = t.dir.path().join("prefix");
+    ok(&dedupfs(&[
+        "install",
+        "--prefix",
+        p.to_str().unwrap(),
+        "--sbin",
+        p.join("sbin").to_str().unwrap(),
+        "--systemd-dir",
+        p.join("units").to_str().unwrap(),
+    ]));
+    // `man dedupfs-rollback` finds and renders the page.
+    let page = sh(&format!(
+        "MANPATH={} MANWIDTH=100 man -P cat dedupfs-rollback 2>/dev/null",
+        p.join("share/man").display()
+    ));
+    assert!(
+        page.contains("--to") && page.contains("--dry-run"),
+        "{page}"
+    );
+    assert!(p
+        .join("share/man/man1/dedupfs-container-create.1")
+        .is_file());
+    assert!(p.join("share/man/man1/dedupfs.1").is_file());
+    // The bash completion loads and completes subcommands.
+    let words = sh(&format!(
+        "source {}; COMP_WORDS=(dedupfs ro); COMP_CWORD=1; _dedupfs dedupfs ro dedupfs; \
+         echo \"${{COMPREPLY[@]}}\"",
+        p.join("share/bash-completion/completions/dedupfs")
+            .display()
+    ));
+    assert!(words.contains("rollback"), "{words}");
+    assert!(p.join("share/zsh/site-functions/_dedupfs").is_file());
+    assert!(p
+        .join("share/fish/vendor_completions.d/dedupfs.fish")
+        .is_file());
+    // Units name the binary where it was installed.
+    let unit = std::fs::read_to_string(p.join("units/dedupfs@.service")).unwrap();
+    let exec = format!("ExecStart={}/bin/dedupfs mount -f", p.display());
+    assert!(unit.contains(&exec), "{unit}");
+    assert!(!unit.contains("/usr/local/bin/dedupfs"), "{unit}");
+    for f in [
+        "units/dedupfs.target",
+        "units/nfs-ganesha.service.d/dedupfs.conf",
+        "units/smbd.service.d/dedupfs.conf",
+        "share/doc/dedupfs/example.conf",
+    ] {
+        assert!(p.join(f).is_file(), "{f}");
+    }
+    // `completions` prints the same script for a shell of the user's choosing.
+    let zsh = ok(&dedupfs(&["completions", "zsh"]));
+    assert!(zsh.contains("#compdef dedupfs"), "{zsh}");
 }

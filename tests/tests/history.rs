@@ -323,7 +323,7 @@ fn retention_prunes_history_but_keeps_live_state_snapshots_and_bookmarks() {
         "{p}"
     );
     assert!(p["history_bytes"].as_u64().unwrap() < before["history_bytes"].as_u64().unwrap());
-    assert!(p["reclaimable_bytes"].as_u64().unwrap() > 0, "{p}");
+    assert!(p["store_reclaimable_bytes"].as_u64().unwrap() > 0, "{p}");
     // Live state, the snapshot and the kept bookmark read exactly as before.
     assert!(fs::read(t.path("c/f")).unwrap() == pseudo_random(256 << 10, 7));
     assert!(fs::read(t.path(".snapshots/pinned/f")).unwrap() == pseudo_random(256 << 10, 4));

@@ -1,0 +1,127 @@
+//! The kernel side of mounting: `mount(2)` of `/dev/fuse` with the filesystem type
+//! `fuse.dedupfs`, so that `mount`, `findmnt -t fuse.dedupfs` and `mount -o remount`
+//! (which finds the helper by that type) see what the mount is.
+//!
+//! fuser mounts as root with the bare type `fuse` (it passes the subtype only to
+//! fusermount3), so a daemon running as root mounts here and hands the connection to
+//! fuser (`Session::from_fd`); one that may not mount (an unprivileged user) lets fuser go
+//! through fusermount3, which sets the subtype itself.
+//!
+//! Invariant: the kernel options and flags are fuser's for the same `MountOpts` (the
+//! connection's `fd`, `rootmode`, `user_id`, `group_id`, `default_permissions`,
+//! `allow_other` for any ACL wider than the owner; `nodev`/`nosuid` unless asked otherwise),
+//! so the two paths give the same mount but for its type.
+
+use crate::options::MountOpts;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+/// The filesystem type the mount shows: `fuse.SUBTYPE` (`fuse.dedupfs` by default), or
+/// plain `fuse` for `subtype=` (xfstests' FSTYP=fuse).
+pub fn fstype(opts: &MountOpts) -> String {
+    match opts.subtype.as_deref() {
+        Some("") => "fuse".into(),
+        Some(s) => format!("fuse.{s}"),
+        None => "fuse.dedupfs".into(),
+    }
+}
+
+fn cstr(s: &str) -> std::io::Result<CString> {
+    CString::new(s).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+}
+
+/// Mounts a new FUSE connection at `mnt` and returns its `/dev/fuse` descriptor, or `None`
+/// when this process may not mount (EPERM: the caller then lets fuser use fusermount3).
+pub fn mount(mnt: &Path, opts: &MountOpts, source: &str) -> std::io::Result<Option<OwnedFd>> {
+    let root_mode = std::fs::metadata(mnt)?.mode();
+    let dev = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/fuse")?;
+    let fd: OwnedFd = dev.into();
+    // SAFETY: getuid and getgid have no preconditions.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let mut data = format!(
+        "fd={},rootmode={root_mode:o},user_id={uid},group_id={gid},default_permissions",
+        fd.as_raw_fd()
+    );
+    if opts.allow_other || opts.allow_root {
+        // allow_root is enforced by fuser (its ACL), on top of the kernel's allow_other.
+        data.push_str(",allow_other");
+    }
+    let mut flags: libc::c_ulong = 0;
+    for (on, flag) in [
+        (!opts.dev, libc::MS_NODEV),
+        (!opts.suid, libc::MS_NOSUID),
+        (!opts.exec, libc::MS_NOEXEC),
+        (opts.read_only, libc::MS_RDONLY),
+        (opts.noatime, libc::MS_NOATIME),
+        (opts.sync, libc::MS_SYNCHRONOUS),
+        (opts.dirsync, libc::MS_DIRSYNC),
+    ] {
+        if on {
+            flags |= flag;
+        }
+    }
+    let (src, target, fstype, data_c) = (
+        cstr(source)?,
+        cstr(&mnt.to_string_lossy())?,
+        cstr(&fstype(opts))?,
+        cstr(&data)?,
+    );
+    // SAFETY: every pointer is a NUL-terminated string that outlives the call; mount(2)
+    // copies what it needs.
+    let r = unsafe {
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            flags,
+            data_c.as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        let e = std::io::Error::last_os_error();
+        return match e.raw_os_error() {
+            Some(libc::EPERM) => Ok(None),
+            _ => Err(e),
+        };
+    }
+    Ok(Some(fd))
+}
+
+/// Unmounts `mnt` (detaching it lazily if it is busy); for mounts made by [`mount`].
+pub fn unmount(mnt: &Path) -> std::io::Result<()> {
+    let c = cstr(&mnt.to_string_lossy())?;
+    // SAFETY: c is a valid NUL-terminated path; umount2 does not keep the pointer.
+    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+        return Ok(());
+    }
+    let first = std::io::Error::last_os_error();
+    log::warn!(
+        "unmount of {} failed ({first}); detaching lazily",
+        mnt.display()
+    );
+    // SAFETY: as above.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+        return Ok(());
+    }
+    Err(std::io::Error::last_os_error())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_type_names_the_subtype() {
+        let mut o = MountOpts::default();
+        assert_eq!(fstype(&o), "fuse.dedupfs");
+        o.subtype = Some(String::new());
+        assert_eq!(fstype(&o), "fuse");
+        o.subtype = Some("x".into());
+        assert_eq!(fstype(&o), "fuse.x");
+    }
+}

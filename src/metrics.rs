@@ -1,0 +1,703 @@
+//! Process-wide instrumentation: counters and latency histograms for the filesystem and
+//! the commit path, and the Prometheus text exposition (format 0.0.4) they render to.
+//!
+//! Owns the process-wide statics below and the [`Exposition`] builder. The daemon serves
+//! the rendered text on `-o metrics=ADDR`; nothing here does I/O.
+//!
+//! Invariants:
+//! - The hot path (every FUSE request, every commit) only touches atomics: no lock, no
+//!   allocation, no syscall. A lock here would serialise every FUSE worker thread on a
+//!   cache line for the sake of monitoring.
+//! - All atomics use `Ordering::Relaxed`. Each value is monotonic on its own and nothing
+//!   is ever synchronised through it; a scrape may see one counter a few increments ahead
+//!   of another (e.g. a request counted whose latency is not yet observed). Prometheus
+//!   samples are point-in-time estimates anyway, and the next scrape catches up.
+//! - Histograms store non-cumulative per-bucket counts (one `fetch_add` per observation)
+//!   and cumulate at render time. `_count` is the sum of the buckets rather than a
+//!   separate atomic, so `le="+Inf"` equals `_count` in every scrape, even one racing an
+//!   observation; `_sum` may lag or lead by the observations in flight.
+//! - Everything is `const`-constructible so the statics need no lazy initialisation.
+//!
+//! Metrics rendered by [`render_process_metrics`]:
+//! - `dedupfs_fuse_requests_total{op}`, `dedupfs_fuse_request_duration_seconds{op}`
+//!   (histogram), `dedupfs_fuse_errors_total{op,errno}`: only ops with requests and only
+//!   nonzero error series, to keep scrapes small;
+//! - `dedupfs_write_bytes_total`, `dedupfs_read_bytes_total` (logical bytes through the
+//!   filesystem API), `dedupfs_ingest_new_bytes_total`,
+//!   `dedupfs_ingest_deduplicated_bytes_total` (raw chunk bytes new / matched);
+//! - `dedupfs_commits_total`, `dedupfs_commit_duration_seconds`, `dedupfs_syncs_total`,
+//!   `dedupfs_sync_duration_seconds`, `dedupfs_errors_total{kind}` (every kind, always).
+//!
+//! Gauges the daemon adds through the same [`Exposition`] from the storage statistics:
+//! - per container (label `container`): `dedupfs_logical_bytes`, `dedupfs_unique_bytes`,
+//!   `dedupfs_stored_bytes`, `dedupfs_files`, `dedupfs_dedup_ratio`,
+//!   `dedupfs_compression_ratio`, `dedupfs_history_bytes`,
+//!   `dedupfs_retention_window_seconds`;
+//! - store-wide: `dedupfs_physical_bytes`, `dedupfs_pack_bytes`, `dedupfs_metadata_bytes`,
+//!   `dedupfs_reclaimable_bytes`, `dedupfs_gc_last_run_timestamp_seconds`,
+//!   `dedupfs_gc_last_run_reclaimed_bytes`, `dedupfs_filesystem_free_bytes`,
+//!   `dedupfs_filesystem_size_bytes`, `dedupfs_halted` (0 or 1),
+//!   `dedupfs_build_info{version}` (always 1).
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A monotonic counter.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub const fn new() -> Self {
+        Counter(AtomicU64::new(0))
+    }
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    /// Wraps at 2^64, which no byte count of this process reaches.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Most bucket upper bounds a [`Histogram`] takes: the bucket array is fixed-size so the
+/// histogram can be built in a `static`.
+pub const MAX_BOUNDS: usize = 16;
+
+/// Latency buckets for FUSE requests and commits, in seconds: 10 µs (a cached getattr) to
+/// 10 s (a commit stuck behind a slow disk).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.00001, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    1.0, 2.5, 10.0,
+];
+
+/// A latency histogram with fixed bucket upper bounds (inclusive, as Prometheus' `le`).
+#[derive(Debug)]
+pub struct Histogram {
+    bounds: &'static [f64],
+    /// `buckets[i]` counts observations in `(bounds[i-1], bounds[i]]`; the slot after the
+    /// last bound counts those above it (the `+Inf`-only bucket).
+    buckets: [AtomicU64; MAX_BOUNDS + 1],
+    sum_nanos: AtomicU64,
+}
+
+impl Histogram {
+    /// Panics (a compile error when used in a `static`) unless `bounds` has at most
+    /// [`MAX_BOUNDS`] finite, strictly increasing values; `+Inf` is implicit.
+    pub const fn new(bounds: &'static [f64]) -> Self {
+        assert!(bounds.len() <= MAX_BOUNDS, "too many histogram bounds");
+        let mut i = 0;
+        while i < bounds.len() {
+            assert!(bounds[i].is_finite(), "histogram bounds must be finite");
+            assert!(
+                i == 0 || bounds[i - 1] < bounds[i],
+                "histogram bounds must increase"
+            );
+            i += 1;
+        }
+        Histogram {
+            bounds,
+            buckets: [const { AtomicU64::new(0) }; MAX_BOUNDS + 1],
+            sum_nanos: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub fn observe(&self, d: Duration) {
+        // Saturate rather than truncate: a u128 of nanoseconds past u64 is 584 years.
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.record(d.as_secs_f64(), nanos);
+    }
+
+    /// Negative and NaN inputs count as zero: a clock step must not poison the sum.
+    #[inline]
+    pub fn observe_secs(&self, secs: f64) {
+        let secs = if secs >= 0.0 { secs } else { 0.0 };
+        // `as` saturates (and +Inf becomes u64::MAX), which is the clamp wanted here.
+        self.record(secs, (secs * 1e9) as u64);
+    }
+
+    #[inline]
+    fn record(&self, secs: f64, nanos: u64) {
+        // A linear scan over at most 16 bounds beats a binary search at this size.
+        let mut slot = self.bounds.len();
+        for (i, &le) in self.bounds.iter().enumerate() {
+            if secs <= le {
+                slot = i;
+                break;
+            }
+        }
+        self.buckets[slot].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+
+    pub fn bounds(&self) -> &'static [f64] {
+        self.bounds
+    }
+
+    /// Cumulative counts, one per bound, then the `+Inf` count (== [`Histogram::count`]).
+    pub fn cumulative(&self) -> Vec<u64> {
+        let mut acc = 0u64;
+        self.buckets[..=self.bounds.len()]
+            .iter()
+            .map(|b| {
+                acc = acc.wrapping_add(b.load(Ordering::Relaxed));
+                acc
+            })
+            .collect()
+    }
+
+    pub fn count(&self) -> u64 {
+        self.buckets[..=self.bounds.len()]
+            .iter()
+            .fold(0u64, |acc, b| acc.wrapping_add(b.load(Ordering::Relaxed)))
+    }
+
+    pub fn sum_secs(&self) -> f64 {
+        self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+/// FUSE operations, in the order of [`FUSE`]. `other` catches anything unlisted.
+#[rustfmt::skip]
+pub const FUSE_OPS: &[&str] = &[
+    "lookup", "getattr", "setattr", "readlink", "mknod", "mkdir", "unlink", "rmdir",
+    "symlink", "rename", "link", "open", "read", "write", "flush", "release", "fsync",
+    "opendir", "readdir", "readdirplus", "releasedir", "fsyncdir", "statfs", "setxattr",
+    "getxattr", "listxattr", "removexattr", "access", "create", "fallocate", "lseek",
+    "copy_file_range", "forget", "other",
+];
+pub const FUSE_OP_COUNT: usize = FUSE_OPS.len();
+/// Index of `other` in [`FUSE_OPS`].
+pub const OP_OTHER: usize = FUSE_OP_COUNT - 1;
+
+/// Index of `name` in [`FUSE_OPS`]; `const` so call sites can resolve it at compile time.
+pub const fn op_index(name: &str) -> Option<usize> {
+    let mut i = 0;
+    while i < FUSE_OPS.len() {
+        if bytes_eq(FUSE_OPS[i].as_bytes(), name.as_bytes()) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// For `const` items only: `const READ: usize = metrics::op("read");` makes a misspelt
+/// name a compile error instead of a silently empty series.
+pub const fn op(name: &str) -> usize {
+    match op_index(name) {
+        Some(i) => i,
+        None => panic!("unknown FUSE op name"),
+    }
+}
+
+const fn bytes_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The errnos counted separately (Linux numbers; dedupfs mounts on Linux only), by
+/// label. Anything else lands in the last slot, `other`.
+#[rustfmt::skip]
+pub const ERRNOS: &[(i32, &str)] = &[
+    (2, "ENOENT"), (17, "EEXIST"), (39, "ENOTEMPTY"), (13, "EACCES"), (1, "EPERM"),
+    (28, "ENOSPC"), (5, "EIO"), (116, "ESTALE"), (30, "EROFS"), (22, "EINVAL"),
+    (61, "ENODATA"), (0, "other"),
+];
+const ERRNO_SLOTS: usize = ERRNOS.len();
+
+/// Slot of `errno` in [`ERRNOS`]; unlisted values (and 0) go to `other`.
+pub fn errno_slot(errno: i32) -> usize {
+    ERRNOS[..ERRNO_SLOTS - 1]
+        .iter()
+        .position(|&(n, _)| n == errno)
+        .unwrap_or(ERRNO_SLOTS - 1)
+}
+
+/// Everything counted for one FUSE operation. Cache-line aligned so two worker threads
+/// busy with different ops do not bounce one line between them.
+#[derive(Debug)]
+#[repr(align(64))]
+pub struct OpStats {
+    pub requests: Counter,
+    pub duration: Histogram,
+    pub errors: [Counter; ERRNO_SLOTS],
+}
+
+impl OpStats {
+    // Private: the only instances are the ones in [`FUSE`].
+    const fn new() -> Self {
+        OpStats {
+            requests: Counter::new(),
+            duration: Histogram::new(LATENCY_BUCKETS),
+            errors: [const { Counter::new() }; ERRNO_SLOTS],
+        }
+    }
+
+    #[inline]
+    pub fn record(&self, elapsed: Duration, result: Result<(), i32>) {
+        self.requests.inc();
+        self.duration.observe(elapsed);
+        if let Err(errno) = result {
+            self.errors[errno_slot(errno)].inc();
+        }
+    }
+}
+
+/// Per-op FUSE statistics, indexed like [`FUSE_OPS`].
+pub static FUSE: [OpStats; FUSE_OP_COUNT] = [const { OpStats::new() }; FUSE_OP_COUNT];
+
+/// The stats of op `index`; an out-of-range index counts as `other` rather than panic.
+#[inline]
+pub fn fuse_op(index: usize) -> &'static OpStats {
+    FUSE.get(index).unwrap_or(&FUSE[OP_OTHER])
+}
+
+/// Records one FUSE request: `result` is `Err(errno)` when the reply was an error.
+#[inline]
+pub fn record(op: usize, elapsed: Duration, result: Result<(), i32>) {
+    fuse_op(op).record(elapsed, result);
+}
+
+/// Logical bytes written / read through the filesystem API.
+pub static WRITE_BYTES: Counter = Counter::new();
+pub static READ_BYTES: Counter = Counter::new();
+/// Raw (uncompressed) bytes of chunks that were new to the store / matched a stored one.
+pub static INGEST_NEW_CHUNK_BYTES: Counter = Counter::new();
+pub static INGEST_DEDUP_BYTES: Counter = Counter::new();
+pub static COMMITS: Counter = Counter::new();
+pub static COMMIT_SECONDS: Histogram = Histogram::new(LATENCY_BUCKETS);
+pub static SYNCS: Counter = Counter::new();
+pub static SYNC_SECONDS: Histogram = Histogram::new(LATENCY_BUCKETS);
+
+/// The error kinds of `dedupfs_errors_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    Corrupt = 0,
+    Io,
+    NoSpace,
+    Halted,
+    Stale,
+    Other,
+}
+
+/// Labels of [`ErrorKind`], in discriminant order.
+pub const ERROR_KINDS: &[&str] = &["corrupt", "io", "no_space", "halted", "stale", "other"];
+
+impl ErrorKind {
+    pub fn label(self) -> &'static str {
+        ERROR_KINDS[self as usize]
+    }
+}
+
+/// Indexed by `ErrorKind as usize`.
+pub static ERRORS_BY_KIND: [Counter; ERROR_KINDS.len()] =
+    [const { Counter::new() }; ERROR_KINDS.len()];
+
+#[inline]
+pub fn count_error(kind: ErrorKind) {
+    ERRORS_BY_KIND[kind as usize].inc();
+}
+
+/// Builds a text exposition (format 0.0.4). Calls for one metric name must be adjacent:
+/// the format wants a family's samples together under a single HELP/TYPE pair.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    out: String,
+    headed: HashSet<String>,
+    last: String,
+}
+
+/// `Content-Type` of the rendered text.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+impl Exposition {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn counter(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: u64) {
+        self.head(name, help, "counter");
+        self.sample(name, "", labels, None, &value.to_string());
+    }
+
+    pub fn gauge(&mut self, name: &str, help: &str, labels: &[(&str, &str)], value: f64) {
+        self.head(name, help, "gauge");
+        self.sample(name, "", labels, None, &fmt_f64(value));
+    }
+
+    pub fn histogram(&mut self, name: &str, help: &str, labels: &[(&str, &str)], h: &Histogram) {
+        self.head(name, help, "histogram");
+        // Read the buckets once: `+Inf` and `_count` then come from the same snapshot.
+        let cumulative = h.cumulative();
+        let count = cumulative.last().copied().unwrap_or(0);
+        for (le, n) in h.bounds().iter().zip(&cumulative) {
+            self.sample(name, "_bucket", labels, Some(&fmt_f64(*le)), &n.to_string());
+        }
+        self.sample(name, "_bucket", labels, Some("+Inf"), &count.to_string());
+        self.sample(name, "_sum", labels, None, &fmt_f64(h.sum_secs()));
+        self.sample(name, "_count", labels, None, &count.to_string());
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.out
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+
+    fn head(&mut self, name: &str, help: &str, kind: &str) {
+        debug_assert!(valid_name(name), "bad metric name {name:?}");
+        if self.headed.contains(name) {
+            debug_assert!(self.last == name, "samples of {name} not grouped");
+            return;
+        }
+        self.headed.insert(name.to_owned());
+        self.last = name.to_owned();
+        // Writing to a String cannot fail; the fmt::Result is ignored for that reason.
+        let _ = writeln!(self.out, "# HELP {name} {}", escape(help, false));
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(
+        &mut self,
+        name: &str,
+        suffix: &str,
+        labels: &[(&str, &str)],
+        le: Option<&str>,
+        value: &str,
+    ) {
+        self.out.push_str(name);
+        self.out.push_str(suffix);
+        let extra = le.map(|v| ("le", v));
+        let mut all = labels.iter().copied().chain(extra).peekable();
+        if all.peek().is_some() {
+            self.out.push('{');
+            for (i, (k, v)) in all.enumerate() {
+                debug_assert!(valid_name(k) && !k.contains(':'), "bad label name {k:?}");
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape(v, true));
+            }
+            self.out.push('}');
+        }
+        self.out.push(' ');
+        self.out.push_str(value);
+        self.out.push('\n');
+    }
+}
+
+/// Escapes backslash and newline (HELP text), and double quote too in label values.
+pub fn escape(s: &str, quote: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quote => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A sample value as the format wants it: `+Inf`, `-Inf`, `NaN`, otherwise Rust's
+/// shortest round-trip decimal, which never uses an exponent (`1`, `0.00001`, `2.5`).
+pub fn fmt_f64(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        v.to_string()
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Emits every process-wide static. Callers append the daemon's gauges to `out` after.
+pub fn render_process_metrics(out: &mut Exposition) {
+    // One snapshot of which ops are active, then a pass per family: a family's samples
+    // must be contiguous, and every family must list the same ops within one scrape.
+    let active: Vec<(&str, &OpStats)> = FUSE_OPS
+        .iter()
+        .copied()
+        .zip(&FUSE)
+        .filter(|(_, s)| s.requests.get() > 0)
+        .collect();
+    let help = "FUSE requests handled, by operation.";
+    for &(op, s) in &active {
+        let n = s.requests.get();
+        out.counter("dedupfs_fuse_requests_total", help, &[("op", op)], n);
+    }
+    let (name, help) = (
+        "dedupfs_fuse_request_duration_seconds",
+        "Time to handle a FUSE request, by operation.",
+    );
+    for &(op, s) in &active {
+        out.histogram(name, help, &[("op", op)], &s.duration);
+    }
+    let help = "FUSE requests answered with an error, by operation and errno.";
+    for &(op, s) in &active {
+        for (&(_, errno), c) in ERRNOS.iter().zip(&s.errors) {
+            let n = c.get();
+            if n > 0 {
+                let labels = [("op", op), ("errno", errno)];
+                out.counter("dedupfs_fuse_errors_total", help, &labels, n);
+            }
+        }
+    }
+    #[rustfmt::skip]
+    let counters: [(&str, &str, &Counter); 6] = [
+        ("dedupfs_write_bytes_total", "Logical bytes written.", &WRITE_BYTES),
+        ("dedupfs_read_bytes_total", "Logical bytes read.", &READ_BYTES),
+        ("dedupfs_ingest_new_bytes_total", "Raw bytes of new chunks.", &INGEST_NEW_CHUNK_BYTES),
+        ("dedupfs_ingest_deduplicated_bytes_total", "Raw bytes deduplicated.", &INGEST_DEDUP_BYTES),
+        ("dedupfs_commits_total", "Metadata commits.", &COMMITS),
+        ("dedupfs_syncs_total", "Syncs of the store to disk.", &SYNCS),
+    ];
+    for (name, help, c) in counters {
+        out.counter(name, help, &[], c.get());
+    }
+    #[rustfmt::skip]
+    let histograms: [(&str, &str, &Histogram); 2] = [
+        ("dedupfs_commit_duration_seconds", "Time to commit a metadata batch.", &COMMIT_SECONDS),
+        ("dedupfs_sync_duration_seconds", "Time to sync the store.", &SYNC_SECONDS),
+    ];
+    for (name, help, h) in histograms {
+        out.histogram(name, help, &[], h);
+    }
+    let help = "Errors, by kind.";
+    for (kind, c) in ERROR_KINDS.iter().zip(&ERRORS_BY_KIND) {
+        out.counter("dedupfs_errors_total", help, &[("kind", kind)], c.get());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    /// A regex-free checker of the exposition: comments are `# HELP`/`# TYPE`, one TYPE
+    /// per family and before its samples; samples are `name[{k="v",...}] value` and belong
+    /// to the family typed last. Returns the samples keyed by `name{labels}`.
+    fn check(text: &str) -> HashMap<String, f64> {
+        assert!(text.ends_with('\n'), "no final newline");
+        let (mut families, mut samples) = (Vec::<(&str, &str)>::new(), HashMap::new());
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# ") {
+                let parts: Vec<&str> = rest.splitn(3, ' ').collect();
+                assert!(parts.len() == 3 && valid_name(parts[1]), "{line:?}");
+                if parts[0] == "TYPE" {
+                    let kinds = ["counter", "gauge", "histogram"];
+                    assert!(kinds.contains(&parts[2]), "{line:?}");
+                    assert!(
+                        families.iter().all(|f| f.0 != parts[1]),
+                        "2nd TYPE {line:?}"
+                    );
+                    families.push((parts[1], parts[2]));
+                } else {
+                    assert_eq!(parts[0], "HELP", "{line:?}");
+                }
+                continue;
+            }
+            let end = line.find(['{', ' ']).expect("a value");
+            let (name, mut rest) = line.split_at(end);
+            let &(family, kind) = families.last().expect("a TYPE first");
+            let suffixes: &[&str] = match kind {
+                "histogram" => &["_bucket", "_sum", "_count"],
+                _ => &[""],
+            };
+            let ok = suffixes.iter().any(|s| name == format!("{family}{s}"));
+            assert!(ok, "{name} outside its family {family}");
+            if let Some(labels) = rest.strip_prefix('{') {
+                rest = check_labels(labels, line);
+            }
+            let value = rest.strip_prefix(' ').expect("a space before the value");
+            let v = match value {
+                "+Inf" => f64::INFINITY,
+                "-Inf" => f64::NEG_INFINITY,
+                "NaN" => f64::NAN,
+                v => v.parse().unwrap_or_else(|_| panic!("bad value {line:?}")),
+            };
+            let key = &line[..line.len() - value.len() - 1];
+            assert!(
+                samples.insert(key.to_owned(), v).is_none(),
+                "duplicate {key}"
+            );
+        }
+        samples
+    }
+
+    /// Checks `k="v",...}` (escapes included) and returns what follows the `}`.
+    fn check_labels<'a>(mut s: &'a str, line: &str) -> &'a str {
+        loop {
+            let eq = s.find("=\"").expect("label=\"value\"");
+            assert!(valid_name(&s[..eq]), "label name in {line:?}");
+            let mut chars = s[eq + 2..].char_indices();
+            let close = loop {
+                match chars.next().expect("closing quote") {
+                    (_, '\\') => {
+                        let esc = chars.next().map(|(_, c)| c);
+                        assert!(matches!(esc, Some('\\' | '"' | 'n')), "escape {line:?}");
+                    }
+                    (i, '"') => break eq + 2 + i,
+                    (_, c) => assert!(c != '\n', "raw newline"),
+                }
+            };
+            s = &s[close + 1..];
+            match s.strip_prefix(',') {
+                Some(r) => s = r,
+                None => return s.strip_prefix('}').expect("closing brace"),
+            }
+        }
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_inf_is_count() {
+        static H: Histogram = Histogram::new(&[0.001, 0.01, 1.0]);
+        for ms in [0, 1, 5, 10, 500, 1000, 3000] {
+            H.observe(Duration::from_millis(ms));
+        }
+        H.observe_secs(-1.0); // clamped to 0
+        assert_eq!(H.cumulative(), vec![3, 5, 7, 8]);
+        assert_eq!(H.count(), 8);
+        assert!((H.sum_secs() - 4.516).abs() < 1e-9);
+        let mut e = Exposition::new();
+        e.histogram("t_seconds", "h", &[("op", "read")], &H);
+        let s = check(e.as_str());
+        assert_eq!(s["t_seconds_bucket{op=\"read\",le=\"0.001\"}"], 3.0);
+        assert_eq!(s["t_seconds_bucket{op=\"read\",le=\"1\"}"], 7.0);
+        assert_eq!(s["t_seconds_bucket{op=\"read\",le=\"+Inf\"}"], 8.0);
+        assert_eq!(s["t_seconds_count{op=\"read\"}"], 8.0);
+        assert!((s["t_seconds_sum{op=\"read\"}"] - 4.516).abs() < 1e-9);
+    }
+
+    #[test]
+    fn label_values_and_help_are_escaped() {
+        assert_eq!(escape("a\\b\"c\nd", true), "a\\\\b\\\"c\\nd");
+        assert_eq!(escape("a\\b\"c\nd", false), "a\\\\b\"c\\nd");
+        let mut e = Exposition::new();
+        e.gauge("g", "line\nbreak", &[("container", "we\"ird\\\nname")], 1.5);
+        let want =
+            "# HELP g line\\nbreak\n# TYPE g gauge\ng{container=\"we\\\"ird\\\\\\nname\"} 1.5\n";
+        assert_eq!(e.as_str(), want);
+        assert_eq!(check(e.as_str()).len(), 1);
+    }
+
+    #[test]
+    fn help_and_type_once_per_name() {
+        let mut e = Exposition::new();
+        e.gauge("dedupfs_logical_bytes", "b", &[("container", "a")], 1.0);
+        e.gauge("dedupfs_logical_bytes", "b", &[("container", "b")], 2.0);
+        e.counter("c_total", "c", &[], 3);
+        let t = e.finish();
+        assert_eq!(t.matches("# HELP dedupfs_logical_bytes").count(), 1);
+        assert_eq!(t.matches("# TYPE dedupfs_logical_bytes gauge").count(), 1);
+        assert_eq!(check(&t).len(), 3);
+    }
+
+    #[test]
+    fn floats_format_as_prometheus_expects() {
+        let cases = [
+            (f64::INFINITY, "+Inf"),
+            (f64::NEG_INFINITY, "-Inf"),
+            (f64::NAN, "NaN"),
+        ];
+        for (v, want) in cases.into_iter().chain([(3.0, "3"), (0.00001, "0.00001")]) {
+            assert_eq!(fmt_f64(v), want);
+        }
+        assert_eq!(fmt_f64(1e20), "100000000000000000000");
+    }
+
+    #[test]
+    fn op_and_errno_lookup() {
+        const READ: usize = op("read");
+        assert_eq!(FUSE_OPS[READ], "read");
+        for (i, name) in FUSE_OPS.iter().enumerate() {
+            assert_eq!(op_index(name), Some(i));
+        }
+        assert_eq!(op_index("nope"), None);
+        let label = |errno| ERRNOS[errno_slot(errno)].1;
+        assert_eq!(
+            [label(2), label(61), label(1)],
+            ["ENOENT", "ENODATA", "EPERM"]
+        );
+        assert_eq!([label(0), label(9999), label(-1)], ["other"; 3]);
+        assert!(std::ptr::eq(fuse_op(10_000), &FUSE[OP_OTHER]));
+        assert_eq!(ErrorKind::NoSpace.label(), "no_space");
+        assert_eq!(ErrorKind::Other.label(), "other");
+    }
+
+    #[test]
+    fn process_metrics_render_and_parse() {
+        // The statics are shared with other tests; assert only on what this test owns.
+        record(op("mkdir"), Duration::from_micros(30), Ok(()));
+        record(op("mkdir"), Duration::from_millis(2), Err(17));
+        record(op("mkdir"), Duration::from_millis(3), Err(95)); // EOPNOTSUPP: "other"
+        WRITE_BYTES.add(4096);
+        COMMIT_SECONDS.observe(Duration::from_millis(7));
+        count_error(ErrorKind::Halted);
+        let mut e = Exposition::new();
+        render_process_metrics(&mut e);
+        let text = e.finish();
+        let s = check(&text);
+        let fuse = "dedupfs_fuse_request_duration_seconds_bucket";
+        assert_eq!(s["dedupfs_fuse_requests_total{op=\"mkdir\"}"], 3.0);
+        assert_eq!(s[&format!("{fuse}{{op=\"mkdir\",le=\"+Inf\"}}")], 3.0);
+        assert_eq!(
+            s["dedupfs_fuse_errors_total{op=\"mkdir\",errno=\"EEXIST\"}"],
+            1.0
+        );
+        assert_eq!(
+            s["dedupfs_fuse_errors_total{op=\"mkdir\",errno=\"other\"}"],
+            1.0
+        );
+        assert!(
+            !text.contains("errno=\"ENOENT\"}"),
+            "zero error series emitted"
+        );
+        assert!(!text.contains("op=\"fallocate\""), "idle op emitted");
+        assert!(s["dedupfs_write_bytes_total"] >= 4096.0);
+        assert!(s["dedupfs_commit_duration_seconds_count"] >= 1.0);
+        assert!(s["dedupfs_errors_total{kind=\"halted\"}"] >= 1.0);
+        // Statics are there even at zero.
+        assert!(s.contains_key("dedupfs_errors_total{kind=\"corrupt\"}"));
+        assert!(s.contains_key("dedupfs_sync_duration_seconds_bucket{le=\"+Inf\"}"));
+    }
+
+    #[test]
+    fn concurrent_observations_all_land() {
+        static H: Histogram = Histogram::new(LATENCY_BUCKETS);
+        let observe =
+            |t: u64| move || (0..1000).for_each(|i| H.observe_secs(1e-6 * (i * t) as f64));
+        let threads: Vec<_> = (0..4).map(|t| std::thread::spawn(observe(t))).collect();
+        for t in threads {
+            assert!(t.join().is_ok());
+        }
+        assert_eq!(H.count(), 4000);
+        assert_eq!(H.cumulative().last().copied(), Some(4000));
+    }
+}
