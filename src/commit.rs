@@ -41,12 +41,19 @@ const TREE_COUNTERS_INO: Ino = Ino(0);
 
 /// Inode numbers below this are reserved (1 is the mount root).
 pub const FIRST_INO: u64 = 16;
+/// How far ahead of use the inode allocator's watermark is persisted.
+const INO_BLOCK: u64 = 1024;
 
 #[derive(Clone, Debug, PartialEq)]
 struct CommitState {
     next_version: u64,
     last_time: Timestamp,
     next_ino: u64,
+    /// The inode allocator's persisted watermark: every number below it may have been
+    /// handed out, so a restart continues from here. Persisted a block ahead
+    /// ([`INO_BLOCK`]), so most creates write no allocator record (a crash skips at most
+    /// a block of numbers; nothing reads them).
+    ino_reserved: u64,
     next_branch: u64,
     next_container: u32,
     store: StoreCounters,
@@ -67,6 +74,9 @@ pub struct Commit<'a> {
     after: Vec<Box<dyn FnOnce() + 'a>>,
     /// Changes of trees' counters: branch → (where the tree reads, files, bytes).
     trees: HashMap<BranchId, (ReadPoint, i64, i64)>,
+    /// Branches whose counters this commit sets outright or stops writing: their cached
+    /// values are dropped once it is applied.
+    trees_reset: Vec<BranchId>,
 }
 
 impl<'a> Commit<'a> {
@@ -142,6 +152,7 @@ impl<'a> Commit<'a> {
     /// counters' history, whose tree was counted instead).
     pub fn set_tree_counters(&mut self, rp: &ReadPoint, t: TreeCounters) {
         self.trees.remove(&rp.branch());
+        self.trees_reset.push(rp.branch());
         let v = self.version;
         mvcc::put(
             &mut self.txn,
@@ -156,6 +167,7 @@ impl<'a> Commit<'a> {
     /// A purged branch's counters are not written any more.
     pub(crate) fn forget_tree_counters(&mut self, b: BranchId) {
         self.trees.remove(&b);
+        self.trees_reset.push(b);
     }
 }
 
@@ -187,6 +199,12 @@ pub struct Committer {
     halted: OnceLock<String>,
     /// A tree counter would have gone below zero (kept at zero; `fsck --repair` recounts).
     counter_drift: AtomicBool,
+    /// The newest counters of each branch written since open, as commits left them, so a
+    /// commit that changes a tree adds to them without reading its record back (a versioned
+    /// seek per create and unlink). Only commits write counter records of a live branch, and
+    /// they update this after their batch is applied (a failed one changes nothing here).
+    /// Lock order: a leaf, taken only under the commit lock.
+    tree_cache: Mutex<HashMap<BranchId, TreeCounters>>,
 }
 
 fn get_u64(kv: &dyn Kv, key: MetaKey, default: u64) -> Result<u64, KvError> {
@@ -247,6 +265,7 @@ impl Committer {
                 next_version,
                 last_time,
                 next_ino,
+                ino_reserved: next_ino,
                 next_branch,
                 next_container,
                 store,
@@ -256,6 +275,7 @@ impl Committer {
             synced: Mutex::new(0),
             halted: OnceLock::new(),
             counter_drift: AtomicBool::new(false),
+            tree_cache: Mutex::new(HashMap::new()),
         })
     }
 
@@ -332,6 +352,7 @@ impl Committer {
             st: guard.clone(),
             after: Vec::new(),
             trees: HashMap::new(),
+            trees_reset: Vec::new(),
         };
         let r = f(&mut c)?;
         let Commit {
@@ -340,24 +361,30 @@ impl Committer {
             st,
             after,
             trees,
+            trees_reset,
             ..
         } = c;
+        let mut tree_updates: Vec<(BranchId, TreeCounters)> = Vec::new();
         for (_, (rp, files, bytes)) in trees {
             if files == 0 && bytes == 0 {
                 continue;
             }
-            let cur = match mvcc::txn_get_live(
-                &txn,
-                Cf::TreeCounters,
-                &rp,
-                TREE_COUNTERS_INO,
-                &[],
-                version,
-            )? {
-                Some(raw) => TreeCounters::decode(&raw).map_err(|e| {
-                    KvError::Corrupt(format!("tree counters of branch {}: {e}", rp.branch()))
-                })?,
-                None => TreeCounters::default(),
+            let cached = self.tree_cache.lock().get(&rp.branch()).copied();
+            let cur = match cached {
+                Some(t) => t,
+                None => match mvcc::txn_get_live(
+                    &txn,
+                    Cf::TreeCounters,
+                    &rp,
+                    TREE_COUNTERS_INO,
+                    &[],
+                    version,
+                )? {
+                    Some(raw) => TreeCounters::decode(&raw).map_err(|e| {
+                        KvError::Corrupt(format!("tree counters of branch {}: {e}", rp.branch()))
+                    })?,
+                    None => TreeCounters::default(),
+                },
             };
             let apply = |v: u64, d: i64, what: &str| -> u64 {
                 match v.checked_add_signed(d) {
@@ -388,8 +415,14 @@ impl Committer {
                 version,
                 Some(&next.encode()),
             );
+            tree_updates.push((rp.branch(), next));
         }
         if txn.is_empty() && st == *guard {
+            let mut tc = self.tree_cache.lock();
+            for b in &trees_reset {
+                tc.remove(b);
+            }
+            drop(tc);
             for f in after {
                 f();
             }
@@ -405,11 +438,13 @@ impl Committer {
             timeline_key(time),
             keys::encode_u64(version.0),
         );
-        if st.next_ino != guard.next_ino {
+        let mut ino_reserved = guard.ino_reserved;
+        if st.next_ino > ino_reserved {
+            ino_reserved = st.next_ino + INO_BLOCK;
             txn.put(
                 Cf::Meta,
                 MetaKey::NextIno.encode(),
-                keys::encode_u64(st.next_ino),
+                keys::encode_u64(ino_reserved),
             );
         }
         if st.next_branch != guard.next_branch {
@@ -444,6 +479,13 @@ impl Committer {
             }
         }
         self.kv.write(txn.into_batch(), false)?;
+        {
+            let mut tc = self.tree_cache.lock();
+            for b in trees_reset {
+                tc.remove(&b);
+            }
+            tc.extend(tree_updates);
+        }
         crate::metrics::COMMITS.inc();
         crate::metrics::COMMIT_SECONDS.observe(started.elapsed());
         for f in after {
@@ -452,6 +494,7 @@ impl Committer {
         *guard = CommitState {
             next_version: version.0 + 1,
             last_time: time,
+            ino_reserved,
             ..st
         };
         self.head.store(version.0, Ordering::Release);
@@ -538,11 +581,23 @@ mod tests {
         let ino2 = c2.commit(|cm| Ok::<_, KvError>(cm.alloc_ino())).unwrap();
         assert_eq!(
             ino2,
-            Ino(FIRST_INO + 1),
-            "allocator survived reopen; the failed allocation was not kept"
+            Ino(FIRST_INO + 1 + INO_BLOCK),
+            "allocator survived reopen: it goes on above its persisted watermark"
+        );
+        // Within a block, allocations persist nothing of the allocator.
+        let before = kv.get(Cf::Meta, &MetaKey::NextIno.encode()).unwrap();
+        c2.commit(|cm| {
+            cm.alloc_ino();
+            cm.txn.put(Cf::Meta, b"z".to_vec(), b"1".to_vec());
+            Ok::<_, KvError>(())
+        })
+        .unwrap();
+        assert_eq!(
+            kv.get(Cf::Meta, &MetaKey::NextIno.encode()).unwrap(),
+            before
         );
         let t = Timestamp::now();
-        assert_eq!(c2.version_at(t).unwrap(), Some(Version(2)));
+        assert_eq!(c2.version_at(t).unwrap(), Some(Version(3)));
         assert_eq!(c2.version_at(Timestamp { sec: 0, nsec: 0 }).unwrap(), None);
     }
 }

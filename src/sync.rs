@@ -26,3 +26,40 @@ mod shuttled {
 
 #[cfg(feature = "shuttle")]
 pub use shuttled::{Mutex, MutexGuard};
+
+/// A condition variable paired with [`Mutex`]: parking_lot's normally, shuttle's under the
+/// `shuttle` feature, behind one interface (`wait` takes and returns the guard).
+#[cfg(not(feature = "shuttle"))]
+#[derive(Debug, Default)]
+pub struct Condvar(parking_lot::Condvar);
+
+#[cfg(not(feature = "shuttle"))]
+impl Condvar {
+    pub fn new() -> Self {
+        Condvar(parking_lot::Condvar::new())
+    }
+    pub fn wait<'a, T>(&self, mut g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        self.0.wait(&mut g);
+        g
+    }
+    pub fn notify_all(&self) {
+        self.0.notify_all();
+    }
+}
+
+#[cfg(feature = "shuttle")]
+#[derive(Debug, Default)]
+pub struct Condvar(shuttle::sync::Condvar);
+
+#[cfg(feature = "shuttle")]
+impl Condvar {
+    pub fn new() -> Self {
+        Condvar(shuttle::sync::Condvar::new())
+    }
+    pub fn wait<'a, T>(&self, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+        self.0.wait(g).unwrap_or_else(|p| p.into_inner())
+    }
+    pub fn notify_all(&self) {
+        self.0.notify_all();
+    }
+}

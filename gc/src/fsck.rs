@@ -33,7 +33,7 @@ use dedupfs_core::records::ChunkRec;
 use dedupfs_core::refs::{self, ExtentRef, Malformed};
 use dedupfs_core::store::{Store, PACKS_DIR};
 use dedupfs_snapshot::diff::{paths_of, Tree};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
@@ -48,20 +48,23 @@ pub struct Options {
     pub repair: bool,
 }
 
-/// One problem, with everything needed to find it.
-#[derive(Clone, Debug, Serialize, PartialEq)]
-pub struct Problem {
-    pub kind: &'static str,
+/// One problem, with everything needed to find it. `K` is the text of its kind: a name
+/// from this module (`&'static str`) where fsck finds it, a `String` where a report is read
+/// back (`Report<String>`, the CLI's decoding of a daemon's answer).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Problem<K = &'static str> {
+    /// `refcount_drift`, `damaged_data`, …
+    pub kind: K,
     pub message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunk: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pack: Option<u32>,
     pub repaired: bool,
 }
@@ -81,15 +84,16 @@ impl Problem {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Report {
+/// What fsck checked and found; `K` as in [`Problem`].
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Report<K = &'static str> {
     pub scrub: bool,
     pub repair: bool,
     pub extents: u64,
     pub chunks: u64,
     pub packs: u64,
     pub bytes_scrubbed: u64,
-    pub problems: Vec<Problem>,
+    pub problems: Vec<Problem<K>>,
     /// Problems left after repair (the exit status).
     pub unrepaired: u64,
     /// Not problems: space GC will reclaim (garbage left by crashes, dead chunks).

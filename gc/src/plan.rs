@@ -14,7 +14,7 @@ use crate::{io_err, Progress, Result, PAGE};
 use dedupfs_core::ids::{ChunkId, ContainerId, PackId};
 use dedupfs_core::pack::{self, PACK_HEADER_LEN};
 use dedupfs_core::store::{Store, PACKS_DIR};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
@@ -42,7 +42,7 @@ impl Default for Options {
     }
 }
 
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     Keep,
@@ -50,7 +50,7 @@ pub enum Action {
     Delete,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PackPlan {
     pub pack: u32,
     pub size: u64,
@@ -60,11 +60,11 @@ pub struct PackPlan {
     pub action: Action,
     /// Bytes this plan frees in this pack.
     pub reclaim_bytes: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ContainerReclaim {
     pub container: String,
     pub id: u32,
@@ -73,7 +73,7 @@ pub struct ContainerReclaim {
     pub dead_chunks: u64,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Plan {
     pub packs: Vec<PackPlan>,
     pub pack_files: u64,

@@ -16,7 +16,7 @@ use dedupfs_core::pack;
 use dedupfs_core::records::ChunkRec;
 use dedupfs_core::store::{Store, StoreError, PACKS_DIR};
 use parking_lot::Mutex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
@@ -55,7 +55,7 @@ impl Drop for Running {
     }
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Report {
     pub dry_run: bool,
     pub plan: Plan,

@@ -1,13 +1,27 @@
-//! `dedupfs mount`: checks, the background daemon, signals and the FUSE session.
+//! `dedupfs mount`: the background daemon, signals and the FUSE session.
 //!
 //! In the background mode (the default) the command re-executes itself in the foreground
 //! mode as a detached child (new session, stdin from /dev/null, output to the store's log)
 //! and returns once the child reports over a pipe that the mount is live — or prints the
 //! child's error. SIGINT/SIGTERM/SIGHUP unmount cleanly: buffered writes are flushed and
 //! made durable before the process exits.
+//!
+//! Owns the daemon's life: [`mount_background`] (fork and wait for the verdict),
+//! [`mount_foreground`]/`serve` (open, mount, serve, and close in order at the end),
+//! [`mount_another_view`] (a second mount of a served store), the signal thread, and what
+//! the daemon tells whoever waits for it (the ready pipe, systemd). Mount-point checks
+//! are [`crate::mountpoint`], the background work [`crate::background`], `umount`
+//! [`crate::unmount`].
+//!
+//! Invariants: the daemon reports at most once on the ready pipe (`ok`, or `error CODE
+//! MESSAGE`); at the end every holder of the store (background work, control socket,
+//! metrics endpoint, the filesystem core) is stopped before the store is closed, and the
+//! exit report left for `dedupfs umount` says whether everything reached the disk.
 
+use crate::background::Background;
 use crate::fuse::{AdapterOptions, DedupFuse};
 use crate::locate::{self, MountRecord};
+use crate::mountpoint::{bind_mount, check_fuse, check_mountpoint, mount_err};
 use crate::ops;
 use crate::options::MountOpts;
 use crate::{CliError, ExitKind};
@@ -16,57 +30,10 @@ use dedupfs_core::store::{OpenOptions, Store};
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 const READY_FD_ENV: &str = "DEDUPFS_READY_FD";
-
-fn mount_err(msg: String) -> CliError {
-    CliError::new(ExitKind::Mount, msg)
-}
-
-/// A crashed daemon leaves its mount point dead (every access fails with ENOTCONN) until
-/// it is unmounted, so a restart by systemd's `Restart=` or any watcher could not mount
-/// again. A dead mount that is this very store's — its mountinfo source is the store, or
-/// the store's own (stale) registry record names this mount point — is detached, with a
-/// warning; any other dead mount is left for the admin, and `check_mountpoint` names it.
-pub fn clear_own_dead_mount(store: &Path, mnt: &Path) -> Result<(), CliError> {
-    if !crate::helper::is_dead_mount(mnt) {
-        return Ok(());
-    }
-    // No canonicalize: resolving a dead mount point itself fails with ENOTCONN.
-    let abs = std::path::absolute(mnt).unwrap_or_else(|_| mnt.to_path_buf());
-    let Some(m) = locate::mountinfo()
-        .into_iter()
-        .rev()
-        .find(|m| m.mountpoint == abs)
-    else {
-        return Ok(());
-    };
-    let recorded_here = std::fs::read(locate::record_path(store))
-        .ok()
-        .and_then(|raw| serde_json::from_slice::<MountRecord>(&raw).ok())
-        .is_some_and(|r| r.mountpoint == abs && !locate::records().contains(&r));
-    if !(m.fstype.starts_with("fuse") && (Path::new(&m.source) == store || recorded_here)) {
-        return Ok(());
-    }
-    let c = std::ffi::CString::new(abs.as_os_str().as_encoded_bytes())
-        .map_err(|_| mount_err(format!("{}: bad path", abs.display())))?;
-    // SAFETY: c is a valid NUL-terminated path; umount2 does not keep the pointer.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-        return Err(mount_err(format!(
-            "{} is a dead mount of this store (its daemon is gone) and cannot be detached: {}",
-            abs.display(),
-            std::io::Error::last_os_error()
-        )));
-    }
-    log::warn!(
-        "detached the dead mount of {} on {} (its daemon had exited without unmounting)",
-        store.display(),
-        abs.display()
-    );
-    Ok(())
-}
 
 /// Tells systemd (a `Type=notify` unit) how the daemon is doing: `READY=1` once the mount
 /// is live, `STOPPING=1` when it begins to unmount. Nothing without `$NOTIFY_SOCKET`.
@@ -86,67 +53,6 @@ pub fn notify_systemd(state: &str) {
     if let Err(e) = sent {
         log::warn!("cannot notify systemd ({state:?}) at {path:?}: {e}");
     }
-}
-
-/// Checks the mount point: exists, is a directory, is not already a mount.
-pub fn check_mountpoint(mnt: &Path) -> Result<PathBuf, CliError> {
-    match std::fs::metadata(mnt) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            return Err(mount_err(format!(
-                "{} is a dead FUSE mount (transport endpoint is not connected); clean it with `dedupfs umount {}`",
-                mnt.display(),
-                mnt.display()
-            )))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(mount_err(format!("mount point {} does not exist", mnt.display())))
-        }
-        Err(e) => return Err(mount_err(format!("mount point {}: {e}", mnt.display()))),
-        Ok(m) if !m.is_dir() => return Err(mount_err(format!("mount point {} is not a directory", mnt.display()))),
-        Ok(_) => {}
-    }
-    let canon = std::fs::canonicalize(mnt)
-        .map_err(|e| mount_err(format!("mount point {}: {e}", mnt.display())))?;
-    if let Some(m) = locate::mount_at(&canon) {
-        if m.mountpoint == canon {
-            return Err(mount_err(format!(
-                "mount point {} is busy: {} ({}) is already mounted there",
-                canon.display(),
-                m.source,
-                m.fstype
-            )));
-        }
-    }
-    Ok(canon)
-}
-
-/// Checks that FUSE is usable by this process.
-pub fn check_fuse() -> Result<(), CliError> {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/fuse")
-    {
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(mount_err(
-                "no /dev/fuse: load the fuse kernel module (modprobe fuse) or install fuse3".into(),
-            ))
-        }
-        Err(e) => return Err(mount_err(format!("cannot open /dev/fuse: {e}"))),
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        let found = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).any(|d| d.join("fusermount3").is_file()))
-            .unwrap_or(false);
-        if !found {
-            return Err(mount_err(
-                "fusermount3 not found in PATH: install fuse3 (apt-get install fuse3)".into(),
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// Blocks the termination signals in this thread and every thread it starts, so that one
@@ -244,56 +150,6 @@ fn session_threads(opts: &MountOpts) -> usize {
         .map(|n| n.get())
         .unwrap_or(2);
     opts.threads.unwrap_or((n * 2).clamp(4, 16))
-}
-
-/// Bind-mounts `src` on `target`, then makes the bind read-only if asked (the kernel then
-/// refuses writes before they reach the daemon). On a failure nothing stays mounted.
-pub fn bind_mount(src: &Path, target: &Path, read_only: bool) -> Result<(), CliError> {
-    let c = |p: &Path| {
-        std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
-            .map_err(|_| mount_err(format!("{}: path contains NUL", p.display())))
-    };
-    let (s, t) = (c(src)?, c(target)?);
-    // SAFETY: both paths are NUL-terminated and outlive the call; no data argument.
-    let rc = unsafe {
-        libc::mount(
-            s.as_ptr(),
-            t.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        )
-    };
-    if rc != 0 {
-        return Err(mount_err(format!(
-            "bind mount of {} on {}: {}",
-            src.display(),
-            target.display(),
-            std::io::Error::last_os_error()
-        )));
-    }
-    if read_only {
-        // SAFETY: as above; a remount of the bind just made.
-        let rc = unsafe {
-            libc::mount(
-                std::ptr::null(),
-                t.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            let e = std::io::Error::last_os_error();
-            // SAFETY: t is NUL-terminated; umount2 does not keep the pointer.
-            unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
-            return Err(mount_err(format!(
-                "could not make {} read-only: {e}",
-                target.display()
-            )));
-        }
-    }
-    Ok(())
 }
 
 /// `dedupfs mount` in the background: start the daemon and wait for its verdict.
@@ -663,90 +519,6 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
     }
 }
 
-/// The daemon's own background work (retention, the idle cleaner), stopped and joined at
-/// unmount so that nothing still holds the store when it is closed.
-struct Background {
-    /// Set to stop; the condvar wakes sleepers at once. Lock order: a leaf.
-    stop: Arc<(parking_lot::Mutex<bool>, parking_lot::Condvar)>,
-    cancel: Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-}
-
-impl Background {
-    fn start(store: &Arc<Store>, opts: &MountOpts) -> Background {
-        let stop = Arc::new((parking_lot::Mutex::new(false), parking_lot::Condvar::new()));
-        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut threads = Vec::new();
-        // Retention runs on its own: at mount, then every prune_interval.
-        if !opts.prune_interval.is_zero() && !opts.read_only {
-            let (st, every, stop) = (store.clone(), opts.prune_interval, stop.clone());
-            match std::thread::Builder::new()
-                .name("retention".into())
-                .spawn(move || loop {
-                    for (name, r) in dedupfs_snapshot::retention::prune_all(&st) {
-                        match r {
-                            Ok(rep) if rep.pruned_versions > 0 => log::info!(
-                                "retention of '{name}': pruned {} versions; {} bytes reclaimable in the store",
-                                rep.pruned_versions,
-                                rep.store_reclaimable_bytes
-                            ),
-                            Ok(_) => {}
-                            Err(e) => log::warn!("retention of '{name}': {e}"),
-                        }
-                    }
-                    if Self::wait(&stop, every) {
-                        return;
-                    }
-                }) {
-                Ok(t) => threads.push(t),
-                Err(e) => log::error!("retention thread not started: {e}"),
-            }
-        }
-        // The cleaner: garbage collection once the store has been idle for gc_idle.
-        if !opts.gc_idle.is_zero() && !opts.read_only {
-            let (st, idle, grace) = (store.clone(), opts.gc_idle, opts.gc_grace);
-            let (stop, cancel) = (stop.clone(), cancel.clone());
-            match std::thread::Builder::new()
-                .name("gc".into())
-                .spawn(move || idle_gc(&st, idle, grace, &stop, cancel))
-            {
-                Ok(t) => threads.push(t),
-                Err(e) => log::error!("idle cleaner not started: {e}"),
-            }
-        }
-        Background {
-            stop,
-            cancel,
-            threads,
-        }
-    }
-
-    /// Sleeps for `d`; true when asked to stop (at once, not after `d`).
-    fn wait(
-        stop: &(parking_lot::Mutex<bool>, parking_lot::Condvar),
-        d: std::time::Duration,
-    ) -> bool {
-        let deadline = std::time::Instant::now() + d;
-        let mut g = stop.0.lock();
-        while !*g {
-            if stop.1.wait_until(&mut g, deadline).timed_out() {
-                break;
-            }
-        }
-        *g
-    }
-
-    fn stop(self) {
-        *self.stop.0.lock() = true;
-        self.stop.1.notify_all();
-        self.cancel
-            .store(true, std::sync::atomic::Ordering::Release);
-        for t in self.threads {
-            let _ = t.join();
-        }
-    }
-}
-
 fn fuse_config(opts: &MountOpts, store_root: &Path) -> fuser::Config {
     use fuser::MountOption as M;
     let mut mo = vec![
@@ -792,206 +564,4 @@ fn fuse_config(opts: &MountOpts, store_root: &Path) -> fuser::Config {
     c.n_threads = Some(session_threads(opts));
     c.clone_fd = true;
     c
-}
-
-/// Runs GC whenever no commit has happened for `idle` and there is space to reclaim; at most
-/// once per idle period. Returns when asked to stop.
-fn idle_gc(
-    store: &Store,
-    idle: std::time::Duration,
-    grace: std::time::Duration,
-    stop: &(parking_lot::Mutex<bool>, parking_lot::Condvar),
-    cancel: Arc<std::sync::atomic::AtomicBool>,
-) {
-    let tick = (idle / 4).clamp(
-        std::time::Duration::from_millis(200),
-        std::time::Duration::from_secs(60),
-    );
-    let mut head = store.committer.head();
-    let mut quiet_since = std::time::Instant::now();
-    loop {
-        if Background::wait(stop, tick) {
-            return;
-        }
-        let now = store.committer.head();
-        if now != head {
-            head = now;
-            quiet_since = std::time::Instant::now();
-            continue;
-        }
-        if quiet_since.elapsed() < idle {
-            continue;
-        }
-        quiet_since = std::time::Instant::now();
-        let (reclaimable, pack_bytes) = match dedupfs_core::stats::store_stats(store) {
-            Ok(s) => (s.reclaimable_bytes, s.pack_bytes),
-            Err(e) => {
-                log::warn!("background gc: cannot read the store's figures: {e}");
-                continue;
-            }
-        };
-        let condemned = match dedupfs_gc::state::condemned(store) {
-            Ok(c) => !c.is_empty(),
-            Err(e) => {
-                log::warn!("background gc: {e}");
-                continue;
-            }
-        };
-        if !condemned && reclaimable < (1u64 << 20).max(pack_bytes / 100) {
-            continue;
-        }
-        log::info!(
-            "store idle for {} s with {reclaimable} bytes reclaimable: collecting garbage",
-            idle.as_secs()
-        );
-        let opts = dedupfs_gc::plan::Options {
-            grace,
-            cancel: Some(cancel.clone()),
-            ..Default::default()
-        };
-        let t0 = std::time::Instant::now();
-        let r = dedupfs_gc::sweep::run(store, &opts, &mut |_, _, _| {});
-        match &r {
-            Ok(_) => {}
-            Err(dedupfs_gc::GcError::Busy) => continue,
-            Err(dedupfs_gc::GcError::Cancelled) => return,
-            Err(e) => log::warn!("background gc: {e}"),
-        }
-        if let Err(e) =
-            dedupfs_gc::state::record_run(store, dedupfs_gc::sweep::run_record(&r, t0, true))
-        {
-            log::warn!("background gc: cannot record the run: {e}");
-        }
-        head = store.committer.head();
-    }
-}
-
-/// `dedupfs umount`: unmount and wait for the daemon to release the store.
-pub fn umount(mnt: &Path, lazy: bool, timeout_secs: u64) -> Result<(), CliError> {
-    let info = locate::mount_at(mnt)
-        .filter(|m| {
-            let canon = std::fs::canonicalize(mnt).unwrap_or_else(|_| mnt.to_path_buf());
-            m.mountpoint == canon || m.mountpoint == mnt
-        })
-        .ok_or_else(|| mount_err(format!("{} is not mounted", mnt.display())))?;
-    if !info.is_dedupfs() {
-        return Err(mount_err(format!(
-            "{} is not a dedupfs mount (it is {} from {}); use umount(8) for it",
-            info.mountpoint.display(),
-            info.fstype,
-            info.source
-        )));
-    }
-    let target = info.mountpoint.clone();
-    // The daemon recorded for exactly this mount point and device; else (another view of
-    // the mount, its recorded point unmounted) the one recorded for this device.
-    let recs = locate::records();
-    let rec = recs
-        .iter()
-        .find(|m| m.mountpoint == target && (m.dev.is_empty() || m.dev == info.dev))
-        .or_else(|| recs.iter().find(|m| !m.dev.is_empty() && m.dev == info.dev))
-        .cloned();
-    let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|_| mount_err("bad path".into()))?;
-    // SAFETY: geteuid has no preconditions; umount2 gets a NUL-terminated path.
-    let rc = if unsafe { libc::geteuid() } == 0 {
-        unsafe { libc::umount2(c.as_ptr(), if lazy { libc::MNT_DETACH } else { 0 }) }
-    } else {
-        let mut cmd = std::process::Command::new("fusermount3");
-        cmd.arg("-u");
-        if lazy {
-            cmd.arg("-z");
-        }
-        let st = cmd
-            .arg(&target)
-            .status()
-            .map_err(|e| mount_err(format!("fusermount3: {e}")))?;
-        if st.success() {
-            0
-        } else {
-            -1
-        }
-    };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::EBUSY) {
-            return Err(mount_err(format!(
-                "{} is busy (files are open); close them or use --lazy",
-                target.display()
-            )));
-        }
-        return Err(mount_err(format!(
-            "unmounting {} failed: {e}",
-            target.display()
-        )));
-    }
-    if let Some(r) = rec.filter(|r| !locate::any_view_of(&r.dev)) {
-        // The daemon flushes and syncs after the kernel lets go (once no other view of the
-        // mount is left); wait for it to finish, then say how that went.
-        let limit = (timeout_secs > 0).then(|| std::time::Duration::from_secs(timeout_secs));
-        if !wait_exit(r.pid, limit) {
-            return Err(CliError::new(
-                ExitKind::Failed,
-                format!(
-                    "daemon {} did not exit within {timeout_secs} s (still flushing? it goes \
-                     on; `dedupfs status`, STORE/dedupfs.log)",
-                    r.pid
-                ),
-            ));
-        }
-        let path = locate::exit_report_path(&r.store);
-        let report: Option<locate::ExitReport> = std::fs::read(&path)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .filter(|x: &locate::ExitReport| x.pid == r.pid);
-        let _ = std::fs::remove_file(&path);
-        return match report {
-            Some(x) if x.clean => Ok(()),
-            Some(x) => Err(CliError::new(
-                ExitKind::Failed,
-                format!(
-                    "{} was unmounted, but {}",
-                    target.display(),
-                    x.message
-                        .unwrap_or_else(|| "the daemon reported a failure".into())
-                ),
-            )),
-            None => Err(CliError::new(
-                ExitKind::Failed,
-                format!(
-                    "{} was unmounted, but the daemon (pid {}) exited without saying whether \
-                     everything reached the disk; see {}",
-                    target.display(),
-                    r.pid,
-                    r.store.join("dedupfs.log").display()
-                ),
-            )),
-        };
-    }
-    Ok(())
-}
-
-/// Waits for process `pid` to exit (true), or for `timeout` (false).
-/// Waits for process `pid` to exit, at most `timeout` (`None`: as long as it runs).
-pub fn wait_exit(pid: u32, timeout: Option<std::time::Duration>) -> bool {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) } as RawFd;
-    if fd < 0 {
-        return true; // no such process
-    }
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: pfd is a valid pollfd for the duration of the call; fd is closed after.
-    let n = unsafe {
-        libc::poll(
-            &mut pfd,
-            1,
-            timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as i32),
-        )
-    };
-    unsafe { libc::close(fd) };
-    n > 0
 }

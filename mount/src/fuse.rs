@@ -75,12 +75,12 @@ impl Filesystem for DedupFuse {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
-        let _m = metered(metrics::op("forget"));
+        let _m = metered(const { metrics::op("forget") });
         self.known.forget(ino.0, nlookup);
     }
 
     fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let _m = metered(metrics::op("lookup"));
+        let _m = metered(const { metrics::op("lookup") });
         self.entry(
             reply,
             self.fs
@@ -89,7 +89,7 @@ impl Filesystem for DedupFuse {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        let _m = metered(metrics::op("getattr"));
+        let _m = metered(const { metrics::op("getattr") });
         match self.fs.getattr(self.core(ino)) {
             Ok(a) => reply.attr(&self.ttls(a.node).0, &self.attr(&a)),
             Err(e) => reply.error(err(&e)),
@@ -114,7 +114,7 @@ impl Filesystem for DedupFuse {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let _m = metered(metrics::op("setattr"));
+        let _m = metered(const { metrics::op("setattr") });
         let set = SetAttr {
             mode,
             uid,
@@ -132,7 +132,7 @@ impl Filesystem for DedupFuse {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        let _m = metered(metrics::op("readlink"));
+        let _m = metered(const { metrics::op("readlink") });
         match self.fs.readlink(self.core(ino)) {
             Ok(t) => reply.data(&t),
             Err(e) => reply.error(err(&e)),
@@ -149,7 +149,7 @@ impl Filesystem for DedupFuse {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let _m = metered(metrics::op("mknod"));
+        let _m = metered(const { metrics::op("mknod") });
         self.entry(
             reply,
             self.fs.mknod(
@@ -171,7 +171,7 @@ impl Filesystem for DedupFuse {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let _m = metered(metrics::op("mkdir"));
+        let _m = metered(const { metrics::op("mkdir") });
         self.entry(
             reply,
             self.fs.mkdir(
@@ -184,7 +184,7 @@ impl Filesystem for DedupFuse {
     }
 
     fn unlink(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _m = metered(metrics::op("unlink"));
+        let _m = metered(const { metrics::op("unlink") });
         Self::empty(
             reply,
             self.fs
@@ -193,7 +193,7 @@ impl Filesystem for DedupFuse {
     }
 
     fn rmdir(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _m = metered(metrics::op("rmdir"));
+        let _m = metered(const { metrics::op("rmdir") });
         Self::empty(
             reply,
             self.fs.rmdir(&ctx(req), self.core(parent), name.as_bytes()),
@@ -208,7 +208,7 @@ impl Filesystem for DedupFuse {
         target: &Path,
         reply: ReplyEntry,
     ) {
-        let _m = metered(metrics::op("symlink"));
+        let _m = metered(const { metrics::op("symlink") });
         self.entry(
             reply,
             self.fs.symlink(
@@ -230,7 +230,7 @@ impl Filesystem for DedupFuse {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        let _m = metered(metrics::op("rename"));
+        let _m = metered(const { metrics::op("rename") });
         if flags.contains(RenameFlags::RENAME_WHITEOUT) {
             return reply.error(Errno::from_i32(libc::EINVAL));
         }
@@ -259,7 +259,7 @@ impl Filesystem for DedupFuse {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let _m = metered(metrics::op("link"));
+        let _m = metered(const { metrics::op("link") });
         self.entry(
             reply,
             self.fs.link(
@@ -272,7 +272,7 @@ impl Filesystem for DedupFuse {
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let _m = metered(metrics::op("open"));
+        let _m = metered(const { metrics::op("open") });
         let f = core::OpenFlags::from_libc(flags.0);
         match self.fs.open(&ctx(req), self.core(ino), f) {
             Ok(fh) => {
@@ -298,7 +298,7 @@ impl Filesystem for DedupFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let _m = metered(metrics::op("read"));
+        let _m = metered(const { metrics::op("read") });
         match self.fs.read(self.core(ino), fh.0, offset, size) {
             Ok(d) => {
                 metrics::READ_BYTES.add(d.len() as u64);
@@ -320,7 +320,7 @@ impl Filesystem for DedupFuse {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let _m = metered(metrics::op("write"));
+        let _m = metered(const { metrics::op("write") });
         if write_flags.contains(WriteFlags::FUSE_WRITE_KILL_SUIDGID) {
             if let Err(e) = self.drop_privileges(req, ino) {
                 return reply.error(err(&e));
@@ -343,7 +343,7 @@ impl Filesystem for DedupFuse {
         _lock_owner: LockOwner,
         reply: ReplyEmpty,
     ) {
-        let _m = metered(metrics::op("flush"));
+        let _m = metered(const { metrics::op("flush") });
         Self::empty(reply, self.fs.flush(self.core(ino), fh.0))
     }
 
@@ -357,7 +357,7 @@ impl Filesystem for DedupFuse {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        let _m = metered(metrics::op("release"));
+        let _m = metered(const { metrics::op("release") });
         Self::empty(reply, self.fs.release(fh.0))
     }
 
@@ -369,12 +369,12 @@ impl Filesystem for DedupFuse {
         datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _m = metered(metrics::op("fsync"));
+        let _m = metered(const { metrics::op("fsync") });
         Self::empty(reply, self.fs.fsync(self.core(ino), fh.0, datasync))
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let _m = metered(metrics::op("opendir"));
+        let _m = metered(const { metrics::op("opendir") });
         match self.fs.opendir(self.core(ino)) {
             Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
             Err(e) => reply.error(err(&e)),
@@ -389,7 +389,7 @@ impl Filesystem for DedupFuse {
         offset: u64,
         mut reply: ReplyDirectory,
     ) {
-        let _m = metered(metrics::op("readdir"));
+        let _m = metered(const { metrics::op("readdir") });
         let r = self.fs.readdir(self.core(ino), fh.0, offset, |e| {
             reply.add(
                 INodeNo(self.kernel(e.node)),
@@ -416,7 +416,7 @@ impl Filesystem for DedupFuse {
         offset: u64,
         mut reply: ReplyDirectoryPlus,
     ) {
-        let _m = metered(metrics::op("readdirplus"));
+        let _m = metered(const { metrics::op("readdirplus") });
         let mut added = 0usize;
         let mut failed = None;
         // Entries of a virtual directory (bookmarks, snapshots) vanish without a notice to
@@ -472,7 +472,7 @@ impl Filesystem for DedupFuse {
         _flags: OpenFlags,
         reply: ReplyEmpty,
     ) {
-        let _m = metered(metrics::op("releasedir"));
+        let _m = metered(const { metrics::op("releasedir") });
         self.fs.releasedir(fh.0);
         reply.ok();
     }
@@ -485,12 +485,12 @@ impl Filesystem for DedupFuse {
         _datasync: bool,
         reply: ReplyEmpty,
     ) {
-        let _m = metered(metrics::op("fsyncdir"));
+        let _m = metered(const { metrics::op("fsyncdir") });
         Self::empty(reply, self.fs.fsyncdir(self.core(ino)))
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
-        let _m = metered(metrics::op("statfs"));
+        let _m = metered(const { metrics::op("statfs") });
         match self.fs.statfs() {
             Ok(s) => reply.statfs(
                 s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize,
@@ -509,7 +509,7 @@ impl Filesystem for DedupFuse {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        let _m = metered(metrics::op("setxattr"));
+        let _m = metered(const { metrics::op("setxattr") });
         let node = self.core(ino);
         // Setting an access ACL clears setgid unless the caller is privileged or in the
         // file's group (the kernel's rule; it would say so only with SETXATTR_EXT).
@@ -527,7 +527,7 @@ impl Filesystem for DedupFuse {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
-        let _m = metered(metrics::op("getxattr"));
+        let _m = metered(const { metrics::op("getxattr") });
         Self::xattr_reply(
             reply,
             size,
@@ -536,7 +536,7 @@ impl Filesystem for DedupFuse {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        let _m = metered(metrics::op("listxattr"));
+        let _m = metered(const { metrics::op("listxattr") });
         let list = self.fs.listxattr(self.core(ino)).map(|names| {
             let mut out = Vec::new();
             for n in names {
@@ -549,12 +549,12 @@ impl Filesystem for DedupFuse {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let _m = metered(metrics::op("removexattr"));
+        let _m = metered(const { metrics::op("removexattr") });
         Self::empty(reply, self.fs.removexattr(self.core(ino), name.as_bytes()))
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, _mask: AccessFlags, reply: ReplyEmpty) {
-        let _m = metered(metrics::op("access"));
+        let _m = metered(const { metrics::op("access") });
         // Permissions are enforced by the kernel (default_permissions); only existence here.
         Self::empty(reply, self.fs.getattr(self.core(ino)).map(|_| ()))
     }
@@ -569,7 +569,7 @@ impl Filesystem for DedupFuse {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let _m = metered(metrics::op("create"));
+        let _m = metered(const { metrics::op("create") });
         match self.fs.create(
             &ctx_umask(req, umask),
             self.core(parent),
@@ -601,7 +601,7 @@ impl Filesystem for DedupFuse {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let _m = metered(metrics::op("fallocate"));
+        let _m = metered(const { metrics::op("fallocate") });
         let keep = mode & libc::FALLOC_FL_KEEP_SIZE != 0;
         let rest = mode & !libc::FALLOC_FL_KEEP_SIZE;
         let m = match rest {
@@ -632,7 +632,7 @@ impl Filesystem for DedupFuse {
         whence: i32,
         reply: ReplyLseek,
     ) {
-        let _m = metered(metrics::op("lseek"));
+        let _m = metered(const { metrics::op("lseek") });
         let w = match whence {
             libc::SEEK_DATA => SeekWhence::Data,
             libc::SEEK_HOLE => SeekWhence::Hole,
@@ -661,7 +661,7 @@ impl Filesystem for DedupFuse {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        let _m = metered(metrics::op("copy_file_range"));
+        let _m = metered(const { metrics::op("copy_file_range") });
         let len = len.min(u32::MAX as u64 & !0xfff);
         match self.fs.copy_file_range(
             self.core(ino_in),

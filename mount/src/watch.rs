@@ -7,10 +7,12 @@
 //! of JSON. The loop ends with an error as soon as a refresh fails (store unmounted, daemon
 //! gone), naming why.
 
+use crate::cmd::store_cmd;
 use crate::ops::Request;
 use crate::output::size;
+use crate::print::stats as report;
 use crate::protocol::{decode, StoreReport};
-use crate::{report, store_cmd, CliError, ExitKind};
+use crate::{CliError, ExitKind};
 use dedupfs_core::stats::ContainerStats;
 use std::io::IsTerminal;
 use std::path::Path;

@@ -19,7 +19,7 @@ use dedupfs_core::ids::Ino;
 use dedupfs_core::records::{FileKind, InodeRec};
 use dedupfs_core::store::Store;
 use dedupfs_core::tree;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 /// Whether two versions of a path are the same for conflict purposes: type, size, mode,
@@ -69,13 +69,13 @@ fn same_for_conflicts(
     Ok(true)
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct Conflict {
     pub path: String,
     pub reason: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct ApplyReport {
     pub snapshot: String,
     pub onto: String,
@@ -86,7 +86,8 @@ pub struct ApplyReport {
     pub forced: Vec<Conflict>,
     pub bytes_copied: u64,
     /// The target's view number and the (directory node, name) of every path changed, for
-    /// the caller to drop what the kernel caches of them.
+    /// the caller to drop what the kernel caches of them. Not part of the answer (a
+    /// decoded report has neither).
     #[serde(skip)]
     pub target_view: u32,
     #[serde(skip)]
@@ -416,7 +417,7 @@ pub fn apply(
                     report.bytes_copied += copy_tree(fs, from, parent, &name)?;
                 } else {
                     let to = fs.lookup(&Ctx::root(), parent, &name)?.node;
-                    match ch.file_type {
+                    match &*ch.file_type {
                         "file" => {
                             // Over a changed target only whole files are exact.
                             let ranges = if forced { None } else { ch.ranges.as_deref() };

@@ -14,10 +14,11 @@ use dedupfs_core::mvcc::ReadPoint;
 use dedupfs_core::records::{DirentRec, FileKind, InodeRec};
 use dedupfs_core::store::Store;
 use dedupfs_core::tree;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ChangeKind {
     Added,
@@ -25,16 +26,16 @@ pub enum ChangeKind {
     Modified,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Change {
     /// Path inside the container, starting with '/'.
     pub path: String,
     pub kind: ChangeKind,
-    /// "file", "dir", "symlink", …
-    pub file_type: &'static str,
+    /// "file", "dir", "symlink" or "special" ([`type_name`]; owned when read back).
+    pub file_type: Cow<'static, str>,
     /// For modified regular files: the byte ranges [start, end) whose content differs;
     /// `None` when the whole file is to be taken (added, replaced, truncated to zero).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ranges: Option<Vec<(u64, u64)>>,
     /// Sizes before and after (regular files).
     pub size_before: u64,
@@ -207,7 +208,7 @@ fn walk(
         let change = |kind, rec: &InodeRec, before: u64, after: u64| Change {
             path: p.clone(),
             kind,
-            file_type: type_name(rec.kind),
+            file_type: type_name(rec.kind).into(),
             ranges: None,
             size_before: before,
             size_after: after,

@@ -22,7 +22,7 @@ use dedupfs_core::ids::{BranchId, Ino, Version};
 use dedupfs_core::points::{format_time, parse_duration};
 use dedupfs_core::records::Timestamp;
 use dedupfs_core::store::Store;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -117,7 +117,7 @@ impl Policy {
 }
 
 /// What `retention show` and `retention prune` report.
-#[derive(Debug, Serialize, Default)]
+#[derive(Debug, Serialize, Deserialize, Default)]
 pub struct RetentionReport {
     pub container: String,
     pub policy: Option<String>,
@@ -135,7 +135,7 @@ pub struct RetentionReport {
     pub bookmarks_removed: Vec<String>,
     /// Pack bytes only this container's history references (nothing live reads them), as
     /// GC's last run found them: what pruning could release. Absent before GC ever ran.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_held_bytes: Option<u64>,
     /// Pack bytes GC can reclaim now in the whole store (not this container's alone:
     /// chunks are shared, so freed space belongs to the store).

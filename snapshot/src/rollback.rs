@@ -16,17 +16,18 @@ use dedupfs_core::fs::FsCore;
 use dedupfs_core::ids::Version;
 use dedupfs_core::points::{self, format_time};
 use dedupfs_core::store::Store;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct RollbackOutcome {
     pub container: String,
     /// What it was rolled back to.
     pub to: String,
     pub to_version: u64,
     pub dry_run: bool,
-    /// The read-only snapshot holding the state just before the rollback.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The read-only snapshot holding the state just before the rollback (none for a dry
+    /// run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undo_snapshot: Option<String>,
     pub added: usize,
     pub removed: usize,

@@ -32,16 +32,16 @@ impl ChunkStore {
 
     /// Whether a writer holds `id` until its commit (call with the GC gate held).
     pub fn is_held(&self, id: ChunkId) -> bool {
-        self.pending.lock().contains_key(&id)
+        self.pending.state(id).is_some()
     }
 
     /// Packs holding chunks stored by writers that have not committed them yet (call with
     /// the GC gate held): GC must leave them alone.
     pub fn packs_with_pending(&self) -> std::collections::HashSet<PackId> {
         self.pending
-            .lock()
-            .values()
-            .filter_map(|p| p.stored.map(|s| s.loc.pack))
+            .stored_all()
+            .into_iter()
+            .map(|s| s.loc.pack)
             .collect()
     }
 

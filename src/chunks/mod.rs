@@ -10,7 +10,9 @@
 //! - An index entry exists only for bytes already written to a pack.
 //! - `refs` counts extent records (of every kept version) that name the chunk.
 //! - A chunk prepared but not yet committed is in `pending`, so a concurrent writer of the
-//!   same content reuses it instead of storing it twice. A chunk a writer deduplicated
+//!   same content reuses it instead of storing it twice (the claim protocol of `pending`
+//!   and `prepare`: one writer claims, appends and publishes, the others join and wait).
+//!   A chunk a writer deduplicated
 //!   against is held in `pending` too, until its commit, so garbage collection cannot delete
 //!   it between the lookup and the commit that references it.
 //! - Garbage collection changes the index only while holding the GC gate exclusively, and
@@ -26,8 +28,8 @@ use crate::commit::Commit;
 use crate::ids::{ChunkId, ContainerId, PackId};
 use crate::keys;
 use crate::kv::{Cf, Kv, KvError, Txn};
-use crate::pack::{PackError, PackReader, PackWriter, RecordLoc, RECORD_HEADER_LEN};
-use crate::records::{ChunkRec, FrameSlot, COMPRESSION_FRAME, COMPRESSION_NONE, COMPRESSION_ZSTD};
+use crate::pack::{PackError, PackReader, PackWriter, RecordLoc};
+use crate::records::{ChunkRec, FrameSlot};
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -53,6 +55,11 @@ pub enum ChunkError {
     BadIndex { chunk: ChunkId, reason: String },
     #[error("chunk {chunk} vanished before its first reference was committed")]
     Vanished { chunk: ChunkId },
+    #[error(
+        "chunk {chunk} was being stored by another write that failed; this write is kept \
+         buffered and retried"
+    )]
+    StoredElsewhereFailed { chunk: ChunkId },
     #[error("two different chunks hash to {chunk} (verify_dedup caught a collision)")]
     Collision { chunk: ChunkId },
     #[error(
@@ -84,11 +91,14 @@ pub type ChunkData = Arc<Vec<u8>>;
 
 mod compression;
 mod maintenance;
+pub mod pending;
+mod prepare;
 mod read;
 
 pub use compression::Compression;
-use compression::{compress, encode_frame};
 pub use maintenance::{Move, Placement};
+pub use pending::PendingClaim;
+pub use prepare::NewChunk;
 
 /// What `prepare` found or did for one chunk.
 #[derive(Clone, Copy, Debug)]
@@ -105,89 +115,6 @@ struct Stored {
     encoding: u8,
     next: Option<(ChunkId, u32)>,
     frame: Option<FrameSlot>,
-}
-
-/// How `prepare` stores a run of new chunks: one record each, or one frame for all.
-enum Encoded {
-    /// Per chunk: its encoding and compressed bytes (`None`: stored raw).
-    Singles(Vec<(u8, Option<Vec<u8>>)>),
-    /// The payload of one frame holding every chunk of the run.
-    Frame(Vec<u8>),
-}
-
-/// Splits the chunks to store (in the order they are written) into runs: consecutive
-/// compressible chunks are framed together up to [`compression::FRAME_TARGET`] bytes;
-/// a chunk that looks incompressible is a run of its own (stored raw).
-fn runs(chunks: &[NewChunk<'_>], compression: Compression) -> Vec<std::ops::Range<usize>> {
-    let mut out = Vec::new();
-    if matches!(compression, Compression::Off | Compression::ZstdChunk(_)) {
-        return (0..chunks.len()).map(|i| i..i + 1).collect();
-    }
-    let (mut start, mut bytes) = (0, 0usize);
-    for (i, c) in chunks.iter().enumerate() {
-        if compression::looks_incompressible(c.data) {
-            if start < i {
-                out.push(start..i);
-            }
-            out.push(i..i + 1);
-            (start, bytes) = (i + 1, 0);
-            continue;
-        }
-        bytes += c.data.len();
-        if bytes >= compression::FRAME_TARGET || i + 1 - start >= compression::FRAME_MAX_MEMBERS {
-            out.push(start..i + 1);
-            (start, bytes) = (i + 1, 0);
-        }
-    }
-    if start < chunks.len() {
-        out.push(start..chunks.len());
-    }
-    out
-}
-
-fn encode_run(run: &[NewChunk<'_>], compression: Compression) -> Encoded {
-    let level = match compression {
-        Compression::Off => return Encoded::Singles(vec![(COMPRESSION_NONE, None); run.len()]),
-        Compression::Zstd(l) | Compression::ZstdChunk(l) => l,
-    };
-    if run.len() > 1 {
-        let members: Vec<(ChunkId, &[u8])> = run.iter().map(|c| (c.id, c.data)).collect();
-        return match encode_frame(&members, level) {
-            Some(p) => Encoded::Frame(p),
-            None => Encoded::Singles(vec![(COMPRESSION_NONE, None); run.len()]),
-        };
-    }
-    Encoded::Singles(
-        run.iter()
-            .map(|c| match compress(c.data, level) {
-                Some(z) => (COMPRESSION_ZSTD, Some(z)),
-                None => (COMPRESSION_NONE, None),
-            })
-            .collect(),
-    )
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Pending {
-    /// Where a writer stored the chunk; `None` for a hold on a chunk already indexed.
-    stored: Option<Stored>,
-    users: u32,
-}
-
-/// A chunk handed to [`ChunkStore::prepare`]: identity, content, and the chunk that follows
-/// it in the data being written (remembered as its successor if the chunk is new).
-#[derive(Clone, Copy, Debug)]
-pub struct NewChunk<'a> {
-    pub id: ChunkId,
-    pub data: &'a [u8],
-    pub next: Option<(ChunkId, u32)>,
-}
-
-/// A set of chunks held pending by one writer until its commit (or failure) releases them.
-#[must_use]
-#[derive(Default, Debug)]
-pub struct PendingClaim {
-    ids: Vec<ChunkId>,
 }
 
 /// Changes of store-wide and per-container counters made by a commit.
@@ -261,9 +188,9 @@ pub struct ChunkStore {
     reader: PackReader,
     cache: ChunkCache,
     hasher: ChunkHasher,
-    /// Chunks stored or deduplicated against and not yet committed (see the module doc).
-    /// Protects: the map. Lock order: a leaf (taken under the GC gate and the commit lock).
-    pending: Mutex<HashMap<ChunkId, Pending>>,
+    /// Chunks stored or deduplicated against and not yet committed (see `pending`; its
+    /// lock is a leaf, taken under the GC gate and the commit lock).
+    pending: pending::PendingTable<Stored>,
     /// Writers hold it shared from a lookup to its hold (and from an append to its
     /// `pending` entry); GC holds it exclusively across its index commits. Protects: no
     /// data, the protocol. Lock order: before the commit lock, after a file's flush lock.
@@ -328,7 +255,7 @@ impl ChunkStore {
             reader,
             cache: ChunkCache::new(cache_bytes),
             hasher,
-            pending: Mutex::new(HashMap::new()),
+            pending: pending::PendingTable::new(),
             gc_gate: RwLock::new(()),
             verify_dedup,
         }
@@ -359,186 +286,6 @@ impl ChunkStore {
                     chunk: id,
                     reason: e.to_string(),
                 }),
-        }
-    }
-
-    /// Makes every chunk of `chunks` (id and content) present in a pack, storing those the
-    /// store does not hold yet. The returned claim must be released with [`Self::release`]
-    /// after the commit that references them (whether it succeeded or not).
-    pub fn prepare(
-        &self,
-        chunks: &[NewChunk<'_>],
-        compression: Compression,
-        threads: usize,
-    ) -> Result<PendingClaim, ChunkError> {
-        let mut claim = PendingClaim::default();
-        let mut to_store: Vec<NewChunk<'_>> = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let gate = self.gc_gate.read();
-        for &NewChunk { id, data, next } in chunks {
-            if !seen.insert(id) {
-                continue;
-            }
-            {
-                let mut p = self.pending.lock();
-                if let Some(e) = p.get_mut(&id) {
-                    e.users += 1;
-                    claim.ids.push(id);
-                    continue;
-                }
-            }
-            let found = match self.lookup(id) {
-                Ok(f) => f,
-                Err(e) => {
-                    drop(gate);
-                    self.release(claim);
-                    return Err(e);
-                }
-            };
-            if let Some(rec) = found {
-                if self.verify_dedup {
-                    let same = self.read_rec(id, &rec).map(|d| d.as_ref() == data);
-                    if !matches!(same, Ok(true)) {
-                        drop(gate);
-                        self.release(claim);
-                        return Err(same.err().unwrap_or(ChunkError::Collision { chunk: id }));
-                    }
-                }
-                // Hold it until the commit: GC must not delete what we are about to reference.
-                self.pending
-                    .lock()
-                    .entry(id)
-                    .or_insert(Pending {
-                        stored: None,
-                        users: 0,
-                    })
-                    .users += 1;
-                claim.ids.push(id);
-                continue;
-            }
-            to_store.push(NewChunk { id, data, next });
-        }
-        drop(gate);
-        let all_bytes: usize = chunks.iter().map(|c| c.data.len()).sum();
-        // Raw bytes of the chunks this call stored itself (not those another writer stored
-        // while this one compressed them: those were deduplicated after all).
-        let mut new_bytes = 0usize;
-        let runs = runs(&to_store, compression);
-        let encoded: Vec<Encoded> = parallel_map(&runs, threads, |r| {
-            encode_run(&to_store[r.clone()], compression)
-        });
-        let result = (|| {
-            let _gate = self.gc_gate.read();
-            for (run, enc) in runs.iter().zip(encoded) {
-                let run = &to_store[run.clone()];
-                match enc {
-                    Encoded::Singles(list) => {
-                        for (c, (encoding, comp)) in run.iter().zip(list) {
-                            let stored: &[u8] = comp.as_deref().unwrap_or(c.data);
-                            if self.join_pending(c.id, &mut claim) {
-                                continue;
-                            }
-                            let (loc, _) =
-                                self.writer
-                                    .append(c.id, encoding, c.data.len() as u32, stored)?;
-                            new_bytes += c.data.len();
-                            self.hold_stored(
-                                c,
-                                Stored {
-                                    loc,
-                                    stored_len: stored.len() as u32,
-                                    raw_len: c.data.len() as u32,
-                                    encoding,
-                                    next: c.next,
-                                    frame: None,
-                                },
-                                &mut claim,
-                            );
-                        }
-                    }
-                    Encoded::Frame(payload) => {
-                        let raw: u32 = run.iter().map(|c| c.data.len() as u32).sum();
-                        let (loc, _) =
-                            self.writer
-                                .append(run[0].id, COMPRESSION_FRAME, raw, &payload)?;
-                        let raws: Vec<u32> = run.iter().map(|c| c.data.len() as u32).collect();
-                        let shares = compression::frame_shares(
-                            RECORD_HEADER_LEN + payload.len() as u64,
-                            &raws,
-                        );
-                        let mut at = 0u32;
-                        for (c, share) in run.iter().zip(shares) {
-                            let slot = FrameSlot { at, share };
-                            at += c.data.len() as u32;
-                            // Stored by another writer while we compressed: that copy is
-                            // the indexed one, ours is garbage inside the frame (GC drops
-                            // it when it rewrites the frame).
-                            if self.join_pending(c.id, &mut claim) {
-                                continue;
-                            }
-                            new_bytes += c.data.len();
-                            self.hold_stored(
-                                c,
-                                Stored {
-                                    loc,
-                                    stored_len: payload.len() as u32,
-                                    raw_len: c.data.len() as u32,
-                                    encoding: COMPRESSION_FRAME,
-                                    next: c.next,
-                                    frame: Some(slot),
-                                },
-                                &mut claim,
-                            );
-                        }
-                    }
-                }
-            }
-            self.writer.flush()?;
-            Ok(())
-        })();
-        if let Err(e) = result {
-            self.release(claim);
-            return Err(e);
-        }
-        crate::metrics::INGEST_NEW_CHUNK_BYTES.add(new_bytes as u64);
-        crate::metrics::INGEST_DEDUP_BYTES.add((all_bytes - new_bytes) as u64);
-        Ok(claim)
-    }
-
-    /// Joins the hold of a chunk another writer has pending; false when there is none.
-    fn join_pending(&self, id: ChunkId, claim: &mut PendingClaim) -> bool {
-        let mut p = self.pending.lock();
-        match p.get_mut(&id) {
-            Some(e) => {
-                e.users += 1;
-                claim.ids.push(id);
-                true
-            }
-            None => false,
-        }
-    }
-
-    fn hold_stored(&self, c: &NewChunk<'_>, stored: Stored, claim: &mut PendingClaim) {
-        self.pending.lock().insert(
-            c.id,
-            Pending {
-                stored: Some(stored),
-                users: 1,
-            },
-        );
-        claim.ids.push(c.id);
-    }
-
-    /// Drops a writer's hold on pending chunks.
-    pub fn release(&self, claim: PendingClaim) {
-        let mut p = self.pending.lock();
-        for id in claim.ids {
-            if let Some(e) = p.get_mut(&id) {
-                e.users -= 1;
-                if e.users == 0 {
-                    p.remove(&id);
-                }
-            }
         }
     }
 
@@ -581,9 +328,7 @@ impl ChunkStore {
                 None => {
                     let p = self
                         .pending
-                        .lock()
-                        .get(id)
-                        .and_then(|p| p.stored)
+                        .stored(*id)
                         .ok_or(ChunkError::Vanished { chunk: *id })?;
                     let rec = ChunkRec {
                         pack: p.loc.pack,
@@ -686,7 +431,7 @@ impl ChunkStore {
 
     /// The chunk that followed `id` when it was first stored, if known.
     pub fn successor(&self, id: ChunkId) -> Result<Option<(ChunkId, u32)>, ChunkError> {
-        if let Some(s) = self.pending.lock().get(&id).and_then(|p| p.stored) {
+        if let Some(s) = self.pending.stored(id) {
             return Ok(s.next);
         }
         Ok(self.lookup(id)?.and_then(|r| r.next))

@@ -374,3 +374,35 @@ fn retention_prunes_history_but_keeps_live_state_snapshots_and_bookmarks() {
     assert!(fs::read(t.path("c/f")).unwrap() == pseudo_random(256 << 10, 10));
     assert!(fs::read(t.path(".at/c/app-point/f")).unwrap() == pseudo_random(256 << 10, 4));
 }
+
+/// A bookmark includes writes still in the kernel's page cache (writeback cache, file still
+/// open): the CLI pushes them to the daemon before the daemon commits and names the point.
+#[test]
+fn a_bookmark_includes_writes_still_in_the_kernels_cache() {
+    use std::io::BufRead;
+    let t = TestStore::mounted("");
+    ok(&t.cli(&["container", "create", "c"]));
+    // Another process holds the file open with its write in the page cache: any close of
+    // a descriptor of it (even a forked child's) would write the pages back first.
+    let script = format!(
+        "import sys\nf = open({:?}, 'wb')\nf.write(b'written, not closed')\nf.flush()\n\
+         print('ready', flush=True)\nsys.stdin.readline()\n",
+        t.path("c/open").display().to_string()
+    );
+    let mut writer = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(writer.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    ok(&t.cli(&["bookmark", "create", "c", "mark"]));
+    let seen = fs::read(t.path(".at/c/mark/open")).unwrap();
+    writer.stdin.take().unwrap().write_all(b"done\n").unwrap();
+    writer.wait().unwrap();
+    assert_eq!(seen, b"written, not closed");
+}

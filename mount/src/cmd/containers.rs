@@ -1,0 +1,80 @@
+//! `dedupfs container create|list|show|set|delete`: each one request to the store, its
+//! answer printed with the typed printers of [`crate::print::stats`].
+//!
+//! Invariant: `container set` without a setting is refused here, before the store is
+//! asked, so a no-op never reaches (or waits on) the daemon.
+
+use super::common::{resolve_store, show_as, store_cmd};
+use crate::cli::ContainerCmd;
+use crate::ops::Request;
+use crate::print::stats;
+use crate::CliError;
+use std::path::PathBuf;
+
+pub fn run(c: ContainerCmd, store: Option<PathBuf>, json: bool) -> Result<(), CliError> {
+    let store = resolve_store(store)?;
+    match c {
+        ContainerCmd::Create { name, compression } => {
+            let v = store_cmd(
+                &store,
+                Request::ContainerCreate {
+                    name,
+                    compression: Some(compression),
+                },
+                "container create",
+            )?;
+            show_as(v, "container create", json, stats::container)?;
+        }
+        ContainerCmd::List => {
+            let v = store_cmd(&store, Request::ContainerList, "container list")?;
+            show_as(v, "container list", json, |l: &Vec<_>| stats::list(l))?;
+        }
+        ContainerCmd::Show { name } => show_as(
+            store_cmd(&store, Request::ContainerShow { name }, "container show")?,
+            "container show",
+            json,
+            stats::container,
+        )?,
+        ContainerCmd::Set {
+            name,
+            compression,
+            retention,
+        } => {
+            if compression.is_none() && retention.is_none() {
+                return Err(CliError::usage(
+                    "container set needs a setting to change (e.g. --compression zstd:3)".into(),
+                ));
+            }
+            show_as(
+                store_cmd(
+                    &store,
+                    Request::ContainerSet {
+                        name,
+                        compression,
+                        retention,
+                    },
+                    "container set",
+                )?,
+                "container set",
+                json,
+                stats::container,
+            )?
+        }
+        ContainerCmd::Delete { name, force } => {
+            let v = store_cmd(
+                &store,
+                Request::ContainerDelete {
+                    name: name.clone(),
+                    force,
+                },
+                "container delete",
+            )?;
+            if json {
+                println!("{v}");
+            } else {
+                println!("deleted container '{name}'");
+            }
+        }
+    }
+    Ok(())
+}

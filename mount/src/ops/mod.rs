@@ -1,0 +1,279 @@
+//! Store commands executed against an open store, by the CLI directly (no daemon serves
+//! the store) or by the daemon on the CLI's behalf (`control`). [`Request`] is what the
+//! CLI asks, [`execute`] routes it to the module of its group — [`containers`],
+//! [`history`] (bookmarks, snapshots, rollback, retention) or [`maint`] (ping, sync,
+//! stats, gc, fsck) — and the answer is a JSON value that the CLI prints as text or passes
+//! through with `--json`.
+//!
+//! Invariants: the serde shape of [`Request`], [`Progress`] and every answer is the
+//! control protocol (`protocol::PROTOCOL_VERSION`); a request means the same with or
+//! without a mount ([`Ctx::fs`] is `None` without one), and a mounted one also tells the
+//! kernel to drop what it caches of anything the request changed behind its back.
+
+mod containers;
+mod error;
+mod history;
+mod maint;
+
+pub use error::{ErrorKind, OpError};
+
+use dedupfs_core::fs::Fs;
+use dedupfs_core::store::Store;
+use serde::{Deserialize, Serialize};
+use std::os::unix::ffi::OsStrExt;
+use std::sync::Arc;
+
+/// What the CLI asks for.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    Ping,
+    Stats {
+        container: Option<String>,
+        /// Leave buffered writes alone (a refreshing display must not force commits).
+        #[serde(default)]
+        no_flush: bool,
+    },
+    ContainerCreate {
+        name: String,
+        compression: Option<String>,
+    },
+    ContainerList,
+    ContainerShow {
+        name: String,
+    },
+    ContainerSet {
+        name: String,
+        compression: Option<String>,
+        #[serde(default)]
+        retention: Option<String>,
+    },
+    BookmarkCreate {
+        container: String,
+        name: String,
+        kind: String,
+    },
+    BookmarkList {
+        container: String,
+    },
+    BookmarkDelete {
+        container: String,
+        name: String,
+    },
+    SnapshotCreate {
+        container: String,
+        name: String,
+        mode: String,
+        at: Option<String>,
+        no_flush: bool,
+    },
+    SnapshotList {
+        container: Option<String>,
+    },
+    SnapshotShow {
+        name: String,
+    },
+    SnapshotDelete {
+        name: String,
+    },
+    SnapshotChanges {
+        name: String,
+    },
+    SnapshotApply {
+        name: String,
+        onto: String,
+        #[serde(default)]
+        force: bool,
+    },
+    Rollback {
+        container: String,
+        to: String,
+        dry_run: bool,
+    },
+    RetentionShow {
+        container: String,
+    },
+    RetentionPrune {
+        container: String,
+    },
+    ContainerDelete {
+        name: String,
+        force: bool,
+    },
+    Sync,
+    Gc {
+        dry_run: bool,
+        grace_secs: f64,
+        min_reclaim: f64,
+    },
+    Fsck {
+        scrub: bool,
+        repair: bool,
+    },
+}
+
+/// A step of a long operation.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Progress {
+    pub what: String,
+    pub done: u64,
+    pub total: Option<u64>,
+}
+
+/// What a request runs against.
+pub struct Ctx {
+    pub store: Arc<Store>,
+    /// Present when mounted: open files matter and the kernel's caches must be told.
+    pub fs: Option<Arc<Fs>>,
+    pub notifier: Option<fuser::Notifier>,
+    /// The nodes the kernel holds (mounted only).
+    pub known: Option<Arc<crate::fuse::KnownNodes>>,
+}
+
+impl Ctx {
+    /// Drops the kernel's cached entry `name` at the mount root (a container, or
+    /// `.snapshots`, that appeared, went or changed).
+    fn invalidate_root_entry(&self, name: &str) {
+        if let Some(n) = &self.notifier {
+            let _ = n.inval_entry(fuser::INodeNo(1), std::ffi::OsStr::new(name));
+        }
+    }
+
+    /// Drops what the kernel caches of a tree that was replaced (by a rollback): the name
+    /// of its root at once, so paths resolve to the new tree; the pages and attributes of
+    /// inodes with open handles at once, so those handles see ESTALE rather than cached
+    /// pages; every other cached inode of the old tree in the background (no path leads to
+    /// them any more), so the rollback costs the same whatever the kernel has cached.
+    fn invalidate_view(&self, view: u32, root_name: &str) {
+        let (Some(n), Some(k)) = (&self.notifier, &self.known) else {
+            return;
+        };
+        let _ = n.inval_entry(fuser::INodeNo(1), std::ffi::OsStr::new(root_name));
+        let open = self
+            .fs
+            .as_ref()
+            .map(|f| f.open_nodes_in(view))
+            .unwrap_or_default();
+        for node in &open {
+            let _ = n.inval_inode(fuser::INodeNo(*node), 0, 0);
+        }
+        let (n, k) = (n.clone(), k.clone());
+        let _ = std::thread::Builder::new()
+            .name("invalidate".into())
+            .spawn(move || {
+                let nodes = k.of_view(view);
+                for node in &nodes {
+                    let _ = n.inval_inode(fuser::INodeNo(*node), 0, 0);
+                }
+                log::debug!("invalidated {} cached inodes of view {view}", nodes.len());
+            });
+    }
+
+    /// Drops what the kernel caches of the paths an apply changed (it changed them behind
+    /// the kernel's back, through the core): each path's directory entry, and the pages
+    /// and attributes of every cached inode of the target tree.
+    fn invalidate_applied(&self, r: &dedupfs_snapshot::apply::ApplyReport) {
+        let (Some(n), Some(k)) = (&self.notifier, &self.known) else {
+            return;
+        };
+        for (parent, name) in &r.touched {
+            let _ = n.inval_entry(fuser::INodeNo(*parent), std::ffi::OsStr::from_bytes(name));
+        }
+        for node in k.of_view(r.target_view) {
+            let _ = n.inval_inode(fuser::INodeNo(node), 0, 0);
+        }
+    }
+
+    /// The filesystem core: the mounted one, or a private one over the open store.
+    fn fs_core(&self) -> Arc<Fs> {
+        match &self.fs {
+            Some(fs) => fs.clone(),
+            None => Arc::new(Fs::new(
+                self.store.clone(),
+                dedupfs_core::fs::FsOptions {
+                    background: false,
+                    ..Default::default()
+                },
+            )),
+        }
+    }
+}
+
+/// An answer as JSON. The answer types are plain structs and lists (no maps with
+/// non-string keys), whose serialization cannot fail: a `Null` here would be a bug, never
+/// something a user or the disk caused.
+fn to_json<T: Serialize>(v: &T) -> serde_json::Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+/// Commits buffered writes before an operation that reads committed state (stats, prune,
+/// GC, fsck) but does not need them: a file that cannot be flushed (its writer already got
+/// the error, e.g. ENOSPC) must not stop the very operations that free space.
+fn flush_best_effort(fs: &Fs) {
+    if let Err(e) = fs.flush_all() {
+        log::warn!("some buffered writes could not be committed first: {e}");
+    }
+}
+
+/// Runs one request; `progress` hears of the steps of a long one (GC, fsck, a delete).
+pub fn execute(
+    ctx: &Ctx,
+    req: Request,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<serde_json::Value, OpError> {
+    match req {
+        Request::Ping => Ok(maint::ping(ctx)),
+        Request::Sync => maint::sync(ctx),
+        Request::Stats {
+            container,
+            no_flush,
+        } => maint::stats(ctx, container, no_flush),
+        Request::Gc {
+            dry_run,
+            grace_secs,
+            min_reclaim,
+        } => maint::gc(ctx, dry_run, grace_secs, min_reclaim, progress),
+        Request::Fsck { scrub, repair } => maint::fsck(ctx, scrub, repair, progress),
+        Request::ContainerCreate { name, compression } => {
+            containers::create(ctx, &name, compression.as_deref())
+        }
+        Request::ContainerList => containers::list(ctx),
+        Request::ContainerShow { name } => containers::show(&ctx.store, &name),
+        Request::ContainerSet {
+            name,
+            compression,
+            retention,
+        } => containers::set(ctx, &name, compression.as_deref(), retention.as_deref()),
+        Request::ContainerDelete { name, force } => containers::delete(ctx, &name, force, progress),
+        Request::BookmarkCreate {
+            container,
+            name,
+            kind,
+        } => history::bookmark_create(ctx, &container, &name, &kind),
+        Request::BookmarkList { container } => history::bookmark_list(ctx, &container),
+        Request::BookmarkDelete { container, name } => {
+            history::bookmark_delete(ctx, &container, name)
+        }
+        Request::SnapshotCreate {
+            container,
+            name,
+            mode,
+            at,
+            no_flush,
+        } => history::snapshot_create(ctx, &container, &name, &mode, at.as_deref(), no_flush),
+        Request::SnapshotList { container } => history::snapshot_list(ctx, container.as_deref()),
+        Request::SnapshotShow { name } => history::snapshot_show(ctx, &name),
+        Request::SnapshotDelete { name } => history::snapshot_delete(ctx, name),
+        Request::SnapshotChanges { name } => history::snapshot_changes(ctx, &name),
+        Request::SnapshotApply { name, onto, force } => {
+            history::snapshot_apply(ctx, &name, &onto, force)
+        }
+        Request::Rollback {
+            container,
+            to,
+            dry_run,
+        } => history::rollback(ctx, &container, &to, dry_run),
+        Request::RetentionShow { container } => history::retention_show(ctx, &container),
+        Request::RetentionPrune { container } => history::retention_prune(ctx, &container),
+    }
+}
