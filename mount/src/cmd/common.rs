@@ -31,9 +31,8 @@ pub fn resolve_store(arg: Option<PathBuf>) -> Result<PathBuf, CliError> {
     });
     match arg {
         Some(p) => {
-            // statfs always reaches a FUSE daemon (attributes may be cached by the kernel).
-            if helper::is_dead_mount(&p) {
-                return Err(CliError::new(
+            let dead = || {
+                CliError::new(
                     ExitKind::Mount,
                     format!(
                         "{} is a dead dedupfs mount (its daemon is gone): `umount {}`, \
@@ -41,21 +40,15 @@ pub fn resolve_store(arg: Option<PathBuf>) -> Result<PathBuf, CliError> {
                         p.display(),
                         p.display()
                     ),
-                ));
+                )
+            };
+            // statfs always reaches a FUSE daemon (attributes may be cached by the kernel).
+            if helper::is_dead_mount(&p) {
+                return Err(dead());
             }
             match std::fs::metadata(&p) {
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-                    return Err(CliError::new(
-                        ExitKind::Mount,
-                        format!(
-                            "{} is a dead dedupfs mount (its daemon is gone): `umount {}`, \
-                             then mount the store again",
-                            p.display(),
-                            p.display()
-                        ),
-                    ))
-                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(dead()),
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     return Err(CliError::new(
                         ExitKind::Denied,
