@@ -436,7 +436,7 @@ impl PackWriter {
 }
 
 /// (total, available to us) bytes of the filesystem holding `dir`.
-fn fs_space(dir: &Path) -> std::io::Result<(u64, u64)> {
+pub fn fs_space(dir: &Path) -> std::io::Result<(u64, u64)> {
     let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
         .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
     // SAFETY: statvfs is plain old data; zeroed is a valid initial value.

@@ -168,19 +168,19 @@ fn writer(
         }
         to_store.push(id);
     }
-    // (compression happens here, outside every lock; then claim, and only then look)
-    let mine = table.claim(&to_store, &mut claim);
-    let mut owned = Vec::new();
-    for (id, m) in to_store.iter().zip(mine) {
-        if !m {
-            continue;
-        }
-        if index.lock().contains(id) {
-            table.settle_indexed(*id);
-        } else {
-            owned.push(*id);
-        }
-    }
+    // (compression happens here, outside every lock; then the claim protocol `prepare`
+    // uses itself: claim, then look the claimed chunks up in the index)
+    let mine = table
+        .claim_unindexed(&to_store, &mut claim, |id| {
+            Ok::<_, ()>(index.lock().contains(&id))
+        })
+        .unwrap();
+    let owned: Vec<ChunkId> = to_store
+        .iter()
+        .zip(mine)
+        .filter(|x| x.1)
+        .map(|x| *x.0)
+        .collect();
     if fail {
         table.finish(&[], &owned);
         table.release(claim);
@@ -241,6 +241,10 @@ fn concurrent_writers_of_the_same_chunks_store_each_once() {
 
 #[test]
 fn a_writer_that_joined_a_failed_claim_fails_too() {
+    // Schedules in which the other writer joined the failed claim (and so failed too), and
+    // in which it stored the chunks itself: both must occur, or the test explored nothing.
+    static JOINED_FAILED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static STORED_ITSELF: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     shuttle::check_random(
         || {
             let table = Arc::new(PendingTable::<u32>::new());
@@ -258,11 +262,23 @@ fn a_writer_that_joined_a_failed_claim_fails_too() {
                 for id in ids.iter() {
                     assert!(index.lock().contains(id));
                 }
+                STORED_ITSELF.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            } else {
+                JOINED_FAILED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             for id in ids.iter() {
                 assert!(table.state(*id).is_none(), "every hold released");
             }
         },
         3000,
+    );
+    use std::sync::atomic::Ordering::Relaxed;
+    assert!(
+        JOINED_FAILED.load(Relaxed) > 0,
+        "no schedule joined the failing claim"
+    );
+    assert!(
+        STORED_ITSELF.load(Relaxed) > 0,
+        "no schedule stored after the failure"
     );
 }

@@ -1,10 +1,13 @@
 //! The FUSE adapter's state and conversions: the `DedupFuse` value the session serves
 //! (options, the nodes the kernel holds, the notifier, the unmount slots), node-id
 //! translation for `container=` mounts, and core → kernel conversions of attributes,
-//! kinds, errors and cache lifetimes. The request handlers are in `fuse`.
+//! kinds, errors and cache lifetimes, and the metering of each request (`Metered`: its
+//! count, latency and errno, for the metrics endpoint). The request handlers are in `fuse`.
 //!
-//! Invariant: every node handed to the kernel in an entry (LOOKUP, CREATE, READDIRPLUS,
-//! ...) is counted once in `KnownNodes`, and FORGET takes exactly what the kernel says.
+//! Invariants: every node handed to the kernel in an entry (LOOKUP, CREATE, READDIRPLUS,
+//! ...) is counted once in `KnownNodes`, and FORGET takes exactly what the kernel says;
+//! every errno a handler replies with goes through [`err`] (core errors) or [`fail`] (the
+//! adapter's own refusals), so the request's meter counts it.
 
 use crate::errno::errno;
 use dedupfs_core::fs::{Attr, Ctx, Fs, FsError, SetTime};
@@ -276,17 +279,15 @@ pub(crate) fn err(e: &FsError) -> Errno {
         FsError::Io(_) | FsError::Corrupt(_) => log::warn!("request failed: {e}"),
         _ => log::debug!("request failed: {e}"),
     }
-    let kind = match e {
-        FsError::Corrupt(_) => Some(metrics::ErrorKind::Corrupt),
-        FsError::Io(_) => Some(metrics::ErrorKind::Io),
-        FsError::NoSpace => Some(metrics::ErrorKind::NoSpace),
-        FsError::Stale => Some(metrics::ErrorKind::Stale),
-        _ => None,
-    };
-    if let Some(k) = kind {
+    if let Some(k) = e.metric_kind() {
         metrics::count_error(k);
     }
-    let n = errno(e);
+    fail(errno(e))
+}
+
+/// The reply errno of a request that fails without a core error (an argument the adapter
+/// refuses itself): counted for the request's [`Metered`] guard like any other.
+pub(crate) fn fail(n: i32) -> Errno {
     REQUEST_ERRNO.set(Some(n));
     Errno::from_i32(n)
 }
@@ -397,7 +398,7 @@ impl DedupFuse {
     pub(crate) fn xattr_reply(reply: ReplyXattr, size: u32, data: Result<Vec<u8>, FsError>) {
         match data {
             Ok(v) if size == 0 => reply.size(v.len() as u32),
-            Ok(v) if v.len() > size as usize => reply.error(Errno::from_i32(libc::ERANGE)),
+            Ok(v) if v.len() > size as usize => reply.error(fail(libc::ERANGE)),
             Ok(v) => reply.data(&v),
             Err(e) => reply.error(err(&e)),
         }

@@ -100,7 +100,7 @@ pub fn mount_another_view(store: &Path, mnt: &Path, opts: &MountOpts) -> Result<
     let Ok(canon) = std::fs::canonicalize(store) else {
         return Ok(false);
     };
-    let Some(rec) = locate::mounts().into_iter().find(|r| r.store == canon) else {
+    let Some(rec) = locate::served(&canon) else {
         return Ok(false);
     };
     let src = match (&rec.container, &opts.container) {
@@ -348,11 +348,7 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
     let own_fd = if opts.auto_unmount {
         None
     } else {
-        let source = opts
-            .fsname
-            .clone()
-            .unwrap_or_else(|| store_root.display().to_string());
-        crate::kmount::mount(&mnt, opts, &source).map_err(mount_failed)?
+        crate::kmount::mount(&mnt, opts, &opts.fsname_or(&store_root)).map_err(mount_failed)?
     };
     let own_mount = own_fd.is_some();
     let mut session = match own_fd {
@@ -413,6 +409,8 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
         ..rec.clone()
     };
     *unmount_hook.lock() = Some(Box::new(move || {
+        // The kernel has let go: the final flush begins.
+        notify_systemd("STOPPING=1");
         if let Err(e) = locate::register(&unmounting) {
             log::warn!("cannot mark the mount as unmounting: {e}");
         }
@@ -431,10 +429,9 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
                 }
             } else if let Err(e) = unmounter.unmount() {
                 log::warn!("unmount failed ({e}); detaching lazily");
-                let c = std::ffi::CString::new(mnt_sig.as_os_str().as_encoded_bytes())
-                    .unwrap_or_default();
-                // SAFETY: c is a NUL-terminated path; umount2 does not retain it.
-                unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+                if let Err(e) = crate::kmount::detach(&mnt_sig) {
+                    log::error!("cannot detach {}: {e}", mnt_sig.display());
+                }
             }
             // Once unmounting, a second signal (systemd's SIGTERM after a long ExecStop)
             // must not unmount the mount point again: by then it may hold another mount.
@@ -454,7 +451,6 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
         mnt.display()
     ));
     let r = session.run();
-    notify_systemd("STOPPING=1");
     // A session that ended on an error may leave our own mount behind (fuser unmounts
     // only what it mounted itself).
     if own_mount && r.is_err() && locate::mount_at(&mnt).is_some_and(|m| m.dev == rec.dev) {
@@ -521,18 +517,9 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
 
 fn fuse_config(opts: &MountOpts, store_root: &Path) -> fuser::Config {
     use fuser::MountOption as M;
-    let mut mo = vec![
-        M::FSName(
-            opts.fsname
-                .clone()
-                .unwrap_or_else(|| store_root.display().to_string()),
-        ),
-        M::DefaultPermissions,
-    ];
-    match &opts.subtype {
-        Some(s) if s.is_empty() => {}
-        Some(s) => mo.push(M::Subtype(s.clone())),
-        None => mo.push(M::Subtype("dedupfs".into())),
+    let mut mo = vec![M::FSName(opts.fsname_or(store_root)), M::DefaultPermissions];
+    if let Some(s) = opts.fs_subtype() {
+        mo.push(M::Subtype(s.to_string()));
     }
     if opts.read_only {
         mo.push(M::RO);

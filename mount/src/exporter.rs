@@ -12,8 +12,9 @@
 //!   writes first (scrapes every few seconds would otherwise change when data is
 //!   committed), so figures lag buffered writes by at most the flush interval.
 //! - A scrape never walks history (retention's history-byte figure scans extents and is
-//!   left to `dedupfs retention show`); everything here is counters, registry fields and
-//!   one walk of the pack directory.
+//!   left to `dedupfs retention show`); everything here is counters, registry fields, GC's
+//!   status record, a listing of the pack files and one walk of the store directory (the
+//!   `du` figures).
 //! - A figure that cannot be read is left out of the scrape and counted in
 //!   `dedupfs_scrape_errors_total`, never reported as zero.
 
@@ -34,27 +35,6 @@ pub fn start(addr: SocketAddr, store: Arc<Store>) -> std::io::Result<MetricsServ
     let server = MetricsServer::start(addr, render)?;
     log::info!("metrics at http://{}/metrics", server.local_addr());
     Ok(server)
-}
-
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
-/// Size and free bytes (for unprivileged writers) of the filesystem holding the store.
-fn filesystem_space(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: statvfs is plain old data; zeroed is a valid initial value.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid NUL-terminated path and st a valid out-pointer.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let frsize = st.f_frsize as u64;
-    Ok((st.f_blocks as u64 * frsize, st.f_bavail as u64 * frsize))
 }
 
 /// One scrape: process metrics, then the store's figures.
@@ -213,14 +193,10 @@ pub fn render(store: &Store) -> String {
             failed = true;
         }
     }
-    let now = now_secs();
+    let now = dedupfs_gc::state::now();
     let reg = store.registry();
     for ci in reg.list() {
-        let start = if ci.rec.history_floor > 0 {
-            ci.rec.history_floor_time
-        } else {
-            ci.rec.created
-        };
+        let start = ci.rec.window_start();
         e.gauge(
             "dedupfs_retention_window_seconds",
             "How far back the container can be read, browsed or rolled back to now.",
@@ -262,7 +238,7 @@ pub fn render(store: &Store) -> String {
             failed = true;
         }
     }
-    match filesystem_space(store.root()) {
+    match dedupfs_core::pack::fs_space(store.root()) {
         Ok((size, free)) => {
             e.gauge(
                 "dedupfs_filesystem_size_bytes",

@@ -1,17 +1,18 @@
 //! The FUSE request handlers: each translates a kernel request into a core call and the
-//! core's result into the reply (errors through the one errno mapping in `errno`). No
+//! core's result into the reply (core errors through the one errno mapping in `errno`, via
+//! `adapter::err`; the adapter's own refusals via `adapter::fail`). No
 //! filesystem logic lives here; the adapter's state and conversions are in `adapter`.
 
-use crate::adapter::{caller_in_group, ctx, ctx_umask, err, file_type, metered, set_time};
+use crate::adapter::{caller_in_group, ctx, ctx_umask, err, fail, file_type, metered, set_time};
 pub use crate::adapter::{AdapterOptions, DedupFuse, KnownNodes};
 use dedupfs_core::fs::{self as core, Fallocate, FsError, SeekWhence, SetAttr};
 use dedupfs_core::metrics;
 use dedupfs_core::records::Timestamp;
 use fuser::{
-    AccessFlags, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
-    ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen,
-    ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, CopyFileRangeFlags, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -232,7 +233,7 @@ impl Filesystem for DedupFuse {
     ) {
         let _m = metered(const { metrics::op("rename") });
         if flags.contains(RenameFlags::RENAME_WHITEOUT) {
-            return reply.error(Errno::from_i32(libc::EINVAL));
+            return reply.error(fail(libc::EINVAL));
         }
         let f = core::RenameFlags {
             noreplace: flags.contains(RenameFlags::RENAME_NOREPLACE),
@@ -608,7 +609,7 @@ impl Filesystem for DedupFuse {
             0 => Fallocate::Allocate { keep_size: keep },
             libc::FALLOC_FL_PUNCH_HOLE if keep => Fallocate::PunchHole,
             libc::FALLOC_FL_ZERO_RANGE => Fallocate::ZeroRange { keep_size: keep },
-            _ => return reply.error(Errno::from_i32(libc::EOPNOTSUPP)),
+            _ => return reply.error(fail(libc::EOPNOTSUPP)),
         };
         // With HANDLE_KILLPRIV_V2 the kernel asks nothing of us for fallocate, yet a change
         // of the data by an unprivileged caller must clear setuid/setgid as a write does.
@@ -636,10 +637,10 @@ impl Filesystem for DedupFuse {
         let w = match whence {
             libc::SEEK_DATA => SeekWhence::Data,
             libc::SEEK_HOLE => SeekWhence::Hole,
-            _ => return reply.error(Errno::from_i32(libc::EINVAL)),
+            _ => return reply.error(fail(libc::EINVAL)),
         };
         if offset < 0 {
-            return reply.error(Errno::from_i32(libc::ENXIO));
+            return reply.error(fail(libc::ENXIO));
         }
         self.write_back_from(ino, offset);
         match self.fs.lseek(self.core(ino), fh.0, offset as u64, w) {

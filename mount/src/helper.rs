@@ -204,7 +204,6 @@ const LIVE_FLAGS: &[&str] = &[
 fn check_remount(req: &Request) -> Result<Vec<String>, String> {
     let abs = std::path::absolute(&req.dir).unwrap_or_else(|_| req.dir.clone());
     let dev = crate::locate::mount_at(&abs)
-        .filter(|m| m.mountpoint == abs)
         .map(|m| m.dev)
         .ok_or_else(|| format!("{} is not mounted", abs.display()))?;
     let rec = crate::locate::mounts()
@@ -221,7 +220,8 @@ fn check_remount(req: &Request) -> Result<Vec<String>, String> {
     let mut kernel = vec!["remount".to_string()];
     for opt in &req.options {
         let key = opt.split_once('=').map_or(opt.as_str(), |(k, _)| k);
-        if KERNEL_REPORTED.contains(&key) {
+        // The kernel shows allow_root as allow_other (fuser enforces the narrower one).
+        if KERNEL_REPORTED.contains(&key) || (key == "allow_other" && cur.allow_root) {
             continue;
         }
         let mut changed = cur.clone();
@@ -254,38 +254,21 @@ fn check_remount(req: &Request) -> Result<Vec<String>, String> {
     Ok(kernel)
 }
 
-/// Whether `dir` is a FUSE mount whose daemon died. statfs always reaches the daemon
-/// (attributes of the mount point may be cached), and answers ENOTCONN once it is gone.
-pub fn is_dead_mount(dir: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs is plain old data; zeroed is a valid initial value.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid NUL-terminated path and st a valid out-pointer.
-    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
-}
-
-/// Detaches a FUSE mount whose daemon died (every access fails with ENOTCONN).
+/// Detaches a FUSE mount whose daemon died (every access fails with ENOTCONN): mount(8)
+/// was asked to mount on DIR, and a dead mount there is nothing anyone can use. (`dedupfs
+/// mount` alone detaches only its own store's dead mount, `mountpoint::clear_own_dead_mount`.)
 fn clean_dead_mount(dir: &Path) -> Result<(), String> {
-    match is_dead_mount(dir) {
-        true => {
-            let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-                .map_err(|_| format!("{}: bad path", dir.display()))?;
-            // SAFETY: c is a valid NUL-terminated path; umount2 does not keep the pointer.
-            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-                return Err(format!(
-                    "{} is a dead FUSE mount and cannot be detached: {}",
-                    dir.display(),
-                    std::io::Error::last_os_error()
-                ));
-            }
-            log::warn!("detached the dead mount on {}", dir.display());
-            Ok(())
-        }
-        false => Ok(()),
+    if !crate::kmount::is_dead(dir) {
+        return Ok(());
     }
+    crate::kmount::detach(dir).map_err(|e| {
+        format!(
+            "{} is a dead FUSE mount and cannot be detached: {e}",
+            dir.display()
+        )
+    })?;
+    log::warn!("detached the dead mount on {}", dir.display());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -118,10 +118,14 @@ pub fn install(l: &Layout) -> Result<Vec<String>, String> {
         std::fs::rename(&tmp, &target).map_err(|e| format!("{}: {e}", target.display()))?;
         done.push(format!("installed {}", target.display()));
     }
+    // The link too is made under a temporary name and renamed over the old one, so
+    // mount(8) never finds the helper missing.
     let helper = l.sbin.join("mount.fuse.dedupfs");
-    let _ = std::fs::remove_file(&helper);
-    std::os::unix::fs::symlink(&target, &helper)
-        .map_err(|e| format!("{}: {e}", helper.display()))?;
+    let tmp_link = l.sbin.join(".mount.fuse.dedupfs.install");
+    let _ = std::fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(&target, &tmp_link)
+        .map_err(|e| format!("{}: {e}", tmp_link.display()))?;
+    std::fs::rename(&tmp_link, &helper).map_err(|e| format!("{}: {e}", helper.display()))?;
     done.push(format!(
         "linked {} -> {}",
         helper.display(),

@@ -21,10 +21,9 @@ use std::path::Path;
 /// The filesystem type the mount shows: `fuse.SUBTYPE` (`fuse.dedupfs` by default), or
 /// plain `fuse` for `subtype=` (xfstests' FSTYP=fuse).
 pub fn fstype(opts: &MountOpts) -> String {
-    match opts.subtype.as_deref() {
-        Some("") => "fuse".into(),
+    match opts.fs_subtype() {
+        None => "fuse".into(),
         Some(s) => format!("fuse.{s}"),
-        None => "fuse.dedupfs".into(),
     }
 }
 
@@ -67,7 +66,7 @@ pub fn mount(mnt: &Path, opts: &MountOpts, source: &str) -> std::io::Result<Opti
     }
     let (src, target, fstype, data_c) = (
         cstr(source)?,
-        cstr(&mnt.to_string_lossy())?,
+        path_cstr(mnt)?,
         cstr(&fstype(opts))?,
         cstr(&data)?,
     );
@@ -92,23 +91,53 @@ pub fn mount(mnt: &Path, opts: &MountOpts, source: &str) -> std::io::Result<Opti
     Ok(Some(fd))
 }
 
-/// Unmounts `mnt` (detaching it lazily if it is busy); for mounts made by [`mount`].
-pub fn unmount(mnt: &Path) -> std::io::Result<()> {
-    let c = cstr(&mnt.to_string_lossy())?;
+/// A path as the kernel takes it (its bytes as they are, not a lossy UTF-8 rendering).
+pub fn path_cstr(p: &Path) -> std::io::Result<CString> {
+    CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+}
+
+/// `umount2(p, flags)`.
+pub fn umount(p: &Path, flags: libc::c_int) -> std::io::Result<()> {
+    let c = path_cstr(p)?;
     // SAFETY: c is a valid NUL-terminated path; umount2 does not keep the pointer.
-    if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
-        return Ok(());
+    if unsafe { libc::umount2(c.as_ptr(), flags) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
-    let first = std::io::Error::last_os_error();
-    log::warn!(
-        "unmount of {} failed ({first}); detaching lazily",
-        mnt.display()
-    );
-    // SAFETY: as above.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
-        return Ok(());
+    Ok(())
+}
+
+/// Detaches the mount on `p` now, whatever still uses it (`MNT_DETACH`).
+pub fn detach(p: &Path) -> std::io::Result<()> {
+    umount(p, libc::MNT_DETACH)
+}
+
+/// Whether `dir` is a FUSE mount whose daemon is gone. statfs always reaches the daemon
+/// (a mount point's attributes may be cached by the kernel), and answers ENOTCONN once the
+/// connection is dead.
+pub fn is_dead(dir: &Path) -> bool {
+    let Ok(c) = path_cstr(dir) else {
+        return false;
+    };
+    // SAFETY: statfs is plain old data; zeroed is a valid initial value.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path and st a valid out-pointer.
+    let r = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOTCONN)
+}
+
+/// Unmounts `mnt`, or detaches it if that fails (busy); for mounts made by [`mount`].
+pub fn unmount(mnt: &Path) -> std::io::Result<()> {
+    match umount(mnt, 0) {
+        Ok(()) => Ok(()),
+        Err(first) => {
+            log::warn!(
+                "unmount of {} failed ({first}); detaching lazily",
+                mnt.display()
+            );
+            detach(mnt)
+        }
     }
-    Err(std::io::Error::last_os_error())
 }
 
 #[cfg(test)]

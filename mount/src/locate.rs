@@ -274,6 +274,11 @@ pub fn mountinfo() -> Vec<MountInfo> {
         .collect()
 }
 
+/// The live mount record of `store` (canonical path), if a daemon serves it.
+pub fn served(store: &Path) -> Option<MountRecord> {
+    mounts().into_iter().find(|r| r.store == store)
+}
+
 pub fn mount_at(p: &Path) -> Option<MountInfo> {
     let canon = std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     mountinfo()

@@ -22,7 +22,7 @@ pub fn mount_err(msg: String) -> CliError {
 /// the store's own (stale) registry record names this mount point — is detached, with a
 /// warning; any other dead mount is left for the admin, and `check_mountpoint` names it.
 pub fn clear_own_dead_mount(store: &Path, mnt: &Path) -> Result<(), CliError> {
-    if !crate::helper::is_dead_mount(mnt) {
+    if !crate::kmount::is_dead(mnt) {
         return Ok(());
     }
     // No canonicalize: resolving a dead mount point itself fails with ENOTCONN.
@@ -41,14 +41,10 @@ pub fn clear_own_dead_mount(store: &Path, mnt: &Path) -> Result<(), CliError> {
     if !(m.fstype.starts_with("fuse") && (Path::new(&m.source) == store || recorded_here)) {
         return Ok(());
     }
-    let c = std::ffi::CString::new(abs.as_os_str().as_encoded_bytes())
-        .map_err(|_| mount_err(format!("{}: bad path", abs.display())))?;
-    // SAFETY: c is a valid NUL-terminated path; umount2 does not keep the pointer.
-    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+    if let Err(e) = crate::kmount::detach(&abs) {
         return Err(mount_err(format!(
-            "{} is a dead mount of this store (its daemon is gone) and cannot be detached: {}",
-            abs.display(),
-            std::io::Error::last_os_error()
+            "{} is a dead mount of this store (its daemon is gone) and cannot be detached: {e}",
+            abs.display()
         )));
     }
     log::warn!(
@@ -159,8 +155,7 @@ pub fn bind_mount(src: &Path, target: &Path, read_only: bool) -> Result<(), CliE
         };
         if rc != 0 {
             let e = std::io::Error::last_os_error();
-            // SAFETY: t is NUL-terminated; umount2 does not keep the pointer.
-            unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) };
+            let _ = crate::kmount::detach(target);
             return Err(mount_err(format!(
                 "could not make {} read-only: {e}",
                 target.display()

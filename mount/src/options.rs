@@ -125,6 +125,23 @@ fn parse_secs(opt: &str, v: &str) -> Result<Duration, String> {
 }
 
 impl MountOpts {
+    /// The name the mount shows as its source: `fsname=`, else the store.
+    pub fn fsname_or(&self, store: &std::path::Path) -> String {
+        self.fsname
+            .clone()
+            .unwrap_or_else(|| store.display().to_string())
+    }
+
+    /// The mount's subtype (`fuse.SUBTYPE`): `dedupfs` unless `subtype=` names another;
+    /// `subtype=` with no value means none (plain `fuse`, as xfstests' FSTYP=fuse wants).
+    pub fn fs_subtype(&self) -> Option<&str> {
+        match self.subtype.as_deref() {
+            Some("") => None,
+            Some(s) => Some(s),
+            None => Some("dedupfs"),
+        }
+    }
+
     /// Parses `-o` strings (each a comma-separated list); later options win.
     pub fn parse<S: AsRef<str>>(lists: &[S]) -> Result<MountOpts, String> {
         let mut o = MountOpts::default();

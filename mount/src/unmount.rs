@@ -37,11 +37,9 @@ pub fn umount(mnt: &Path, lazy: bool, timeout_secs: u64) -> Result<(), CliError>
         .find(|m| m.mountpoint == target && (m.dev.is_empty() || m.dev == info.dev))
         .or_else(|| recs.iter().find(|m| !m.dev.is_empty() && m.dev == info.dev))
         .cloned();
-    let c = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())
-        .map_err(|_| mount_err("bad path".into()))?;
-    // SAFETY: geteuid has no preconditions; umount2 gets a NUL-terminated path.
-    let rc = if unsafe { libc::geteuid() } == 0 {
-        unsafe { libc::umount2(c.as_ptr(), if lazy { libc::MNT_DETACH } else { 0 }) }
+    // SAFETY: geteuid has no preconditions.
+    let unmounted = if unsafe { libc::geteuid() } == 0 {
+        crate::kmount::umount(&target, if lazy { libc::MNT_DETACH } else { 0 })
     } else {
         let mut cmd = std::process::Command::new("fusermount3");
         cmd.arg("-u");
@@ -52,14 +50,15 @@ pub fn umount(mnt: &Path, lazy: bool, timeout_secs: u64) -> Result<(), CliError>
             .arg(&target)
             .status()
             .map_err(|e| mount_err(format!("fusermount3: {e}")))?;
-        if st.success() {
-            0
-        } else {
-            -1
+        match st.success() {
+            true => Ok(()),
+            // fusermount3 has said why on stderr; its errno is not ours to read.
+            false => Err(std::io::Error::other(format!(
+                "fusermount3 -u failed ({st})"
+            ))),
         }
     };
-    if rc != 0 {
-        let e = std::io::Error::last_os_error();
+    if let Err(e) = unmounted {
         if e.raw_os_error() == Some(libc::EBUSY) {
             return Err(mount_err(format!(
                 "{} is busy (files are open); close them or use --lazy",

@@ -1,13 +1,12 @@
 //! `dedupfs stats --watch`: the store's figures refreshed in place for a person at a
-//! terminal, with the ingest and read rates since the previous refresh.
+//! terminal, with the ingest rates (bytes written, bytes kept) since the previous refresh.
 //!
 //! Invariants: a refresh never forces buffered writes out (`no_flush`), so watching
 //! does not change when data is committed; on a terminal the screen is redrawn in place,
 //! elsewhere (a pipe, a log) each refresh is appended, and with `--json` each is one line
-//! of JSON. The loop ends with an error as soon as a refresh fails (store unmounted, daemon
-//! gone), naming why.
+//! of JSON. It follows a mounted store only, through its daemon, and ends with an error as
+//! soon as a refresh fails (store unmounted, daemon gone), naming why.
 
-use crate::cmd::store_cmd;
 use crate::ops::Request;
 use crate::output::size;
 use crate::print::stats as report;
@@ -50,14 +49,23 @@ pub fn run(
     let tty = std::io::stdout().is_terminal();
     let mut last: Option<Sample> = None;
     loop {
-        let v = store_cmd(
-            store,
-            Request::Stats {
-                container: container.clone(),
-                no_flush: true,
-            },
-            "stats",
-        )?;
+        // Only through a daemon: opening the store again at every refresh would take its
+        // lock and replay its log each time (`dedupfs stats` reads an unmounted store once).
+        let conn = crate::control::connect(store).ok_or_else(|| {
+            CliError::new(
+                ExitKind::Store,
+                format!(
+                    "{} is not mounted (or its daemon is gone): --watch follows a mounted \
+                     store; `dedupfs stats` reads an unmounted one",
+                    store.display()
+                ),
+            )
+        })?;
+        let req = Request::Stats {
+            container: container.clone(),
+            no_flush: true,
+        };
+        let v = crate::control::call(conn, &req, &mut |_| {}).map_err(CliError::from_op)?;
         let now = Instant::now();
         if json {
             println!("{}", serde_json::to_string(&v).unwrap_or_default());

@@ -213,11 +213,7 @@ fn superseded(store: &Store, branches: &[BranchId]) -> Result<Vec<(u64, u64)>> {
 fn report_base(store: &Store, ci: &ContainerInfo) -> Result<RetentionReport> {
     let branches = store.registry().branches_of(ci.id());
     let history_bytes = superseded(store, &branches)?.iter().map(|x| x.1).sum();
-    let start = if ci.rec.history_floor > 0 {
-        ci.rec.history_floor_time
-    } else {
-        ci.rec.created
-    };
+    let start = ci.rec.window_start();
     Ok(RetentionReport {
         container: ci.rec.name.clone(),
         policy: ci.rec.settings.retention.clone(),

@@ -16,8 +16,8 @@
 //!   against is held in `pending` too, until its commit, so garbage collection cannot delete
 //!   it between the lookup and the commit that references it.
 //! - Garbage collection changes the index only while holding the GC gate exclusively, and
-//!   writers hold it shared from their lookups to their holds (and from each append to its
-//!   `pending` entry). So when GC looks, every chunk a writer is about to reference is either
+//!   writers hold it shared from their lookups to their holds (and from their claims to
+//!   the publication of what they appended). So when GC looks, every chunk a writer is about to reference is either
 //!   in `pending` or not yet looked up, and every pack record is indexed, pending, or garbage.
 //! - A read returns the chunk's exact bytes or an error: the record checksum, the decoded
 //!   length and the keyed hash of the content are all checked.
@@ -146,7 +146,9 @@ pub struct Ingest {
     /// Seconds since the epoch of the first commit that counted (0: none yet; stores made
     /// before these figures existed start counting at their first write after the upgrade).
     pub since: i64,
-    /// Bytes applications wrote (every write(2), and the length of every reflink copy).
+    /// Bytes of writes that reached the store (with the kernel's writeback cache, a page
+    /// rewritten before it was written back counts once), and the length of every reflink
+    /// copy.
     pub written_bytes: u64,
     /// Uncompressed bytes of the chunks those writes stored for the first time.
     pub new_bytes: u64,

@@ -15,7 +15,8 @@
 //! - A writer returns from [`PendingTable::wait_published`] only when none of its chunks is
 //!   `Storing` any more; it gets an error for a `Failed` one.
 //! - No cycle of waits: a writer publishes or fails everything it claimed before it waits,
-//!   and waits holding no other lock.
+//!   and waits holding no lock of this table or the GC gate (only its own file's flush
+//!   lock, which no writer needs to publish a claim).
 //!
 //! Generic over the location type so that the protocol can be tested without packs.
 
@@ -129,6 +130,40 @@ impl<L: Copy> PendingTable<L> {
                 }
             })
             .collect()
+    }
+
+    /// [`Self::claim`], then the index lookup it requires, in that order: `in_index` is
+    /// asked for each chunk the caller claimed, and one found there is settled as indexed.
+    /// Returns, per chunk, whether the caller is to store it. If `in_index` fails, what the
+    /// caller claimed is failed (joiners must not wait for it) and the error returned.
+    pub fn claim_unindexed<E>(
+        &self,
+        ids: &[ChunkId],
+        claim: &mut PendingClaim,
+        mut in_index: impl FnMut(ChunkId) -> Result<bool, E>,
+    ) -> Result<Vec<bool>, E> {
+        let mut mine = self.claim(ids, claim);
+        for i in 0..ids.len() {
+            if !mine[i] {
+                continue;
+            }
+            match in_index(ids[i]) {
+                Ok(true) => {
+                    self.settle_indexed(ids[i]);
+                    mine[i] = false;
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    let claimed: Vec<ChunkId> = (0..ids.len())
+                        .filter(|&j| mine[j])
+                        .map(|j| ids[j])
+                        .collect();
+                    self.finish(&[], &claimed);
+                    return Err(e);
+                }
+            }
+        }
+        Ok(mine)
     }
 
     /// A chunk the caller claimed turned out to be in the index: it is held as indexed, and

@@ -12,17 +12,21 @@
 //!
 //! Invariants:
 //! - One copy per chunk: between the lookup and the append, a chunk that another writer
-//!   claimed, stored or committed in the meantime is joined, never appended again (the
-//!   claim step looks at `pending` and then the index: a writer drops its hold only after
-//!   its commit indexed the chunk). Only the members of a frame that another writer claimed
-//!   while this one compressed are written twice, as garbage inside this writer's frame.
+//!   claimed, stored or committed in the meantime is joined, never appended again (a
+//!   writer claims first and looks the claimed chunks up in the index second; a writer
+//!   drops its hold only after its commit indexed the chunk). Only the members of a frame
+//!   that another writer claimed while this one compressed are written twice, as garbage
+//!   inside this writer's frame.
 //! - A location is published only after the pack buffer holding it was written, so no
-//!   commit can name a record that is not in the pack file.
+//!   commit can name a record that is not in the pack file; and it is published before
+//!   the writer lets go of the GC gate, so GC never finds a record of it that is neither
+//!   indexed nor pending (and takes it for garbage).
 //! - A claimed entry that its writer could not store becomes `Failed`; those who joined it
 //!   fail their write too (their data stays buffered and is retried), never commit a
 //!   reference to nothing.
 //! - No cycle of waits: a writer waits only at the end of `prepare`, after publishing (or
-//!   failing) everything it claimed, and holds no lock while it waits.
+//!   failing) everything it claimed, holding only its file's flush lock (publishing a
+//!   claim never needs another file's).
 
 use super::compression::{self, compress, encode_frame, Compression};
 use super::pending::PendingClaim;
@@ -142,8 +146,11 @@ impl ChunkStore {
         // What this writer claimed (`Storing`), and what it stored, to publish.
         let mut owned: Vec<ChunkId> = Vec::new();
         let mut fills: Vec<(ChunkId, Stored)> = Vec::new();
+        // Held from the first claim of a run to the publication of what this writer
+        // stored: GC, which takes the gate exclusively, never sees a record appended here
+        // that is neither indexed nor published in `pending` (it would be garbage to it).
+        let gate = self.gc_gate.read();
         let stored = (|| {
-            let _gate = self.gc_gate.read();
             for (run, enc) in runs.iter().zip(encoded) {
                 let run = &to_store[run.clone()];
                 let mine = self.claim_run(run, &mut claim)?;
@@ -219,6 +226,7 @@ impl ChunkStore {
             Ok(()) => self.pending.finish(&fills, &[]),
             Err(_) => self.pending.finish(&[], &owned),
         }
+        drop(gate);
         let waited = stored.and_then(|()| {
             self.pending
                 .wait_published(&claim)
@@ -252,40 +260,23 @@ impl ChunkStore {
 
     /// Claims the members of a run that nobody holds, then drops from the claim those the
     /// index has (a writer may have committed them since our lookup); joins the others.
-    /// Returns, per member, whether this writer is to store it. On an error, what it
-    /// claimed is failed (joiners must not wait for it).
+    /// Returns, per member, whether this writer is to store it.
     fn claim_run(
         &self,
         run: &[NewChunk<'_>],
         claim: &mut PendingClaim,
     ) -> Result<Vec<bool>, ChunkError> {
         let ids: Vec<ChunkId> = run.iter().map(|c| c.id).collect();
-        let mut mine = self.pending.claim(&ids, claim);
-        for (i, c) in run.iter().enumerate() {
-            if !mine[i] {
-                continue;
-            }
-            let found = self.lookup(c.id).and_then(|f| match f {
-                Some(rec) => self.verify_match(c.id, &rec, c.data).map(|()| true),
+        let data: std::collections::HashMap<ChunkId, &[u8]> =
+            run.iter().map(|c| (c.id, c.data)).collect();
+        self.pending
+            .claim_unindexed(&ids, claim, |id| match self.lookup(id)? {
+                Some(rec) => {
+                    self.verify_match(id, &rec, data.get(&id).copied().unwrap_or_default())?;
+                    Ok(true)
+                }
                 None => Ok(false),
-            });
-            match found {
-                Ok(true) => {
-                    self.pending.settle_indexed(c.id);
-                    mine[i] = false;
-                }
-                Ok(false) => {}
-                Err(e) => {
-                    let claimed: Vec<ChunkId> = (0..run.len())
-                        .filter(|&j| mine[j])
-                        .map(|j| run[j].id)
-                        .collect();
-                    self.pending.finish(&[], &claimed);
-                    return Err(e);
-                }
-            }
-        }
-        Ok(mine)
+            })
     }
 
     /// Drops a writer's hold on pending chunks.

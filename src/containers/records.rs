@@ -63,6 +63,15 @@ impl ContainerRecord {
             self.live_view
         }
     }
+    /// The oldest moment (seconds since the epoch) the container can be read as of: its
+    /// retention floor once history was pruned, else its creation.
+    pub fn window_start(&self) -> i64 {
+        if self.history_floor > 0 {
+            self.history_floor_time
+        } else {
+            self.created
+        }
+    }
     /// The branch that was the container's head at version `v`.
     pub fn branch_at(&self, v: Version) -> BranchId {
         for &(b, until) in &self.prev_heads {

@@ -63,6 +63,21 @@ pub enum FsError {
     Corrupt(String),
 }
 
+impl FsError {
+    /// The kind this failure counts as in `dedupfs_errors_total{kind}`, if it is one an
+    /// admin alerts on (a missing name or a full directory is an answer, not a fault).
+    pub fn metric_kind(&self) -> Option<crate::metrics::ErrorKind> {
+        use crate::metrics::ErrorKind as K;
+        match self {
+            FsError::Corrupt(_) => Some(K::Corrupt),
+            FsError::Io(_) => Some(K::Io),
+            FsError::NoSpace => Some(K::NoSpace),
+            FsError::Stale => Some(K::Stale),
+            _ => None,
+        }
+    }
+}
+
 pub type FsResult<T> = Result<T, FsError>;
 
 impl From<KvError> for FsError {

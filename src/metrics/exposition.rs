@@ -11,22 +11,14 @@
 //! - `dedupfs_fuse_requests_total{op}`, `dedupfs_fuse_request_duration_seconds{op}`
 //!   (histogram), `dedupfs_fuse_errors_total{op,errno}`: only ops with requests and only
 //!   nonzero error series, to keep scrapes small;
-//! - `dedupfs_write_bytes_total`, `dedupfs_read_bytes_total` (logical bytes through the
-//!   filesystem API), `dedupfs_ingest_new_bytes_total`,
+//! - `dedupfs_write_bytes_total`, `dedupfs_read_bytes_total` (bytes through the mount),
+//!   `dedupfs_ingest_new_bytes_total`,
 //!   `dedupfs_ingest_deduplicated_bytes_total` (raw chunk bytes new / matched);
 //! - `dedupfs_commits_total`, `dedupfs_commit_duration_seconds`, `dedupfs_syncs_total`,
 //!   `dedupfs_sync_duration_seconds`, `dedupfs_errors_total{kind}` (every kind, always).
 //!
-//! Gauges the daemon adds through the same [`Exposition`] from the storage statistics:
-//! - per container (label `container`): `dedupfs_logical_bytes`, `dedupfs_unique_bytes`,
-//!   `dedupfs_stored_bytes`, `dedupfs_files`, `dedupfs_dedup_ratio`,
-//!   `dedupfs_compression_ratio`, `dedupfs_history_bytes`,
-//!   `dedupfs_retention_window_seconds`;
-//! - store-wide: `dedupfs_physical_bytes`, `dedupfs_pack_bytes`, `dedupfs_metadata_bytes`,
-//!   `dedupfs_reclaimable_bytes`, `dedupfs_gc_last_run_timestamp_seconds`,
-//!   `dedupfs_gc_last_run_reclaimed_bytes`, `dedupfs_filesystem_free_bytes`,
-//!   `dedupfs_filesystem_size_bytes`, `dedupfs_halted` (0 or 1),
-//!   `dedupfs_build_info{version}` (always 1).
+//! The store's own figures are rendered by the daemon through the same [`Exposition`]
+//! (`mount/src/exporter.rs` lists them).
 
 use super::{
     Counter, Histogram, OpStats, COMMITS, COMMIT_SECONDS, ERRNOS, ERRORS_BY_KIND, ERROR_KINDS,
@@ -360,7 +352,7 @@ mod tests {
         record(op("mkdir"), Duration::from_millis(3), Err(95)); // EOPNOTSUPP: "other"
         WRITE_BYTES.add(4096);
         COMMIT_SECONDS.observe(Duration::from_millis(7));
-        count_error(ErrorKind::Halted);
+        count_error(ErrorKind::Stale);
         let mut e = Exposition::new();
         render_process_metrics(&mut e);
         let text = e.finish();
@@ -383,7 +375,7 @@ mod tests {
         assert!(!text.contains("op=\"fallocate\""), "idle op emitted");
         assert!(s["dedupfs_write_bytes_total"] >= 4096.0);
         assert!(s["dedupfs_commit_duration_seconds_count"] >= 1.0);
-        assert!(s["dedupfs_errors_total{kind=\"halted\"}"] >= 1.0);
+        assert!(s["dedupfs_errors_total{kind=\"stale\"}"] >= 1.0);
         // Statics are there even at zero.
         assert!(s.contains_key("dedupfs_errors_total{kind=\"corrupt\"}"));
         assert!(s.contains_key("dedupfs_sync_duration_seconds_bucket{le=\"+Inf\"}"));

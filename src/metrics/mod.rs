@@ -258,7 +258,8 @@ pub fn record(op: usize, elapsed: Duration, result: Result<(), i32>) {
     fuse_op(op).record(elapsed, result);
 }
 
-/// Logical bytes written / read through the filesystem API.
+/// Bytes written to / read from files through the mount (FUSE WRITE and READ replies;
+/// what `snapshot apply` copies inside the daemon is not counted).
 pub static WRITE_BYTES: Counter = Counter::new();
 pub static READ_BYTES: Counter = Counter::new();
 /// Raw (uncompressed) bytes of chunks that were new to the store / matched a stored one.
@@ -269,19 +270,18 @@ pub static COMMIT_SECONDS: Histogram = Histogram::new(LATENCY_BUCKETS);
 pub static SYNCS: Counter = Counter::new();
 pub static SYNC_SECONDS: Histogram = Histogram::new(LATENCY_BUCKETS);
 
-/// The error kinds of `dedupfs_errors_total{kind}`.
+/// The error kinds of `dedupfs_errors_total{kind}`: the failures an admin alerts on (a
+/// halted store is the `dedupfs_halted` gauge; its refusals count as `io`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {
     Corrupt = 0,
     Io,
     NoSpace,
-    Halted,
     Stale,
-    Other,
 }
 
 /// Labels of [`ErrorKind`], in discriminant order.
-pub const ERROR_KINDS: &[&str] = &["corrupt", "io", "no_space", "halted", "stale", "other"];
+pub const ERROR_KINDS: &[&str] = &["corrupt", "io", "no_space", "stale"];
 
 impl ErrorKind {
     pub fn label(self) -> &'static str {
@@ -330,7 +330,7 @@ mod tests {
         assert_eq!([label(0), label(9999), label(-1)], ["other"; 3]);
         assert!(std::ptr::eq(fuse_op(10_000), &FUSE[OP_OTHER]));
         assert_eq!(ErrorKind::NoSpace.label(), "no_space");
-        assert_eq!(ErrorKind::Other.label(), "other");
+        assert_eq!(ErrorKind::Stale.label(), "stale");
     }
 
     #[test]

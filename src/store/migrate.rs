@@ -12,6 +12,12 @@
 //! are, so the upgrade only records the new format (older builds must not open a store
 //! that may hold frames).
 //!
+//! Format 3 → 4: the store and container counter records gain the ingest figures (absent
+//! reads as zero: they count from the first write after the upgrade, and `ingest.since`
+//! says from when), and the inode allocator's record holds a watermark up to a block
+//! ahead of use. Nothing to rewrite; the new number keeps older builds out, which would
+//! drop the ingest figures the next time they rewrote a counter record.
+//!
 //! Invariant: the new records are committed and synced before `dedupfs.json` says 2, so an
 //! interrupted upgrade is done again at the next open.
 

@@ -16,8 +16,6 @@ use std::path::Path;
 pub struct DiskUsage {
     /// Allocated bytes of `packs/` (pack files and their shard directories).
     pub packs: u64,
-    /// Pack files.
-    pub pack_files: u64,
     /// Allocated bytes of `meta/` (the metadata database, its log included).
     pub metadata: u64,
     /// Everything else: the store directory itself, its configuration, lock and log.
@@ -39,10 +37,9 @@ pub fn measure(root: &Path) -> Result<DiskUsage, StoreError> {
     for e in std::fs::read_dir(root).map_err(io_err(root))? {
         let e = e.map_err(io_err(root))?;
         let name = e.file_name();
-        let (bytes, files) = walk(&e.path())?;
+        let bytes = walk(&e.path())?;
         if name == PACKS_DIR {
             u.packs += bytes;
-            u.pack_files += files;
         } else if name == META_DIR {
             u.metadata += bytes;
         } else {
@@ -52,29 +49,25 @@ pub fn measure(root: &Path) -> Result<DiskUsage, StoreError> {
     Ok(u)
 }
 
-/// Allocated bytes under `p` (itself included) and the `.pack` files among them.
-fn walk(p: &Path) -> Result<(u64, u64), StoreError> {
+/// Allocated bytes under `p` (itself included).
+fn walk(p: &Path) -> Result<u64, StoreError> {
     let md = match std::fs::symlink_metadata(p) {
         Ok(m) => m,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => return Err(io_err(p)(e)),
     };
     let mut bytes = md.blocks() * 512;
-    let mut packs = u64::from(md.is_file() && p.extension().is_some_and(|x| x == "pack"));
     if md.is_dir() {
         let rd = match std::fs::read_dir(p) {
             Ok(rd) => rd,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
             Err(e) => return Err(io_err(p)(e)),
         };
         for e in rd {
-            let e = e.map_err(io_err(p))?;
-            let (b, n) = walk(&e.path())?;
-            bytes += b;
-            packs += n;
+            bytes += walk(&e.map_err(io_err(p))?.path())?;
         }
     }
-    Ok((bytes, packs))
+    Ok(bytes)
 }
 
 #[cfg(test)]
@@ -91,7 +84,6 @@ mod tests {
         std::fs::write(root.join("meta/000001.log"), vec![2u8; 5000]).unwrap();
         std::fs::write(root.join("dedupfs.json"), b"{}").unwrap();
         let u = measure(root).unwrap();
-        assert_eq!(u.pack_files, 1);
         assert!(u.packs >= 100_000, "{u:?}");
         let du = std::process::Command::new("du")
             .args(["-sB1"])

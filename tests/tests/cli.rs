@@ -328,7 +328,11 @@ fn times_mean_the_callers_zone_and_future_times_are_refused() {
         &["--store", store, "snapshot", "show", "s1", "--json"],
     )))
     .unwrap();
-    assert!(json["at_time"].as_i64().is_some(), "{json}");
+    assert_eq!(
+        json["at_time"].as_i64(),
+        Some(between.as_secs() as i64),
+        "{json}"
+    );
 
     // `--to -15m` reaches the time resolver (the container is younger than that).
     let o = t.cli(&["rollback", "c", "--to", "-15m", "--dry-run"]);
@@ -346,6 +350,9 @@ fn times_mean_the_callers_zone_and_future_times_are_refused() {
     assert_eq!(code(&o), 2, "{}", stderr(&o));
     assert_eq!(ok(&t.cli(&["snapshot", "list", "--json"])), before);
     assert_eq!(std::fs::read(t.path("c/f")).unwrap(), b"two");
+    // Nor can the mount show the future.
+    let e = std::fs::metadata(t.path(".at/c/2099-01-01 00:00")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
 
     // Unmounted, the CLI resolves the same string to the same instant.
     t.umount();
@@ -386,6 +393,18 @@ fn a_restart_after_a_crash_mounts_over_its_own_dead_mount() {
     // The store's own restart succeeds.
     t.mount("");
     assert_eq!(std::fs::read(t.path("c/f")).unwrap(), b"kept");
+    // A foreground mount (systemd's) of the store it now serves is refused: it would
+    // exit at once instead of serving.
+    let again = t.dir.path().join("again");
+    std::fs::create_dir(&again).unwrap();
+    let o = dedupfs(&[
+        "mount",
+        "-f",
+        t.store.to_str().unwrap(),
+        again.to_str().unwrap(),
+    ]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(stderr(&o).contains("already served"), "{}", stderr(&o));
     t.umount();
     assert!(!is_mounted(&t.mnt));
 }
@@ -414,9 +433,22 @@ fn stores_are_named_the_same_way_everywhere() {
     let view = t.dir.path().join("view");
     std::fs::create_dir(&view).unwrap();
     sh(&format!("mount --bind {mnt} {}", view.display()));
-    let o = dedupfs(&["--store", view.to_str().unwrap(), "container", "list"]);
+    let o = dedupfs(&[
+        "--store",
+        view.to_str().unwrap(),
+        "container",
+        "list",
+        "--json",
+    ]);
     let _ = std::process::Command::new("umount").arg(&view).output();
-    assert!(ok(&o).contains('c'), "{}", stderr(&o));
+    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&ok(&o))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["c"], "the view names the store holding container c");
     // A directory that is no store is not offered `dedupfs init` of itself.
     let o = dedupfs(&["gc", "/etc"]);
     assert_eq!(code(&o), 3, "{}", stderr(&o));

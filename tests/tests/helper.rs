@@ -138,6 +138,8 @@ fn mount_t_fuse_dedupfs_fstab_remount_stacking_and_dead_mounts() {
         String::from_utf8_lossy(&out.stderr).contains("started read-only"),
         "{out:?}"
     );
+    let e = fs::write(t.path("c/g"), b"x").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EROFS), "still read-only");
     sh(&format!("umount {mnt}"));
 }
 

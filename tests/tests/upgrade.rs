@@ -2,7 +2,8 @@
 //! was written by a format-N build (see `make-old-store.sh` there) — a container with a
 //! hard link, a symlink, an xattr, a bookmark, a read-write snapshot and a rollback. The
 //! current build upgrades it at open (format 2: versioned tree counters; format 3:
-//! compression frames) and reads every file of the live tree, of the bookmark and of the
+//! compression frames; format 4: ingest figures, counted from the first write after the
+//! upgrade) and reads every file of the live tree, of the bookmark and of the
 //! snapshot exactly as the old build wrote them; compressible data written after the
 //! upgrade reads back and the store, holding old and new records, scrubs clean.
 
@@ -26,7 +27,7 @@ fn check_sums(dir: &std::path::Path, list: &std::path::Path) {
 }
 
 /// The format this build writes.
-const CURRENT_FORMAT: u64 = 3;
+const CURRENT_FORMAT: u64 = 4;
 
 #[test]
 fn a_format_1_store_opens_upgrades_and_reads_back_exactly() {
@@ -36,6 +37,11 @@ fn a_format_1_store_opens_upgrades_and_reads_back_exactly() {
 #[test]
 fn a_format_2_store_opens_upgrades_and_reads_back_exactly() {
     old_store_opens_upgrades_and_reads_back(2);
+}
+
+#[test]
+fn a_format_3_store_opens_upgrades_and_reads_back_exactly() {
+    old_store_opens_upgrades_and_reads_back(3);
 }
 
 fn old_store_opens_upgrades_and_reads_back(format: u64) {
@@ -98,6 +104,9 @@ fn old_store_opens_upgrades_and_reads_back(format: u64) {
         s["files"].as_u64().unwrap(),
         files.trim().parse::<u64>().unwrap() + 1
     );
+    // Ingest figures did not exist before format 4: nothing counted yet, no start date.
+    assert_eq!(s["ingest"]["since"], 0, "{s}");
+    assert_eq!(s["ingest"]["written_bytes"], 0, "{s}");
     // And it takes writes, in the new layout (compressible data spanning several frames).
     fs::write(mnt.join("c/after-upgrade"), "new").unwrap();
     let text: Vec<u8> = (0..40_000u32)
@@ -111,6 +120,14 @@ fn old_store_opens_upgrades_and_reads_back(format: u64) {
         "new"
     );
     assert!(fs::read(mnt.join("c/log.txt")).unwrap() == text);
+    // Counted from the first write after the upgrade.
+    let s: serde_json::Value = serde_json::from_str(&ok(&cli(&["stats", "c", "--json"]))).unwrap();
+    assert!(s["ingest"]["since"].as_i64().unwrap() > 0, "{s}");
+    assert_eq!(
+        s["ingest"]["written_bytes"].as_u64(),
+        Some(text.len() as u64 + 3),
+        "{s}"
+    );
     check_sums(&mnt.join(".at/c/b1"), &work.join("b1.sha256"));
     let f: serde_json::Value =
         serde_json::from_str(&ok(&cli(&["fsck", "--scrub", "--json"]))).unwrap();

@@ -9,7 +9,7 @@
 //! and on a store opened here only when none does.
 
 use crate::ops::{self, Request};
-use crate::{control, helper, locate, output, protocol, CliError, ExitKind};
+use crate::{control, locate, output, protocol, CliError, ExitKind};
 use dedupfs_core::store::{OpenOptions, Store, StoreError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,34 +21,34 @@ pub fn to_instant(spec: &str) -> String {
     dedupfs_core::points::to_instant(spec, dedupfs_core::records::Timestamp::now())
 }
 
-/// Which store a command means: --store (a store or a mount point), $DEDUPFS_STORE, or
-/// the only mounted store.
-pub fn resolve_store(arg: Option<PathBuf>) -> Result<PathBuf, CliError> {
-    let arg = arg.or_else(|| {
+/// The store the user named: `--store`, else a non-empty `$DEDUPFS_STORE`.
+pub fn named_store(arg: Option<PathBuf>) -> Option<PathBuf> {
+    arg.or_else(|| {
         std::env::var_os("DEDUPFS_STORE")
             .filter(|s| !s.is_empty())
             .map(PathBuf::from)
-    });
-    match arg {
+    })
+}
+
+/// Which store a command means: --store (a store or a mount point), $DEDUPFS_STORE, or
+/// the only mounted store.
+pub fn resolve_store(arg: Option<PathBuf>) -> Result<PathBuf, CliError> {
+    match named_store(arg) {
         Some(p) => {
-            let dead = || {
-                CliError::new(
+            // statfs always reaches a FUSE daemon (attributes may be cached by the kernel).
+            if crate::kmount::is_dead(&p) {
+                return Err(CliError::new(
                     ExitKind::Mount,
                     format!(
-                        "{} is a dead dedupfs mount (its daemon is gone): `umount {}`, \
+                        "{} is a dead dedupfs mount (its daemon is gone): `dedupfs umount {}`, \
                          then mount the store again",
                         p.display(),
                         p.display()
                     ),
-                )
-            };
-            // statfs always reaches a FUSE daemon (attributes may be cached by the kernel).
-            if helper::is_dead_mount(&p) {
-                return Err(dead());
+                ));
             }
             match std::fs::metadata(&p) {
                 Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => return Err(dead()),
                 Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
                     return Err(CliError::new(
                         ExitKind::Denied,
@@ -76,18 +76,16 @@ pub fn resolve_store(arg: Option<PathBuf>) -> Result<PathBuf, CliError> {
             if let Some(m) = mounts.iter().find(|m| m.mountpoint == canon) {
                 return Ok(m.store.clone());
             }
+            let view = locate::mount_at(&canon);
             // A second view (a bind mount, a second `dedupfs mount` of the store) shares
             // the daemon's device number.
-            if let Some(view) = locate::mount_at(&canon).filter(|m| m.mountpoint == canon) {
-                if let Some(m) = mounts
-                    .iter()
-                    .find(|m| !m.dev.is_empty() && m.dev == view.dev)
-                {
+            if let Some(v) = &view {
+                if let Some(m) = mounts.iter().find(|m| !m.dev.is_empty() && m.dev == v.dev) {
                     return Ok(m.store.clone());
                 }
             }
             // Someone else's dedupfs mount: say so, rather than "not a store".
-            if let Some(m) = locate::mount_at(&canon).filter(|m| m.mountpoint == canon) {
+            if let Some(m) = view {
                 let owner = m.fuse_owner();
                 if (m.fstype == "fuse" || m.fstype.starts_with("fuse."))
                     && owner.is_some_and(|o| o != locate::euid())
@@ -198,10 +196,7 @@ pub fn decode_show<T: serde::de::DeserializeOwned>(
 
 /// Where the store is mounted (by its daemon's record), if it is.
 pub fn mountpoint_of(store: &Path) -> Option<PathBuf> {
-    locate::mounts()
-        .into_iter()
-        .find(|m| m.store == store)
-        .map(|m| m.mountpoint)
+    locate::served(store).map(|m| m.mountpoint)
 }
 
 /// Hands the kernel's dirty pages of a mounted store to its daemon (`syncfs`), so that a

@@ -2,10 +2,10 @@
 //! dirty pages handed to the daemon before a consistency point is taken or compared, and
 //! `snapshot mount` (a bind mount of the snapshot's directory in the live mount).
 //!
-//! Invariants: a snapshot (unless `--at` or `--no-flush`), rollback, changes or apply
-//! first syncs the mount ([`sync_mount`]), so it includes every write that completed
-//! before the command (a bookmark does not: it is taken as the daemon's core sees the
-//! store); an apply that left conflicts fails (exit 1) after printing what it did.
+//! Invariants: a bookmark, a snapshot (unless `--at` or `--no-flush`), rollback, changes
+//! or apply first syncs the mount ([`sync_mount`]), so it includes every write that
+//! completed before the command, also one still in the kernel's page cache; an apply that
+//! left conflicts fails (exit 1) after printing what it did.
 
 use super::common::{
     decode_show, mountpoint_of, resolve_store, show_as, store_cmd, sync_mount, to_instant,

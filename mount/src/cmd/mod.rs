@@ -1,5 +1,6 @@
 //! The CLI's commands: [`run`] hands each parsed command to the module of its group —
-//! [`mounting`] (init, mount, umount, install, completions, status), [`containers`],
+//! [`mounting`] (init, mount, install, completions, status; `umount` is `crate::unmount`),
+//! [`containers`],
 //! [`history`] (bookmark, snapshot, rollback, retention) and [`maint`] (gc, fsck, sync,
 //! stats) — which share the helpers of [`common`] (which store is meant, running a
 //! request through the daemon or on the store, printing an answer).
@@ -13,8 +14,6 @@ mod containers;
 mod history;
 mod maint;
 mod mounting;
-
-pub use common::store_cmd;
 
 use crate::cli::{Cli, Cmd};
 use crate::CliError;

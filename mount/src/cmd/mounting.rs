@@ -6,7 +6,7 @@
 //! forks a daemon (the store, the mount point, FUSE, the store lock), so a mistake is
 //! reported there with its exit code rather than only in the daemon's log.
 
-use super::common::resolve_store;
+use super::common::{named_store, resolve_store};
 use crate::cli::{InitArgs, MountArgs};
 use crate::options::{parse_size, MountOpts};
 use crate::{daemon, install, locate, mountpoint, output, status, CliError, ExitKind};
@@ -74,7 +74,7 @@ pub fn mount(m: MountArgs) -> Result<(), CliError> {
     if m.foreground {
         // A foreground mount is a daemon (systemd's Type=notify waits for it to
         // serve); a second view of a served store would exit at once instead.
-        if let Some(r) = locate::mounts().into_iter().find(|r| r.store == store) {
+        if let Some(r) = locate::served(&store) {
             return Err(CliError::new(
                 ExitKind::Store,
                 format!(
@@ -129,9 +129,9 @@ pub fn install(layout: install::Layout, json: bool) -> Result<(), CliError> {
 /// `dedupfs status`.
 pub fn status(store: Option<PathBuf>, json: bool) -> Result<(), CliError> {
     // With --store (or $DEDUPFS_STORE), only that store; else every mounted one.
-    let only = match store.is_some() || std::env::var_os("DEDUPFS_STORE").is_some() {
-        true => Some(resolve_store(store)?),
-        false => None,
+    let only = match named_store(store) {
+        Some(s) => Some(resolve_store(Some(s))?),
+        None => None,
     };
     status::run(only.as_deref(), json)
 }

@@ -48,7 +48,10 @@ pub fn stats(
                 .registry()
                 .by_name(&name)
                 .ok_or_else(|| ContainerError::NotFound(name.clone()))?;
-            Ok(serde_json::to_value(stats::container_stats(store, ci.id())?).unwrap_or_default())
+            // Deleted between the lookup and the figures: as if never found.
+            let st = stats::container_stats(store, ci.id())?
+                .ok_or_else(|| ContainerError::NotFound(name.clone()))?;
+            Ok(to_json(&st))
         }
         None => Ok(to_json(&crate::protocol::StoreReport {
             stats: stats::store_stats(store)?,
@@ -94,7 +97,7 @@ pub fn gc(
     if !dry_run {
         dedupfs_gc::state::record_run(store, dedupfs_gc::sweep::run_record(&res, t0, false))?;
     }
-    Ok(serde_json::to_value(res?).unwrap_or_default())
+    Ok(to_json(&res?))
 }
 
 pub fn fsck(
@@ -115,5 +118,5 @@ pub fn fsck(
         })
     };
     let r = dedupfs_gc::fsck::run(&ctx.store, &opts, &mut pr)?;
-    Ok(serde_json::to_value(r).unwrap_or_default())
+    Ok(to_json(&r))
 }
