@@ -26,6 +26,7 @@
 //! sync lock are taken under it.
 
 use crate::chunks::{ContainerCounters, StoreCounters};
+use crate::clock::{ComplianceClock, TimeSource};
 use crate::ids::{BranchId, ContainerId, Ino, Version};
 use crate::keys::{self, MetaKey};
 use crate::kv::{Cf, Kv, KvError, Txn};
@@ -205,6 +206,9 @@ pub struct Committer {
     /// they update this after their batch is applied (a failed one changes nothing here).
     /// Lock order: a leaf, taken only under the commit lock.
     tree_cache: Mutex<HashMap<BranchId, TreeCounters>>,
+    /// The compliance clock: commit times never fall behind it, so setting the system
+    /// clock back cannot make new history look old to a retention lock.
+    clock: ComplianceClock,
 }
 
 fn get_u64(kv: &dyn Kv, key: MetaKey, default: u64) -> Result<u64, KvError> {
@@ -231,7 +235,7 @@ fn container_counter_key(c: ContainerId) -> Vec<u8> {
 pub use keys::timeline as timeline_key;
 
 impl Committer {
-    pub fn open(kv: Arc<dyn Kv>) -> Result<Committer, KvError> {
+    pub fn open(kv: Arc<dyn Kv>, time: Arc<dyn TimeSource>) -> Result<Committer, KvError> {
         let next_version = get_u64(&*kv, MetaKey::NextVersion, 1)?;
         let next_ino = get_u64(&*kv, MetaKey::NextIno, FIRST_INO)?;
         let next_branch = get_u64(&*kv, MetaKey::NextBranch, 1)?;
@@ -259,6 +263,7 @@ impl Committer {
             }
             it.status()?;
         }
+        let clock = ComplianceClock::open(&*kv, time, last_time)?;
         Ok(Committer {
             kv,
             st: Mutex::new(CommitState {
@@ -276,7 +281,13 @@ impl Committer {
             halted: OnceLock::new(),
             counter_drift: AtomicBool::new(false),
             tree_cache: Mutex::new(HashMap::new()),
+            clock,
         })
+    }
+
+    /// The store's compliance clock (retention locks).
+    pub fn clock(&self) -> &ComplianceClock {
+        &self.clock
     }
 
     /// Stops all further changes: a sync failed, so durability of what was acknowledged
@@ -338,7 +349,7 @@ impl Committer {
         // Timed from before the lock: what a caller waits for, lock queue included.
         let started = std::time::Instant::now();
         let mut guard = self.st.lock();
-        let now = Timestamp::now();
+        let now = self.clock.wall().max(self.clock.now());
         let time = if now > guard.last_time {
             now
         } else {
@@ -478,6 +489,9 @@ impl Committer {
                 txn.delete(Cf::Meta, container_counter_key(*id));
             }
         }
+        if let Some((k, v)) = self.clock.due() {
+            txn.put(Cf::Meta, k, v);
+        }
         self.kv.write(txn.into_batch(), false)?;
         {
             let mut tc = self.tree_cache.lock();
@@ -527,6 +541,24 @@ impl Committer {
         Ok(())
     }
 
+    /// The time of the first commit after `t` (millisecond resolution), if any.
+    pub fn first_commit_after(&self, t: Timestamp) -> Result<Option<Timestamp>, KvError> {
+        let ms = t.sec.saturating_mul(1000) + (t.nsec / 1_000_000) as i64 + 1;
+        let from = Timestamp {
+            sec: ms.div_euclid(1000),
+            nsec: (ms.rem_euclid(1000) * 1_000_000) as u32,
+        };
+        let mut it = self.kv.iter(Cf::Timeline, None, None);
+        it.seek(&timeline_key(from));
+        let r = if it.valid() {
+            Some(keys::timeline_from(it.key()).map_err(|e| KvError::Corrupt(e.to_string()))?)
+        } else {
+            None
+        };
+        it.status()?;
+        Ok(r)
+    }
+
     /// The newest version committed at or before `t`, if any.
     pub fn version_at(&self, t: Timestamp) -> Result<Option<Version>, KvError> {
         let mut it = self.kv.iter(Cf::Timeline, None, None);
@@ -544,6 +576,18 @@ impl Committer {
     }
 }
 
+impl Drop for Committer {
+    /// The clock's last reading goes to disk at close (best effort: a failure only makes
+    /// locks last longer, and the store's own errors were already reported).
+    fn drop(&mut self) {
+        if self.halted.get().is_none() {
+            if let Err(e) = self.clock.persist(&*self.kv) {
+                log::warn!("the compliance clock could not be saved at close: {e}");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -552,7 +596,7 @@ mod tests {
     #[test]
     fn versions_allocators_and_counters_persist() {
         let kv: Arc<dyn Kv> = Arc::new(MemKv::new());
-        let c = Committer::open(kv.clone()).unwrap();
+        let c = Committer::open(kv.clone(), Arc::new(crate::clock::SystemTime::default())).unwrap();
         assert_eq!(c.head(), Version(0));
         let ino = c
             .commit(|cm| {
@@ -575,7 +619,8 @@ mod tests {
         c.commit(|_| Ok::<_, KvError>(())).unwrap();
         assert_eq!(c.head(), Version(1));
 
-        let c2 = Committer::open(kv.clone()).unwrap();
+        let c2 =
+            Committer::open(kv.clone(), Arc::new(crate::clock::SystemTime::default())).unwrap();
         assert_eq!(c2.head(), Version(1));
         assert_eq!(c2.container_counters(ContainerId(3)).chunks, 2);
         let ino2 = c2.commit(|cm| Ok::<_, KvError>(cm.alloc_ino())).unwrap();

@@ -132,11 +132,33 @@ pub fn walk_branch<E: From<KvError>>(
     Ok(())
 }
 
+/// The newest version stored of any inode of branch `b` (every change of a tree writes
+/// an inode: the file's, or its directory's), or `None` for a branch without records.
+pub fn newest_inode_version(store: &Store, b: BranchId) -> Result<Option<Version>, KvError> {
+    let mut newest: Option<Version> = None;
+    walk_branch(store, Family::Inodes, b, |r| {
+        newest = newest.max(r.versions.first().map(|v| v.version));
+        Ok::<_, KvError>(())
+    })?;
+    Ok(newest)
+}
+
 /// Versions to delete, committed in batches.
-#[derive(Default)]
 pub struct Pruning {
     deletes: Vec<(Cf, Vec<u8>)>,
     deltas: HashMap<ChunkId, i64>,
+    /// The newest version collected (checked against the container's retention lock).
+    newest: Version,
+}
+
+impl Default for Pruning {
+    fn default() -> Self {
+        Pruning {
+            deletes: Vec::new(),
+            deltas: HashMap::new(),
+            newest: Version(0),
+        }
+    }
 }
 
 impl Pruning {
@@ -146,6 +168,7 @@ impl Pruning {
             *self.deltas.entry(e.chunk).or_default() -= 1;
         }
         self.deletes.push((rec.family.cf(), v.key.clone()));
+        self.newest = self.newest.max(v.version);
     }
 
     pub fn len(&self) -> usize {
@@ -161,10 +184,32 @@ impl Pruning {
         if self.deletes.is_empty() {
             return Ok(());
         }
-        let (deletes, deltas) = (
+        let (deletes, deltas, newest) = (
             std::mem::take(&mut self.deletes),
             std::mem::take(&mut self.deltas),
+            std::mem::replace(&mut self.newest, Version(0)),
         );
+        // The last line of defence of a retention lock: whatever the caller decided, no
+        // batch removes a version inside the window (a lock set while a prune was
+        // planning, a policy bug). The window only moves forward, so what the caller
+        // checked stays checked.
+        if let Some(ci) = store.registry().get(container) {
+            if let Some(w) = crate::containers::lock::window(store, &ci.rec)? {
+                if newest >= w.cutoff() {
+                    return Err(crate::containers::ContainerError::Locked {
+                        name: ci.rec.name.clone(),
+                        message: format!(
+                            "pruning stopped: it would remove version {} of locked history \
+                             (the {} lock keeps every version from {} on)",
+                            newest.0,
+                            w.mode.as_str(),
+                            w.floor
+                        ),
+                    }
+                    .into());
+                }
+            }
+        }
         store.committer.commit(|c| {
             for (cf, k) in deletes {
                 c.txn.delete(cf, k);

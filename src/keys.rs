@@ -312,6 +312,8 @@ pub enum MetaKey {
     Condemned(PackId),
     /// The outcome of past GC runs.
     GcStatus,
+    /// The store's compliance clock (`crate::clock`).
+    ComplianceClock,
 }
 
 const K_CONTAINER_COUNTERS: &[u8] = b"counters/c/";
@@ -331,6 +333,7 @@ impl MetaKey {
             }
             MetaKey::Condemned(p) => Enc::new().bytes(K_CONDEMNED).u32(p.0).finish(),
             MetaKey::GcStatus => b"gc/status".to_vec(),
+            MetaKey::ComplianceClock => b"clock/compliance".to_vec(),
         }
     }
 

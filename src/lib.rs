@@ -10,6 +10,7 @@ pub mod admin;
 pub mod cache;
 pub mod chunker;
 pub mod chunks;
+pub mod clock;
 pub mod codec;
 pub mod commit;
 pub mod containers;

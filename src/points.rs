@@ -306,7 +306,7 @@ pub fn resolve(
             kind: PointKind::Snapshot,
         });
     }
-    let now = Timestamp::now();
+    let now = store.committer.clock().wall();
     let t = parse_time(spec, now).ok_or_else(|| PointError::Unrecognised(spec.into()))?;
     let when = format_time(t.sec);
     if t > now {
@@ -323,7 +323,9 @@ pub fn resolve(
             container: container.name.clone(),
             when: when.clone(),
         })?;
-    if v.0 < container.history_floor {
+    // Retention keeps the state at `history_floor - 1` whole (its kept point), so only
+    // older versions are gone.
+    if v.0 + 1 < container.history_floor {
         // Below the floor only the points retention kept remain: the newest one at or
         // before the requested time stands for it.
         if let Some(&(pt, pv)) = container

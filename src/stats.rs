@@ -90,6 +90,9 @@ pub struct ContainerStats {
     pub history_held_bytes: Option<u64>,
     /// Ingest.
     pub ingest: IngestStats,
+    /// The retention lock's window now, if the container is locked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<crate::containers::lock::LockWindow>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -123,6 +126,9 @@ pub struct StoreStats {
     pub halted: Option<String>,
     /// A live-file counter went out of step since the store was opened (`fsck --repair`).
     pub counters_drifted: bool,
+    /// The compliance clock retention locks are measured by, and the system clock.
+    #[serde(default)]
+    pub clock: crate::clock::ClockReading,
 }
 
 /// The live files and logical bytes of a tree (a container's live tree or a snapshot).
@@ -197,6 +203,7 @@ fn container_stats_with(
         added_bytes: c.added_bytes,
         history_held_bytes,
         ingest: IngestStats::of(&c.ingest),
+        lock: crate::containers::lock::window(store, &ci.rec)?,
     }))
 }
 
@@ -236,5 +243,6 @@ pub fn store_stats(store: &Store) -> Result<StoreStats, StoreError> {
         },
         halted: store.committer.halted().map(str::to_string),
         counters_drifted: store.committer.counters_drifted(),
+        clock: store.committer.clock().reading(),
     })
 }

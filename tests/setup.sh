@@ -25,9 +25,10 @@ if [ "${1:-}" = "--test-tools" ]; then
   # libnfs clients; Python clients (smbprotocol, libnfs) in a venv outside the clone, with
   # the Prometheus client library whose parser checks the metrics endpoint's output.
   # man-db renders the installed man pages in a test; systemd's systemd-analyze checks the
-  # shipped units (no running systemd needed).
+  # shipped units (no running systemd needed). libfaketime moves the daemon's system clock
+  # in the retention-lock test (the compliance clock must not follow).
   xpkgs=(samba smbclient nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils libnfs-dev
-         python3-venv python3-dev gcc man-db systemd)
+         python3-venv python3-dev gcc man-db systemd faketime)
   xmissing=()
   for p in "${xpkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || xmissing+=("$p"); done
   if [ ${#xmissing[@]} -gt 0 ]; then

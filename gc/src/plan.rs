@@ -11,6 +11,7 @@
 
 use crate::state::{self, Condemned};
 use crate::{io_err, Progress, Result, PAGE};
+use dedupfs_core::containers::lock::{self, LockWindow};
 use dedupfs_core::ids::{ChunkId, ContainerId, PackId};
 use dedupfs_core::pack::{self, PACK_HEADER_LEN};
 use dedupfs_core::store::{Store, PACKS_DIR};
@@ -104,6 +105,17 @@ pub struct Plan {
     pub history_held_bytes: u64,
     /// The same by the container that stored each chunk first, largest first.
     pub history_held: Vec<(String, u64)>,
+    /// Containers under a retention lock: their history inside the window is kept
+    /// whatever retention says, so GC cannot free what it references until it ages out.
+    #[serde(default)]
+    pub locked: Vec<LockedHistory>,
+}
+
+/// A locked container, as GC reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LockedHistory {
+    pub container: String,
+    pub window: LockWindow,
 }
 
 /// The pack being written is closed for collection only when it frees at least this much
@@ -244,6 +256,14 @@ pub fn build(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Pl
             dead_chunks: n,
         })
         .collect();
+    for ci in reg.list() {
+        if let Some(window) = lock::window(store, &ci.rec)? {
+            plan.locked.push(LockedHistory {
+                container: ci.rec.name.clone(),
+                window,
+            });
+        }
+    }
     Ok(plan)
 }
 

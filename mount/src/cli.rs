@@ -198,7 +198,15 @@ pub enum BookmarkCmd {
     /// List a container's bookmarks
     List { container: String },
     /// Delete a bookmark (the history it pointed to stays, subject to retention)
-    Delete { container: String, name: String },
+    ///
+    /// Refused (exit 7) for a bookmark inside a retention lock's window.
+    Delete {
+        container: String,
+        name: String,
+        /// Root only, governance locks only: delete it although the lock covers it
+        #[arg(long)]
+        bypass_governance: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -227,7 +235,15 @@ pub enum SnapshotCmd {
     /// Show one snapshot
     Show { name: String },
     /// Delete a snapshot (never changes the container or other snapshots)
-    Delete { name: String },
+    ///
+    /// Refused (exit 7) for a snapshot created, showing a moment, or written inside a
+    /// retention lock's window.
+    Delete {
+        name: String,
+        /// Root only, governance locks only: delete it although the lock covers it
+        #[arg(long)]
+        bypass_governance: bool,
+    },
     /// List what a rw-tracking snapshot changed: paths, and byte ranges of files
     Changes { name: String },
     /// Replay a rw-tracking snapshot's changes onto a container or a rw snapshot
@@ -354,12 +370,32 @@ pub enum ContainerCmd {
         /// 'forever' keeps everything (the default)
         #[arg(long, value_name = "POLICY")]
         retention: Option<String>,
+        /// Retention lock: 'governance' or 'compliance' (with --lock-for): every state of
+        /// the container younger than the duration stays readable and cannot be pruned,
+        /// rolled away or deleted; files can still be changed and deleted through the
+        /// mount. Measured by the store's compliance clock (see `dedupfs stats`).
+        /// A compliance lock can only be lengthened; a governance lock can be shortened
+        /// or removed ('none') by root with --bypass-governance. Refusals exit 7.
+        #[arg(long, value_name = "MODE")]
+        lock: Option<String>,
+        /// How long the lock keeps every state: e.g. 30d, 12w, 7y
+        #[arg(long, value_name = "DURATION")]
+        lock_for: Option<String>,
+        /// Root only, governance locks only: allow shortening or removing the lock, or a
+        /// retention policy that keeps less
+        #[arg(long)]
+        bypass_governance: bool,
     },
     /// Delete a container with all its data and history
+    ///
+    /// Refused (exit 7) while the container has a retention lock.
     Delete {
         name: String,
         /// Delete even if it holds files
         #[arg(long)]
         force: bool,
+        /// Root only, governance locks only: delete it although it is locked
+        #[arg(long)]
+        bypass_governance: bool,
     },
 }

@@ -165,8 +165,8 @@ fn handle(conn: UnixStream, ctx: &ops::Ctx) {
         Err(_) => return,
     };
     let me = locate::euid();
-    match peer_uid(&conn) {
-        Ok(uid) if uid == me || uid == 0 => {}
+    let caller = match peer_uid(&conn) {
+        Ok(uid) if uid == me || uid == 0 => uid,
         other => {
             let who = match other {
                 Ok(uid) => format!("uid {uid}"),
@@ -192,7 +192,7 @@ fn handle(conn: UnixStream, ctx: &ops::Ctx) {
             );
             return;
         }
-    }
+    };
     let mut reader = BufReader::new(conn);
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
@@ -205,7 +205,9 @@ fn handle(conn: UnixStream, ctx: &ops::Ctx) {
                 Ok(w2) => w2,
                 Err(_) => return,
             };
-            ops::execute(ctx, req, &mut |p| send(&mut w2, &Line::Progress(p.clone())))
+            ops::execute(ctx, caller, req, &mut |p| {
+                send(&mut w2, &Line::Progress(p.clone()))
+            })
         }
         Err(e) => {
             log::warn!("control request refused: {}", e.message);

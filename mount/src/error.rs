@@ -2,7 +2,7 @@
 //! [`ExitKind`], which alone decides the exit code.
 //!
 //! Invariants: the exit codes are part of the CLI's contract (scripts test them), so
-//! `ExitKind::code` and `ExitKind::from_code` are inverse on 1..=6 and never renumber;
+//! `ExitKind::code` and `ExitKind::from_code` are inverse on 1..=7 and never renumber;
 //! a daemon reports a failed mount to the waiting CLI by code, and the CLI exits with the
 //! same code the daemon would have.
 
@@ -18,6 +18,8 @@ pub enum ExitKind {
     Mount,
     NotFound,
     Denied,
+    /// A retention lock refused the change.
+    Locked,
 }
 
 impl ExitKind {
@@ -29,6 +31,7 @@ impl ExitKind {
             ExitKind::Mount => 4,
             ExitKind::NotFound => 5,
             ExitKind::Denied => 6,
+            ExitKind::Locked => 7,
         }
     }
     pub fn from_code(c: i32) -> ExitKind {
@@ -38,6 +41,7 @@ impl ExitKind {
             4 => ExitKind::Mount,
             5 => ExitKind::NotFound,
             6 => ExitKind::Denied,
+            7 => ExitKind::Locked,
             _ => ExitKind::Failed,
         }
     }
@@ -65,6 +69,7 @@ impl CliError {
             ErrorKind::Invalid => ExitKind::Usage,
             ErrorKind::Store => ExitKind::Store,
             ErrorKind::Denied => ExitKind::Denied,
+            ErrorKind::Locked => ExitKind::Locked,
             ErrorKind::Exists | ErrorKind::Busy | ErrorKind::Io => ExitKind::Failed,
         };
         CliError::new(kind, e.message)

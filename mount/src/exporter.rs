@@ -193,6 +193,54 @@ pub fn render(store: &Store) -> String {
             failed = true;
         }
     }
+    let clock = store.committer.clock().reading();
+    e.gauge(
+        "dedupfs_compliance_clock_timestamp_seconds",
+        "The store's compliance clock, which retention locks are measured by (seconds since the epoch).",
+        &[],
+        clock.compliance as f64,
+    );
+    e.gauge(
+        "dedupfs_clock_skew_seconds",
+        "How far the system clock is ahead of the compliance clock (negative: behind).",
+        &[],
+        clock.skew() as f64,
+    );
+    for ci in store.registry().list() {
+        match dedupfs_core::containers::lock::window(store, &ci.rec) {
+            Ok(Some(w)) => {
+                let l = [
+                    ("container", ci.rec.name.as_str()),
+                    ("mode", w.mode.as_str()),
+                ];
+                e.gauge(
+                    "dedupfs_retention_lock_seconds",
+                    "The container's retention lock: how long every state stays immutable.",
+                    &l,
+                    w.secs as f64,
+                );
+                e.gauge(
+                    "dedupfs_retention_lock_window_start_timestamp_seconds",
+                    "Every state of the container since this moment (compliance clock) is locked.",
+                    &l,
+                    w.start as f64,
+                );
+                if let Some(t) = w.oldest_expires {
+                    e.gauge(
+                        "dedupfs_retention_lock_oldest_expiry_timestamp_seconds",
+                        "When the oldest locked state of the container is released (compliance clock).",
+                        &l,
+                        t as f64,
+                    );
+                }
+            }
+            Ok(None) => {}
+            Err(err) => {
+                log::warn!("metrics: retention lock of '{}': {err}", ci.rec.name);
+                failed = true;
+            }
+        }
+    }
     let now = dedupfs_gc::state::now();
     let reg = store.registry();
     for ci in reg.list() {

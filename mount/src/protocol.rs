@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a request or an answer changes shape.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// One request as sent over the control socket.
 #[derive(Serialize, Deserialize, Debug)]
@@ -250,6 +250,15 @@ mod tests {
                 bookmarks_removed: vec!["old".into()],
                 history_held_bytes: held,
                 store_reclaimable_bytes: 6,
+                lock: held.map(|_| dedupfs_core::containers::lock::LockWindow {
+                    mode: dedupfs_core::containers::lock::LockMode::Compliance,
+                    secs: 86_400,
+                    start: 1_700_000_000,
+                    floor: 7,
+                    clock: 1_700_086_400,
+                    oldest_expires: Some(1_700_090_000),
+                }),
+                held_by_lock: held.map(|_| 9),
             };
             let r: RetentionReport =
                 round_trip(serde_json::to_value(&report).unwrap(), "retention show");

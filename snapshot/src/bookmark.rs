@@ -4,9 +4,10 @@
 //! before it was asked for.
 
 use crate::{container, validate_point_name, HistoryError, Result};
+use dedupfs_core::containers::lock::{self, Authority};
 use dedupfs_core::containers::{self, BookmarkRecord};
 use dedupfs_core::fs::FsCore;
-use dedupfs_core::ids::ContainerId;
+use dedupfs_core::ids::{ContainerId, Version};
 use dedupfs_core::store::Store;
 
 pub const KINDS: [&str; 3] = ["app", "fs", "user"];
@@ -63,14 +64,23 @@ pub fn list(store: &Store, container_name: &str) -> Result<Vec<BookmarkRecord>> 
     Ok(containers::bookmarks(store, ci.id())?)
 }
 
-pub fn delete(store: &Store, container_name: &str, name: &str) -> Result<()> {
+/// Deletes a bookmark; one inside a retention lock's window is refused (governance:
+/// unless `who` bypasses it).
+pub fn delete(store: &Store, container_name: &str, name: &str, who: Authority) -> Result<()> {
     let ci = container(store, container_name)?;
     store.committer.commit(|c| {
-        if containers::bookmark(c, ci.id(), name)?.is_none() {
+        let Some(bm) = containers::bookmark(c, ci.id(), name)? else {
             return Err(HistoryError::NotFound(format!(
                 "container '{container_name}' has no bookmark named '{name}'"
             )));
-        }
+        };
+        lock::check_point_delete(
+            store,
+            &ci.rec,
+            &format!("bookmark '{name}'"),
+            Version(bm.version),
+            who,
+        )?;
         containers::delete_bookmark(c, ci.id(), name);
         Ok(())
     })

@@ -16,6 +16,7 @@
 //! touched, and reads before the new floor are refused instead of answering wrongly.
 
 use crate::{container, HistoryError, Result};
+use dedupfs_core::containers::lock::{self, LockWindow};
 use dedupfs_core::containers::{self, ContainerInfo};
 use dedupfs_core::history::{self, Family, Pruning};
 use dedupfs_core::ids::{BranchId, Ino, Version};
@@ -140,6 +141,13 @@ pub struct RetentionReport {
     /// Pack bytes GC can reclaim now in the whole store (not this container's alone:
     /// chunks are shared, so freed space belongs to the store).
     pub store_reclaimable_bytes: u64,
+    /// The container's retention lock window now, if it is locked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<LockWindow>,
+    /// Set by a prune: the lock kept history the policy alone would have pruned (the
+    /// policy's cut, a version; pruning stopped at the lock's floor instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held_by_lock: Option<u64>,
 }
 
 /// The data generation of a file at a point (None: the file does not exist then).
@@ -225,6 +233,7 @@ fn report_base(store: &Store, ci: &ContainerInfo) -> Result<RetentionReport> {
         history_held_bytes: dedupfs_core::stats::container_stats(store, ci.id())?
             .and_then(|s| s.history_held_bytes),
         store_reclaimable_bytes: dedupfs_core::stats::store_stats(store)?.reclaimable_bytes,
+        lock: lock::window(store, &ci.rec)?,
         ..Default::default()
     })
 }
@@ -279,8 +288,24 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
         }
     }
     let cutoff = Version(cutoff.min(store.committer.head().0 + 1));
+    // A retention lock wins over the policy: nothing inside its window is cut.
+    let (cutoff, held_by_lock) = match lock::window(store, &ci.rec)? {
+        Some(w) if w.cutoff() < cutoff => {
+            log::info!(
+                "retention of '{container_name}': the {} lock keeps history the policy would \
+                 prune (policy cut v{}, lock floor v{})",
+                w.mode.as_str(),
+                cutoff.0,
+                w.floor
+            );
+            (w.cutoff(), Some(cutoff.0))
+        }
+        _ => (cutoff, None),
+    };
     if cutoff.0 <= ci.rec.history_floor {
-        return report_base(store, &ci);
+        let mut r = report_base(store, &ci)?;
+        r.held_by_lock = held_by_lock;
+        return Ok(r);
     }
     // Points that stay readable, per branch.
     let mut keep: HashMap<BranchId, BTreeSet<Version>> = HashMap::new();
@@ -364,7 +389,10 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
     }
     pruning.commit(store, cid)?;
     // Record the new floor and drop expired bookmarks.
-    let floor_time = commit_time_of(store, cutoff, ci.rec.created, now)?;
+    // The state at `cutoff - 1` is kept (a kept point above): the container reads from
+    // the moment it was committed on, not only from the next commit (which may be long
+    // after, or never, on a quiet container).
+    let floor_time = commit_time_of(store, Version(cutoff.0 - 1), ci.rec.created, now)?;
     store.commit_registry(|c, reg| {
         if let Some(cur) = reg.get(cid) {
             let mut rec = cur.rec.clone();
@@ -378,6 +406,8 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
         Ok::<_, HistoryError>(())
     })?;
     report.bookmarks_removed = expired;
+    report.held_by_lock = held_by_lock;
+    report.lock = after_lock(store, container_name)?;
     let after = report_base(store, &*container(store, container_name)?)?;
     report.history_bytes = after.history_bytes;
     report.store_reclaimable_bytes = after.store_reclaimable_bytes;
@@ -393,6 +423,56 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
     Ok(report)
 }
 
+fn after_lock(store: &Store, name: &str) -> Result<Option<LockWindow>> {
+    Ok(lock::window(store, &container(store, name)?.rec)?)
+}
+
+/// Why policy `new` keeps less history than `old` at some age, or `None` if it keeps at
+/// least as much (`None` as a policy keeps every change). Used to refuse, under a retention
+/// lock, a change that keeps less. Tiers compare by coverage: a tier of interval `i2`
+/// keeps every point of interval `i` when `i2` divides `i` (points sit on multiples).
+pub fn keeps_less(old: Option<&str>, new: Option<&str>) -> Option<String> {
+    let new_s = new?;
+    let Some(old_s) = old else {
+        return Some(format!("'{new_s}' instead of every change"));
+    };
+    let (Ok(o), Ok(n)) = (Policy::parse(old_s), Policy::parse(new_s)) else {
+        return Some(format!("'{new_s}' cannot be compared with '{old_s}'"));
+    };
+    let less = |what: String| Some(format!("{what}: '{new_s}' instead of '{old_s}'"));
+    match (o.all, n.all) {
+        (Some(a), Some(b)) if b < a => return less("a shorter all= window".into()),
+        (Some(_), None) => return less("no all= window".into()),
+        (None, Some(_)) => return less("an all= window where there was none".into()),
+        _ => {}
+    }
+    match (o.max_bytes, n.max_bytes) {
+        (Some(a), Some(b)) if b < a => return less("a smaller max=".into()),
+        (None, Some(_)) => return less("a max= limit where there was none".into()),
+        _ => {}
+    }
+    for &(i, h) in &o.every {
+        if !n.every.iter().any(|&(i2, h2)| i % i2 == 0 && h2 >= h) {
+            return less(format!("every={}s/{}s is not covered", i, h));
+        }
+    }
+    if !n.bookmarks.is_empty() {
+        if o.bookmarks.is_empty() {
+            return less("bookmarks limited where every one was kept".into());
+        }
+        for (k, h) in &o.bookmarks {
+            if !n
+                .bookmarks
+                .iter()
+                .any(|(k2, h2)| (k2 == k || k2 == "any") && h2 >= h)
+            {
+                return less(format!("bookmarks={k} kept for less"));
+            }
+        }
+    }
+    None
+}
+
 /// Prunes every container that has a policy (the daemon's background job).
 pub fn prune_all(store: &Store) -> Vec<(String, Result<RetentionReport>)> {
     let names: Vec<String> = store
@@ -405,7 +485,7 @@ pub fn prune_all(store: &Store) -> Vec<(String, Result<RetentionReport>)> {
     names
         .into_iter()
         .map(|n| {
-            let r = prune(store, &n, Timestamp::now());
+            let r = prune(store, &n, store.committer.clock().wall());
             (n, r)
         })
         .collect()
@@ -414,6 +494,38 @@ pub fn prune_all(store: &Store) -> Vec<(String, Result<RetentionReport>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keeps_less_compares_every_term() {
+        let less = |a: Option<&str>, b: Option<&str>| keeps_less(a, b).is_some();
+        assert!(!less(None, None));
+        assert!(!less(Some("all=1d"), None), "keeping everything keeps more");
+        assert!(less(None, Some("all=30d")));
+        assert!(!less(Some("all=1d"), Some("all=2d")));
+        assert!(less(Some("all=2d"), Some("all=1d")));
+        assert!(less(Some("all=2d"), Some("max=1GiB")));
+        assert!(less(Some("all=2d"), Some("all=2d,max=1GiB")));
+        assert!(!less(Some("all=2d,max=1GiB"), Some("all=2d,max=2GiB")));
+        assert!(!less(
+            Some("all=1d,every=4h/7d"),
+            Some("all=1d,every=2h/14d")
+        ));
+        assert!(less(
+            Some("all=1d,every=4h/7d"),
+            Some("all=1d,every=3h/14d")
+        ));
+        assert!(less(Some("all=1d,every=4h/7d"), Some("all=1d,every=4h/6d")));
+        assert!(less(Some("all=1d,every=4h/7d"), Some("all=1d")));
+        assert!(less(Some("all=1d"), Some("all=1d,bookmarks=app/1w")));
+        assert!(!less(
+            Some("all=1d,bookmarks=app/1w"),
+            Some("all=1d,bookmarks=any/2w")
+        ));
+        assert!(less(
+            Some("all=1d,bookmarks=app/1w"),
+            Some("all=1d,bookmarks=user/2w")
+        ));
+    }
 
     #[test]
     fn policies_parse() {

@@ -10,10 +10,12 @@
 
 use crate::{container, validate_point_name, HistoryError, Result};
 use dedupfs_core::commit::Commit;
+use dedupfs_core::containers::lock::{self, Authority};
 use dedupfs_core::containers::{
     self, BranchRecord, ContainerInfo, PurgeProgress, SnapshotMode, SnapshotRecord,
 };
 use dedupfs_core::fs::FsCore;
+use dedupfs_core::history;
 use dedupfs_core::ids::{BranchId, ContainerId, Version};
 use dedupfs_core::points::{self, Point, PointKind};
 use dedupfs_core::store::Store;
@@ -165,12 +167,41 @@ pub fn list(store: &Store, container_name: Option<&str>) -> Result<Vec<SnapshotR
 
 /// Deletes a snapshot. Its own writes (read-write modes) are released unless another
 /// branch forks from it, in which case the branch stays for that branch's sake.
-pub fn delete(store: &Store, fs: Option<&FsCore>, name: &str) -> Result<()> {
+///
+/// A snapshot inside a retention lock's window is refused (governance: unless `who`
+/// bypasses it): one created, showing a moment, or (read-write) written inside it.
+pub fn delete(store: &Store, fs: Option<&FsCore>, name: &str, who: Authority) -> Result<()> {
     let s = get(store, name)?;
     let rec = s
         .snapshot
         .clone()
         .ok_or_else(|| HistoryError::NotFound(name.into()))?;
+    let cid = ContainerId(rec.container);
+    let locked = |reg: &dedupfs_core::containers::Registry| -> Result<()> {
+        let Some(ci) = reg.get(cid) else {
+            return Ok(());
+        };
+        if ci.rec.settings.lock.is_none() {
+            return Ok(());
+        }
+        let mut newest = rec.created_version.max(rec.base_version);
+        if let Some(b) = rec.branch {
+            if let Some(v) = history::newest_inode_version(store, BranchId(b))? {
+                newest = newest.max(v.0);
+            }
+        }
+        lock::check_point_delete(
+            store,
+            &ci.rec,
+            &format!("snapshot '{name}'"),
+            Version(newest),
+            who,
+        )?;
+        Ok(())
+    };
+    // Checked before anything is flushed or changed, and again under the registry writer
+    // (a lock set meanwhile still counts).
+    locked(&store.registry())?;
     if let Some(fs) = fs {
         let open = fs.open_handles_in(ContainerId(rec.view()));
         if open > 0 {
@@ -181,6 +212,7 @@ pub fn delete(store: &Store, fs: Option<&FsCore>, name: &str) -> Result<()> {
         fs.flush_container(ContainerId(rec.container))?;
     }
     let purge = store.commit_registry(|c, reg| {
+        locked(reg)?;
         let purge = rec.branch.map(BranchId).filter(|b| {
             !reg.branches_of(ContainerId(rec.container)).iter().any(|o| {
                 reg.branch(*o)

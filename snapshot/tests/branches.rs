@@ -263,6 +263,8 @@ fn space_based_retention_keeps_history_within_the_limit_and_the_live_state_intac
             retention: Some(Some("max=600K".into())),
             ..Default::default()
         },
+        dedupfs_core::containers::lock::Authority::Normal,
+        &dedupfs_snapshot::retention::keeps_less,
     )
     .unwrap();
     let now = dedupfs_core::records::Timestamp::now();
@@ -319,6 +321,8 @@ fn tiered_retention_keeps_one_point_per_interval_and_times_below_the_window_read
             retention: Some(Some("all=1s,every=1s/1h".into())),
             ..Default::default()
         },
+        dedupfs_core::containers::lock::Authority::Normal,
+        &dedupfs_snapshot::retention::keeps_less,
     )
     .unwrap();
     let now = dedupfs_core::records::Timestamp {

@@ -254,7 +254,13 @@ impl Rig {
                 m[1000..6000].copy_from_slice(&data);
                 assert_eq!(self.read_tree(sroot), expect, "snapshot's own write");
                 // Dropped again: the container and other points must not notice.
-                snapshot::delete(&self.store, Some(self.fs.core()), &sname).unwrap();
+                snapshot::delete(
+                    &self.store,
+                    Some(self.fs.core()),
+                    &sname,
+                    dedupfs_core::containers::lock::Authority::Normal,
+                )
+                .unwrap();
             }
             Op::Prune => {
                 dedupfs_core::admin::set_container(
@@ -264,6 +270,8 @@ impl Rig {
                         retention: Some(Some("all=0s".into())),
                         ..Default::default()
                     },
+                    dedupfs_core::containers::lock::Authority::Normal,
+                    &retention::keeps_less,
                 )
                 .unwrap();
                 self.fs.flush_all().unwrap();

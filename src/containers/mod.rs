@@ -14,6 +14,7 @@
 //!   released, then its records removed) in batches that each commit atomically, so an
 //!   interrupted delete resumes where it stopped.
 
+pub mod lock;
 pub mod purge;
 pub mod records;
 pub mod registry;
@@ -56,6 +57,11 @@ pub enum ContainerError {
     Chunk(#[from] ChunkError),
     #[error("metadata record {0} is corrupt: {1}")]
     BadRecord(String, String),
+    /// A retention lock refuses the operation (the message says which and how long).
+    #[error("container '{name}': {message}")]
+    Locked { name: String, message: String },
+    #[error("invalid retention lock: {0}")]
+    BadLock(String),
 }
 
 /// Containers ids live in 18 bits of a node id (see the filesystem's view numbering).
@@ -353,6 +359,7 @@ mod tests {
         let s = ContainerSettings {
             compression: Compression::Zstd(3),
             retention: None,
+            lock: None,
         };
         let j = serde_json::to_string(&s).unwrap();
         assert_eq!(j, r#"{"compression":"zstd:3"}"#);

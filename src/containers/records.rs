@@ -17,6 +17,9 @@ pub struct ContainerSettings {
     /// syntax); `None` keeps every change.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retention: Option<String>,
+    /// The retention lock (see [`super::lock`]); `None`: unlocked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock: Option<super::lock::RetentionLock>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

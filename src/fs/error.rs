@@ -130,6 +130,12 @@ impl From<ContainerError> for FsError {
             ContainerError::Kv(k) => k.into(),
             ContainerError::Chunk(c) => c.into(),
             ContainerError::BadRecord(a, b) => FsError::Corrupt(format!("{a}: {b}")),
+            ContainerError::Locked { name, message } => {
+                // The caller sees EPERM; the log says which lock and why.
+                log::warn!("container '{name}': {message}");
+                FsError::NotPermitted("retention lock")
+            }
+            ContainerError::BadLock(_) => FsError::Invalid("invalid retention lock"),
         }
     }
 }

@@ -474,7 +474,13 @@ impl FsCore {
                 if self.open_handles_in(crate::ids::ContainerId(ci.view)) > 0 {
                     return Err(FsError::Busy(format!("container '{n}' has open files")));
                 }
-                crate::admin::delete_container(&self.store, n, true, &mut |_| {})?;
+                crate::admin::delete_container(
+                    &self.store,
+                    n,
+                    true,
+                    crate::containers::lock::Authority::Normal,
+                    &mut |_| {},
+                )?;
                 return Ok(());
             }
             Target::Node(ci, dir) => {

@@ -18,6 +18,11 @@
 //! ahead of use. Nothing to rewrite; the new number keeps older builds out, which would
 //! drop the ingest figures the next time they rewrote a counter record.
 //!
+//! Format 4 → 5: container settings may hold a retention lock, and the store keeps a
+//! compliance clock (`crate::clock`), started from the system clock (never before the
+//! newest commit) the first time a build that has it opens the store. Older builds would
+//! ignore a lock — and prune or delete locked history — so the new number keeps them out.
+//!
 //! Invariant: the new records are committed and synced before `dedupfs.json` says 2, so an
 //! interrupted upgrade is done again at the next open.
 

@@ -24,6 +24,7 @@ pub mod usage;
 
 use crate::chunker::{ChunkHasher, ChunkParams, Chunker};
 use crate::chunks::{ChunkError, ChunkStore};
+use crate::clock::{SystemTime, TimeSource};
 use crate::commit::Commit;
 use crate::commit::Committer;
 use crate::containers::{
@@ -114,7 +115,7 @@ impl Default for InitOptions {
 }
 
 /// How `open` behaves.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct OpenOptions {
     /// Wait this long for another process to release the store.
     pub lock_wait: Duration,
@@ -123,6 +124,18 @@ pub struct OpenOptions {
     /// Budget of the decompressed-chunk cache.
     pub cache_bytes: usize,
     pub tuning: RocksTuning,
+    /// The wall and monotonic clocks (the system's; tests fake them).
+    pub time: Arc<dyn TimeSource>,
+}
+
+impl std::fmt::Debug for OpenOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenOptions")
+            .field("lock_wait", &self.lock_wait)
+            .field("purpose", &self.purpose)
+            .field("cache_bytes", &self.cache_bytes)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for OpenOptions {
@@ -132,6 +145,7 @@ impl Default for OpenOptions {
             purpose: "dedupfs".into(),
             cache_bytes: 32 << 20,
             tuning: RocksTuning::default(),
+            time: Arc::new(SystemTime::default()),
         }
     }
 }
@@ -222,7 +236,7 @@ impl Store {
                 }
             })?;
         let kv: Arc<dyn Kv> = Arc::new(kv);
-        Self::write_root(&kv)?;
+        Self::write_root(&kv, Arc::new(SystemTime::default()))?;
         kv.sync()?;
         drop(kv);
         // The config file goes last: a directory with it is a complete store.
@@ -233,8 +247,8 @@ impl Store {
         Ok(config)
     }
 
-    fn write_root(kv: &Arc<dyn Kv>) -> Result<(), StoreError> {
-        let c = Committer::open(kv.clone())?;
+    fn write_root(kv: &Arc<dyn Kv>, time: Arc<dyn TimeSource>) -> Result<(), StoreError> {
+        let c = Committer::open(kv.clone(), time)?;
         c.commit(|cm| {
             let now = cm.time;
             let rec = containers::new_dir_inode(RootOwner::default(), ROOT_INO, now);
@@ -379,6 +393,16 @@ impl Store {
         chunking: ChunkParams,
         kv: Arc<dyn Kv>,
     ) -> Result<Store, StoreError> {
+        Self::open_with_kv_opts(dir, chunking, kv, &OpenOptions::default())
+    }
+
+    /// [`Store::open_with_kv`] with options (tests that fake the clocks).
+    pub fn open_with_kv_opts(
+        dir: &Path,
+        chunking: ChunkParams,
+        kv: Arc<dyn Kv>,
+        opts: &OpenOptions,
+    ) -> Result<Store, StoreError> {
         let config = StoreConfig {
             format: FORMAT_VERSION,
             store_id: to_hex(&[7; 16]),
@@ -399,9 +423,9 @@ impl Store {
         )?
         .is_none()
         {
-            Self::write_root(&kv)?;
+            Self::write_root(&kv, opts.time.clone())?;
         }
-        let store = Self::assemble(dir.to_path_buf(), config, kv, &OpenOptions::default(), None)?;
+        let store = Self::assemble(dir.to_path_buf(), config, kv, opts, None)?;
         store.finish_deletes(&mut |_, _| {})?;
         store.clean_orphans()?;
         Ok(store)
@@ -439,10 +463,11 @@ impl Store {
             hasher,
             config.verify_dedup,
         );
-        let committer = Committer::open(kv.clone()).map_err(|e| StoreError::Meta {
-            path: root.clone(),
-            source: e,
-        })?;
+        let committer =
+            Committer::open(kv.clone(), opts.time.clone()).map_err(|e| StoreError::Meta {
+                path: root.clone(),
+                source: e,
+            })?;
         let registry = Registry::load(&*kv)?;
         let chunker = Chunker::new(config.chunking, config.gear_seed);
         let store = Store {
@@ -456,6 +481,11 @@ impl Store {
             lock: parking_lot::Mutex::new(lock),
         };
         Ok(store)
+    }
+
+    /// Writes the compliance clock now (the daemon does every minute; see [`crate::clock`]).
+    pub fn persist_clock(&self) -> Result<(), KvError> {
+        self.committer.clock().persist(&*self.kv)
     }
 
     pub fn root(&self) -> &Path {

@@ -2,6 +2,10 @@
 //! an SMB3 client in Python) and over NFS v3 and v4 by NFS-Ganesha's VFS backend (driven by
 //! libnfs clients). Every server is started here, binds 127.0.0.1 only, and is stopped by
 //! its pid before the mount goes (Ganesha keeps exported files open).
+//!
+//! Both tests end under a retention lock on the exported container: files are still
+//! deleted and overwritten through the protocol, their old content stays readable under
+//! MOUNT/.at/, and the emptied container itself cannot be deleted.
 
 use dedupfs_tests::*;
 use std::io::{BufRead, BufReader, Write};
@@ -101,6 +105,89 @@ fn same(a: &Path, b: &Path) {
 
 fn stored(t: &TestStore) -> u64 {
     t.stats()["stored_bytes"].as_u64().expect("stored_bytes")
+}
+
+// ---------------------------------------------------------------------------------------
+// Retention lock (both protocols)
+
+/// Bookmarks container `c` as `b1`, then puts a governance retention lock of one day on it,
+/// both through the CLI on the store (the daemon does them), and checks the lock is set.
+fn bookmark_and_lock(t: &TestStore, c: &str) {
+    ok(&t.cli(&["bookmark", "create", c, "b1"]));
+    ok(&t.cli(&[
+        "container",
+        "set",
+        c,
+        "--lock",
+        "governance",
+        "--lock-for",
+        "1d",
+    ]));
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(&t.cli(&["container", "show", c, "--json"]))).unwrap();
+    assert_eq!(
+        show["settings"]["lock"]["mode"], "governance",
+        "container set --lock governance did not lock '{c}': {show}"
+    );
+    assert_eq!(
+        show["settings"]["lock"]["secs"], 86_400,
+        "--lock-for 1d is not one day: {show}"
+    );
+}
+
+/// Once the locked container `c` is empty and no server has it open: removing its
+/// directory at the mount root (which deletes an empty container) is refused with EPERM,
+/// `dedupfs container delete --force` exits 7, and the container is still there.
+///
+/// Both exports serve the container itself as their root (the SMB share's path and the
+/// Ganesha export's Path are MOUNT/c), so no SMB or NFS request can name the container's
+/// directory to remove it; the rmdir goes through the local mount instead.
+fn assert_locked_container_not_deleted(t: &TestStore, c: &str) {
+    let dir = t.path(c);
+    // An open file or directory in the container makes the rmdir fail with EBUSY before
+    // the lock is asked, and the kernel sends FUSE's RELEASE for a file the stopped server
+    // closed without waiting for it: wait for the last one to be gone.
+    let t0 = Instant::now();
+    let e = loop {
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => panic!(
+                "rmdir {} deleted the container under a retention lock",
+                dir.display()
+            ),
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && t0.elapsed() < Duration::from_secs(10) =>
+            {
+                std::thread::sleep(Duration::from_millis(50))
+            }
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        e.raw_os_error(),
+        Some(libc::EPERM),
+        "rmdir {} of the emptied locked container: {e} (expected EPERM from the lock, \
+         not ENOTEMPTY or EBUSY)",
+        dir.display()
+    );
+    assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}");
+    let o = t.cli(&["container", "delete", c, "--force"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        o.status.code(),
+        Some(7),
+        "container delete {c} --force under a retention lock must exit 7 (locked): {err}"
+    );
+    assert!(
+        err.contains("retention lock"),
+        "the refusal does not name the retention lock: {err}"
+    );
+    assert!(
+        dir.is_dir(),
+        "{} is gone after the refused deletes",
+        dir.display()
+    );
+    ok(&t.cli(&["container", "show", c]));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -246,7 +333,34 @@ fn samba_share_of_a_container_round_trips_backups_and_dedups_them() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert!(!t.path("c/par-v001.tar").exists());
+
+    // Under a retention lock (bookmark b1 first): a delete and an overwrite over SMB
+    // still work, and what they replaced stays readable at b1.
+    bookmark_and_lock(&t, "c");
+    smbclient(&local, "del par-v002.tar; put v002.tar v001.tar");
+    assert!(
+        !t.path("c/par-v002.tar").exists(),
+        "the delete over SMB under the lock left c/par-v002.tar"
+    );
+    same(&local.join("v002.tar"), &t.path("c/v001.tar"));
+    same(&local.join("v002.tar"), &t.path(".at/c/b1/par-v002.tar"));
+    same(&local.join("v001.tar"), &t.path(".at/c/b1/v001.tar"));
+
+    // Emptied over SMB, so that only the lock can refuse deleting the container.
+    smbclient(&local, "del v001.tar; del sub\\again.tar; rmdir sub");
+    let o = Command::new(python())
+        .arg(client("smb_client.py"))
+        .args(["127.0.0.1", "dd", "root", "pw", "list", ""])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "",
+        "the share is not empty after deleting everything over SMB"
+    );
     smbd.stop();
+    assert_locked_container_not_deleted(&t, "c");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -312,6 +426,23 @@ fn nfs_cp(from: &str, to: &str) {
     assert!(
         o.status.success(),
         "nfs-cp {from} {to}: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Runs `nfs_client.py URL ARGS...` (one libnfs operation), which must succeed.
+fn nfs_client(url: &str, args: &[&str]) {
+    let o = Command::new(python())
+        .arg(client("nfs_client.py"))
+        .arg(url)
+        .args(args)
+        .output()
+        .expect("python with libnfs (run tests/setup.sh --test-tools)");
+    assert!(
+        o.status.success(),
+        "nfs_client.py {url} {}: {}{}",
+        args.join(" "),
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
@@ -466,5 +597,33 @@ fn nfs_ganesha_export_of_a_container_over_v3_and_v4() {
         local.join("b.again").to_str().unwrap(),
     );
     same(&b, &local.join("b.again"));
+
+    // Under a retention lock (bookmark b1 first): a delete over v4 and an overwrite over
+    // v3 (the client truncates, then writes) still work, and what they replaced stays
+    // readable at b1.
+    bookmark_and_lock(&t, "c");
+    let v4url = format!("{v4}?version=4");
+    nfs_client(&v4url, &["unlink", "/a.tar"]);
+    assert!(
+        !t.path("c/a.tar").exists(),
+        "the unlink over NFS under the lock left c/a.tar"
+    );
+    nfs_client(&v3, &["put", "/b.tar", a.to_str().unwrap()]);
+    same(&a, &t.path("c/b.tar"));
+    same(&a, &t.path(".at/c/b1/a.tar"));
+    same(&b, &t.path(".at/c/b1/b.tar"));
+
+    // Emptied over NFS, so that only the lock can refuse deleting the container.
+    nfs_client(&v3, &["unlink", "/b.tar"]);
+    let left: Vec<_> = std::fs::read_dir(&export)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "c is not empty after deleting everything over NFS: {left:?}"
+    );
+    // Ganesha keeps files of the export open: stopped first.
     g.stop();
+    assert_locked_container_not_deleted(&t, "c");
 }

@@ -82,6 +82,15 @@ fn metrics_endpoint_reports_what_the_mount_did() {
     let mut t = TestStore::mounted(&format!("metrics=127.0.0.1:{port}"));
     ok(&t.cli(&["container", "create", "c"]));
     ok(&t.cli(&["container", "create", "d"]));
+    ok(&t.cli(&[
+        "container",
+        "set",
+        "d",
+        "--lock",
+        "compliance",
+        "--lock-for",
+        "30d",
+    ]));
     let data = pseudo_random(3 << 20, 7);
     std::fs::write(t.path("c/a"), &data).unwrap();
     ok(&t.cli(&["sync"]));
@@ -116,6 +125,48 @@ fn metrics_endpoint_reports_what_the_mount_did() {
     )
     .is_some());
     assert!(value(&s, "dedupfs_build_info", &[]).is_some());
+    // The retention lock, its window and the clock it is measured by.
+    let lock = [("container", "d"), ("mode", "compliance")];
+    assert_eq!(
+        value(&s, "dedupfs_retention_lock_seconds", &lock),
+        Some(30.0 * 86_400.0)
+    );
+    let start = value(
+        &s,
+        "dedupfs_retention_lock_window_start_timestamp_seconds",
+        &lock,
+    );
+    let clock = value(&s, "dedupfs_compliance_clock_timestamp_seconds", &[]).unwrap();
+    // Read within one scrape, possibly a second apart.
+    let start = start.unwrap();
+    assert!(
+        (start - (clock - 30.0 * 86_400.0)).abs() <= 1.0,
+        "{start} vs {clock}"
+    );
+    assert_eq!(
+        stats["clock"]["compliance"]
+            .as_f64()
+            .map(|c| (c - clock).abs() <= 5.0),
+        Some(true)
+    );
+    assert!(
+        value(
+            &s,
+            "dedupfs_retention_lock_oldest_expiry_timestamp_seconds",
+            &lock
+        )
+        .unwrap()
+            > clock
+    );
+    assert!(value(&s, "dedupfs_clock_skew_seconds", &[]).unwrap().abs() <= 60.0);
+    assert_eq!(
+        value(
+            &s,
+            "dedupfs_retention_lock_seconds",
+            &[("container", "c"), ("mode", "compliance")]
+        ),
+        None
+    );
 
     // Traffic: both writes arrived, one of them entirely as duplicates.
     assert!(value(&s, "dedupfs_write_bytes_total", &[]).unwrap() >= 2.0 * data.len() as f64);

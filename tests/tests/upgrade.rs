@@ -3,7 +3,7 @@
 //! hard link, a symlink, an xattr, a bookmark, a read-write snapshot and a rollback. The
 //! current build upgrades it at open (format 2: versioned tree counters; format 3:
 //! compression frames; format 4: ingest figures, counted from the first write after the
-//! upgrade) and reads every file of the live tree, of the bookmark and of the
+//! upgrade; format 5: the compliance clock and retention locks) and reads every file of the live tree, of the bookmark and of the
 //! snapshot exactly as the old build wrote them; compressible data written after the
 //! upgrade reads back and the store, holding old and new records, scrubs clean.
 
@@ -27,7 +27,7 @@ fn check_sums(dir: &std::path::Path, list: &std::path::Path) {
 }
 
 /// The format this build writes.
-const CURRENT_FORMAT: u64 = 4;
+const CURRENT_FORMAT: u64 = 5;
 
 #[test]
 fn a_format_1_store_opens_upgrades_and_reads_back_exactly() {
@@ -42,6 +42,11 @@ fn a_format_2_store_opens_upgrades_and_reads_back_exactly() {
 #[test]
 fn a_format_3_store_opens_upgrades_and_reads_back_exactly() {
     old_store_opens_upgrades_and_reads_back(3);
+}
+
+#[test]
+fn a_format_4_store_opens_upgrades_and_reads_back_exactly() {
+    old_store_opens_upgrades_and_reads_back(4);
 }
 
 fn old_store_opens_upgrades_and_reads_back(format: u64) {
@@ -105,8 +110,37 @@ fn old_store_opens_upgrades_and_reads_back(format: u64) {
         files.trim().parse::<u64>().unwrap() + 1
     );
     // Ingest figures did not exist before format 4: nothing counted yet, no start date.
-    assert_eq!(s["ingest"]["since"], 0, "{s}");
-    assert_eq!(s["ingest"]["written_bytes"], 0, "{s}");
+    let written_before = s["ingest"]["written_bytes"].as_u64().unwrap();
+    if format < 4 {
+        assert_eq!(s["ingest"]["since"], 0, "{s}");
+        assert_eq!(written_before, 0, "{s}");
+    }
+    // Format 5: the compliance clock starts at the first open, from the system clock and
+    // never before the old store's last commit; a lock then covers the old history too.
+    let st: serde_json::Value = serde_json::from_str(&ok(&cli(&["stats", "--json"]))).unwrap();
+    let (comp, sys) = (
+        st["clock"]["compliance"].as_i64().unwrap(),
+        st["clock"]["system"].as_i64().unwrap(),
+    );
+    assert!(
+        (sys - comp).abs() <= 60,
+        "started from the system clock: {st}"
+    );
+    ok(&cli(&[
+        "container",
+        "set",
+        "c",
+        "--lock",
+        "governance",
+        "--lock-for",
+        "100y",
+    ]));
+    let out = cli(&["bookmark", "delete", "c", "b1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "b1, written by the old build, is locked"
+    );
     // And it takes writes, in the new layout (compressible data spanning several frames).
     fs::write(mnt.join("c/after-upgrade"), "new").unwrap();
     let text: Vec<u8> = (0..40_000u32)
@@ -125,7 +159,7 @@ fn old_store_opens_upgrades_and_reads_back(format: u64) {
     assert!(s["ingest"]["since"].as_i64().unwrap() > 0, "{s}");
     assert_eq!(
         s["ingest"]["written_bytes"].as_u64(),
-        Some(text.len() as u64 + 3),
+        Some(written_before + text.len() as u64 + 3),
         "{s}"
     );
     check_sums(&mnt.join(".at/c/b1"), &work.join("b1.sha256"));

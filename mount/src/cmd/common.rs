@@ -155,7 +155,7 @@ pub fn store_cmd(store: &Path, req: Request, what: &str) -> Result<serde_json::V
             notifier: None,
             known: None,
         };
-        ops::execute(&ctx, req, &mut on_progress).map_err(CliError::from_op)
+        ops::execute(&ctx, crate::locate::euid(), req, &mut on_progress).map_err(CliError::from_op)
     };
     pb.finish_and_clear();
     r

@@ -39,8 +39,12 @@ pub fn run(c: ContainerCmd, store: Option<PathBuf>, json: bool) -> Result<(), Cl
             name,
             compression,
             retention,
+            lock,
+            lock_for,
+            bypass_governance,
         } => {
-            if compression.is_none() && retention.is_none() {
+            if compression.is_none() && retention.is_none() && lock.is_none() && lock_for.is_none()
+            {
                 return Err(CliError::usage(
                     "container set needs a setting to change (e.g. --compression zstd:3)".into(),
                 ));
@@ -52,6 +56,9 @@ pub fn run(c: ContainerCmd, store: Option<PathBuf>, json: bool) -> Result<(), Cl
                         name,
                         compression,
                         retention,
+                        lock,
+                        lock_for,
+                        bypass_governance,
                     },
                     "container set",
                 )?,
@@ -60,12 +67,17 @@ pub fn run(c: ContainerCmd, store: Option<PathBuf>, json: bool) -> Result<(), Cl
                 stats::container,
             )?
         }
-        ContainerCmd::Delete { name, force } => {
+        ContainerCmd::Delete {
+            name,
+            force,
+            bypass_governance,
+        } => {
             let v = store_cmd(
                 &store,
                 Request::ContainerDelete {
                     name: name.clone(),
                     force,
+                    bypass_governance,
                 },
                 "container delete",
             )?;

@@ -50,8 +50,16 @@ pub fn bookmark(b: BookmarkCmd, store: Option<PathBuf>, json: bool) -> Result<()
             let v = store_cmd(&store, Request::BookmarkList { container }, "bookmark list")?;
             show_as(v, "bookmark list", json, |l: &Vec<_>| print::bookmarks(l))
         }
-        BookmarkCmd::Delete { container, name } => {
-            let req = Request::BookmarkDelete { container, name };
+        BookmarkCmd::Delete {
+            container,
+            name,
+            bypass_governance,
+        } => {
+            let req = Request::BookmarkDelete {
+                container,
+                name,
+                bypass_governance,
+            };
             let v = store_cmd(&store, req, "bookmark delete")?;
             show_as(v, "bookmark delete", json, raw)
         }
@@ -100,8 +108,15 @@ pub fn snapshot(sc: SnapshotCmd, store: Option<PathBuf>, json: bool) -> Result<(
             let v = store_cmd(&store, Request::SnapshotShow { name }, "snapshot show")?;
             show_as(v, "snapshot show", json, print::snapshot)
         }
-        SnapshotCmd::Delete { name } => {
-            let v = store_cmd(&store, Request::SnapshotDelete { name }, "snapshot delete")?;
+        SnapshotCmd::Delete {
+            name,
+            bypass_governance,
+        } => {
+            let req = Request::SnapshotDelete {
+                name,
+                bypass_governance,
+            };
+            let v = store_cmd(&store, req, "snapshot delete")?;
             show_as(v, "snapshot delete", json, raw)
         }
         SnapshotCmd::Changes { name } => {

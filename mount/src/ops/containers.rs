@@ -8,8 +8,9 @@
 use super::error::hist;
 use super::{to_json, Ctx, ErrorKind, OpError, Progress};
 use crate::protocol::{ContainerEntry, ContainerReport};
-use dedupfs_core::admin::{self, SettingsChange};
+use dedupfs_core::admin::{self, LockChange, SettingsChange};
 use dedupfs_core::chunks::Compression;
+use dedupfs_core::containers::lock::{self, Authority, LockMode};
 use dedupfs_core::containers::{ContainerError, ContainerSettings, RootOwner};
 use dedupfs_core::ids::ContainerId;
 use dedupfs_core::stats;
@@ -44,6 +45,7 @@ pub fn create(ctx: &Ctx, name: &str, c: Option<&str>) -> Result<serde_json::Valu
     let settings = ContainerSettings {
         compression: compression(c)?.unwrap_or_default(),
         retention: None,
+        lock: None,
     };
     admin::create_container(store, name, settings, RootOwner::default())?;
     ctx.invalidate_root_entry(name);
@@ -67,22 +69,70 @@ pub fn list(ctx: &Ctx) -> Result<serde_json::Value, OpError> {
     Ok(to_json(&list))
 }
 
+/// What `container set` may change (absent: leave it).
+pub struct SetArgs<'a> {
+    pub compression: Option<&'a str>,
+    pub retention: Option<&'a str>,
+    /// `governance`, `compliance`, or `none` to remove the lock.
+    pub lock: Option<&'a str>,
+    pub lock_for: Option<&'a str>,
+}
+
+/// The lock change the user asked for, parsed.
+fn lock_change(mode: Option<&str>, dur: Option<&str>) -> Result<Option<LockChange>, OpError> {
+    let secs = dur
+        .map(|d| {
+            lock::parse_duration(d).ok_or_else(|| {
+                OpError::invalid(format!(
+                    "invalid --lock-for '{d}': expected a positive duration such as 30d, 12w or 7y"
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(match (mode, secs) {
+        (None, None) => None,
+        (Some("none" | "off"), None) => Some(LockChange::Remove),
+        (Some("none" | "off"), Some(_)) => {
+            return Err(OpError::invalid(
+                "--lock none removes the lock; it takes no --lock-for".into(),
+            ))
+        }
+        (Some(m), secs) => Some(LockChange::Set {
+            mode: Some(LockMode::parse(m).ok_or_else(|| {
+                OpError::invalid(format!(
+                    "invalid --lock '{m}': expected governance, compliance or none"
+                ))
+            })?),
+            secs,
+        }),
+        (None, secs) => Some(LockChange::Set { mode: None, secs }),
+    })
+}
+
 pub fn set(
     ctx: &Ctx,
     name: &str,
-    c: Option<&str>,
-    retention: Option<&str>,
+    a: SetArgs<'_>,
+    who: Authority,
 ) -> Result<serde_json::Value, OpError> {
     let store = &*ctx.store;
-    let retention = retention
+    let retention = a
+        .retention
         .map(dedupfs_snapshot::retention::Policy::setting)
         .transpose()
         .map_err(hist)?;
     let change = SettingsChange {
-        compression: compression(c)?,
+        compression: compression(a.compression)?,
         retention,
+        lock: lock_change(a.lock, a.lock_for)?,
     };
-    admin::set_container(store, name, &change)?;
+    admin::set_container(
+        store,
+        name,
+        &change,
+        who,
+        &dedupfs_snapshot::retention::keeps_less,
+    )?;
     show(store, name)
 }
 
@@ -90,6 +140,7 @@ pub fn delete(
     ctx: &Ctx,
     name: &str,
     force: bool,
+    who: Authority,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<serde_json::Value, OpError> {
     let store = &*ctx.store;
@@ -97,6 +148,8 @@ pub fn delete(
         .registry()
         .by_name(name)
         .ok_or_else(|| ContainerError::NotFound(name.to_string()))?;
+    // Before anything else: a locked container is refused whether or not it is empty.
+    lock::check_delete(store, &ci.rec, who)?;
     let files = stats::tree_counters(store, &ci)?.files;
     if files > 0 && !force {
         return Err(OpError {
@@ -118,7 +171,7 @@ pub fn delete(
         }
         fs.flush_all().map_err(|e| OpError::io(e.to_string()))?;
     }
-    admin::delete_container(store, name, true, &mut |n| {
+    admin::delete_container(store, name, true, who, &mut |n| {
         progress(&Progress {
             what: format!("deleting '{name}' (extent records released)"),
             done: n,

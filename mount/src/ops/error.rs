@@ -21,6 +21,8 @@ pub enum ErrorKind {
     Io,
     /// The caller may not do this (another user's store or daemon).
     Denied,
+    /// A retention lock refuses it.
+    Locked,
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
@@ -55,7 +57,9 @@ impl From<StoreError> for OpError {
         let kind = match &e {
             StoreError::Container(ContainerError::NotFound(_)) => ErrorKind::NotFound,
             StoreError::Container(ContainerError::Exists(_)) => ErrorKind::Exists,
-            StoreError::Container(ContainerError::InvalidName { .. }) => ErrorKind::Invalid,
+            StoreError::Container(ContainerError::InvalidName { .. })
+            | StoreError::Container(ContainerError::BadLock(_)) => ErrorKind::Invalid,
+            StoreError::Container(ContainerError::Locked { .. }) => ErrorKind::Locked,
             StoreError::Container(ContainerError::Busy { .. })
             | StoreError::Container(ContainerError::NotEmpty { .. }) => ErrorKind::Busy,
             StoreError::NotFound(_)

@@ -10,6 +10,7 @@
 
 use super::error::hist;
 use super::{flush_best_effort, to_json, Ctx, OpError};
+use dedupfs_core::containers::lock::Authority;
 use dedupfs_core::containers::SnapshotMode;
 use dedupfs_core::ids::ContainerId;
 
@@ -28,8 +29,8 @@ pub fn bookmark_list(ctx: &Ctx, container: &str) -> Answer {
     ))
 }
 
-pub fn bookmark_delete(ctx: &Ctx, container: &str, name: String) -> Answer {
-    dedupfs_snapshot::bookmark::delete(&ctx.store, container, &name).map_err(hist)?;
+pub fn bookmark_delete(ctx: &Ctx, container: &str, name: String, who: Authority) -> Answer {
+    dedupfs_snapshot::bookmark::delete(&ctx.store, container, &name, who).map_err(hist)?;
     Ok(serde_json::json!({ "deleted": name }))
 }
 
@@ -84,13 +85,13 @@ pub fn snapshot_show(ctx: &Ctx, name: &str) -> Answer {
     Ok(v)
 }
 
-pub fn snapshot_delete(ctx: &Ctx, name: String) -> Answer {
+pub fn snapshot_delete(ctx: &Ctx, name: String, who: Authority) -> Answer {
     let store = &*ctx.store;
     let view = dedupfs_snapshot::snapshot::record(store, &name)
         .map_err(hist)?
         .view();
     let fs = ctx.fs.as_deref().map(|f| &**f.core());
-    dedupfs_snapshot::snapshot::delete(store, fs, &name).map_err(hist)?;
+    dedupfs_snapshot::snapshot::delete(store, fs, &name, who).map_err(hist)?;
     if let (Some(n), Some(k)) = (&ctx.notifier, &ctx.known) {
         let _ = n.inval_entry(
             fuser::INodeNo(
@@ -160,7 +161,7 @@ pub fn retention_prune(ctx: &Ctx, container: &str) -> Answer {
         &dedupfs_snapshot::retention::prune(
             &ctx.store,
             container,
-            dedupfs_core::records::Timestamp::now(),
+            ctx.store.committer.clock().wall(),
         )
         .map_err(hist)?,
     ))

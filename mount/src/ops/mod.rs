@@ -17,6 +17,7 @@ mod maint;
 
 pub use error::{ErrorKind, OpError};
 
+use dedupfs_core::containers::lock::Authority;
 use dedupfs_core::fs::Fs;
 use dedupfs_core::store::Store;
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,13 @@ pub enum Request {
         compression: Option<String>,
         #[serde(default)]
         retention: Option<String>,
+        /// `governance`, `compliance` or `none`.
+        #[serde(default)]
+        lock: Option<String>,
+        #[serde(default)]
+        lock_for: Option<String>,
+        #[serde(default)]
+        bypass_governance: bool,
     },
     BookmarkCreate {
         container: String,
@@ -59,6 +67,8 @@ pub enum Request {
     BookmarkDelete {
         container: String,
         name: String,
+        #[serde(default)]
+        bypass_governance: bool,
     },
     SnapshotCreate {
         container: String,
@@ -75,6 +85,8 @@ pub enum Request {
     },
     SnapshotDelete {
         name: String,
+        #[serde(default)]
+        bypass_governance: bool,
     },
     SnapshotChanges {
         name: String,
@@ -99,6 +111,8 @@ pub enum Request {
     ContainerDelete {
         name: String,
         force: bool,
+        #[serde(default)]
+        bypass_governance: bool,
     },
     Sync,
     Gc {
@@ -215,9 +229,27 @@ fn flush_best_effort(fs: &Fs) {
     }
 }
 
-/// Runs one request; `progress` hears of the steps of a long one (GC, fsck, a delete).
+/// What `--bypass-governance` grants the caller: only root on this machine may override a
+/// governance lock (the control socket tells the daemon the caller's uid; the CLI running
+/// on the store itself checks its own).
+fn authority(caller_uid: u32, bypass: bool) -> Result<Authority, OpError> {
+    match (bypass, caller_uid) {
+        (false, _) => Ok(Authority::Normal),
+        (true, 0) => Ok(Authority::BypassGovernance),
+        (true, uid) => Err(OpError {
+            kind: ErrorKind::Denied,
+            message: format!(
+                "--bypass-governance needs root on this machine (the caller is uid {uid})"
+            ),
+        }),
+    }
+}
+
+/// Runs one request for the user `caller_uid`; `progress` hears of the steps of a long one
+/// (GC, fsck, a delete).
 pub fn execute(
     ctx: &Ctx,
+    caller_uid: u32,
     req: Request,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<serde_json::Value, OpError> {
@@ -243,17 +275,47 @@ pub fn execute(
             name,
             compression,
             retention,
-        } => containers::set(ctx, &name, compression.as_deref(), retention.as_deref()),
-        Request::ContainerDelete { name, force } => containers::delete(ctx, &name, force, progress),
+            lock,
+            lock_for,
+            bypass_governance,
+        } => containers::set(
+            ctx,
+            &name,
+            containers::SetArgs {
+                compression: compression.as_deref(),
+                retention: retention.as_deref(),
+                lock: lock.as_deref(),
+                lock_for: lock_for.as_deref(),
+            },
+            authority(caller_uid, bypass_governance)?,
+        ),
+        Request::ContainerDelete {
+            name,
+            force,
+            bypass_governance,
+        } => containers::delete(
+            ctx,
+            &name,
+            force,
+            authority(caller_uid, bypass_governance)?,
+            progress,
+        ),
         Request::BookmarkCreate {
             container,
             name,
             kind,
         } => history::bookmark_create(ctx, &container, &name, &kind),
         Request::BookmarkList { container } => history::bookmark_list(ctx, &container),
-        Request::BookmarkDelete { container, name } => {
-            history::bookmark_delete(ctx, &container, name)
-        }
+        Request::BookmarkDelete {
+            container,
+            name,
+            bypass_governance,
+        } => history::bookmark_delete(
+            ctx,
+            &container,
+            name,
+            authority(caller_uid, bypass_governance)?,
+        ),
         Request::SnapshotCreate {
             container,
             name,
@@ -263,7 +325,10 @@ pub fn execute(
         } => history::snapshot_create(ctx, &container, &name, &mode, at.as_deref(), no_flush),
         Request::SnapshotList { container } => history::snapshot_list(ctx, container.as_deref()),
         Request::SnapshotShow { name } => history::snapshot_show(ctx, &name),
-        Request::SnapshotDelete { name } => history::snapshot_delete(ctx, name),
+        Request::SnapshotDelete {
+            name,
+            bypass_governance,
+        } => history::snapshot_delete(ctx, name, authority(caller_uid, bypass_governance)?),
         Request::SnapshotChanges { name } => history::snapshot_changes(ctx, &name),
         Request::SnapshotApply { name, onto, force } => {
             history::snapshot_apply(ctx, &name, &onto, force)

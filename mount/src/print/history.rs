@@ -168,6 +168,15 @@ pub fn retention(r: &RetentionReport, pruned: bool) {
             size(r.released_bytes)
         );
     }
+    if let Some(w) = &r.lock {
+        println!("lock          {}", super::stats::lock_text(w));
+    }
+    if let Some(v) = r.held_by_lock {
+        println!(
+            "held by lock  the policy would have pruned up to v{v}; the lock kept everything from v{} on",
+            r.lock.map(|w| w.floor).unwrap_or(0)
+        );
+    }
     if let Some(h) = r.history_held_bytes {
         println!(
             "only history  {} of packs at the last gc (what pruning could release)",

@@ -104,6 +104,13 @@ fn action_name(a: Action) -> &'static str {
 
 /// What only history holds (GC cannot free it), and how to release it.
 fn print_history_held(p: &Plan) {
+    for l in &p.locked {
+        println!(
+            "      locked: {} ({}) — GC cannot free what that history references until it leaves the window",
+            l.container,
+            super::stats::lock_text(&l.window)
+        );
+    }
     let held = p.history_held_bytes;
     if held == 0 {
         return;
@@ -118,7 +125,11 @@ fn print_history_held(p: &Plan) {
         size(held),
         list.join(", ")
     );
-    if let Some((c, _)) = p.history_held.first() {
+    if let Some((c, _)) = p
+        .history_held
+        .iter()
+        .find(|(c, _)| !p.locked.iter().any(|l| &l.container == c))
+    {
         println!(
             "      to release it: dedupfs container set {c} --retention all=24h (or shorter), \
              then dedupfs retention prune {c} and dedupfs gc"

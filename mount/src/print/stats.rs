@@ -5,7 +5,24 @@
 
 use crate::output::{ratio, size, table};
 use crate::protocol::{ContainerEntry, ContainerReport, StoreReport};
+use dedupfs_core::containers::lock::{duration_text, LockWindow};
+use dedupfs_core::points::format_local;
 use dedupfs_core::stats::{ContainerStats, IngestStats};
+
+/// A retention lock for a person: mode, duration, the window, when its oldest state
+/// leaves it. Times are the compliance clock's.
+pub fn lock_text(w: &LockWindow) -> String {
+    let oldest = match w.oldest_expires {
+        Some(t) => format!("the oldest locked state is released at {}", format_local(t)),
+        None => "no change since its start: the live state is the oldest locked one".into(),
+    };
+    format!(
+        "{} for {}: every state since {} stays; {oldest} (compliance clock)",
+        w.mode.as_str(),
+        duration_text(w.secs),
+        format_local(w.start)
+    )
+}
 
 /// "written … since …" and "kept …" lines of an ingest.
 fn ingest_lines(i: &IngestStats, pad: usize) -> Vec<String> {
@@ -58,6 +75,9 @@ pub fn container_stats(s: &ContainerStats) {
             "history",
             size(h)
         );
+    }
+    if let Some(w) = &s.lock {
+        println!("{:<PAD$}{}", "lock", lock_text(w));
     }
     for l in ingest_lines(&s.ingest, PAD) {
         println!("{l}");
@@ -155,6 +175,27 @@ pub fn store(r: &StoreReport) {
     );
     for l in ingest_lines(&s.ingest, PAD) {
         println!("{l}");
+    }
+    let locked: Vec<&ContainerStats> = s.containers.iter().filter(|c| c.lock.is_some()).collect();
+    if !locked.is_empty() || s.clock.skew().abs() > 60 {
+        let skew = match s.clock.skew() {
+            d if d.abs() <= 60 => "with the system clock".to_string(),
+            d if d > 0 => format!(
+                "system clock {} ahead (downtime or a clock change; it catches up at most 7 days a year)",
+                duration_text(d)
+            ),
+            d => format!("system clock {} behind", duration_text(-d)),
+        };
+        println!(
+            "{:<PAD$}compliance {} ({skew})",
+            "clock",
+            format_local(s.clock.compliance)
+        );
+    }
+    for c in locked {
+        if let Some(w) = &c.lock {
+            println!("{:<PAD$}{}: {}", "locked", c.name, lock_text(w));
+        }
     }
     gc_status(&r.gc);
     if s.containers.is_empty() {
