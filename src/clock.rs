@@ -12,9 +12,8 @@
 //! locks a week longer (QoreStor's compliance clock does not count downtime at all;
 //! NetApp's catches up slowly — we do the latter).
 //!
-//! Persistence: the clock is written at open, with a commit at most every
-//! [`PERSIST_EVERY`], on [`ComplianceClock::persist`] (the daemon's background tick) and
-//! when the committer is dropped. It is not synced on its own: after a crash it restarts
+//! Persistence: the clock is written at open, by [`ComplianceClock::persist`] (the
+//! daemon's clock thread, every [`PERSIST_EVERY`]) and when the committer is dropped. It is not synced on its own: after a crash it restarts
 //! from an older value, which only makes locks last longer (the safe direction).
 //!
 //! Invariants: [`ComplianceClock::now`] never decreases within a process nor across
@@ -32,8 +31,8 @@ use std::time::Duration;
 /// How far the compliance clock may catch up with a system clock ahead of it, per year of
 /// running time.
 pub const CATCH_UP_PER_YEAR: Duration = Duration::from_secs(7 * 86_400);
-/// How often commits carry the clock to disk.
-pub const PERSIST_EVERY: Duration = Duration::from_secs(10);
+/// How often the daemon writes the clock.
+pub const PERSIST_EVERY: Duration = Duration::from_secs(60);
 /// A change of the system clock's offset from monotonic time larger than this is logged.
 pub const JUMP_LOG: Duration = Duration::from_secs(60);
 
@@ -127,8 +126,6 @@ struct State {
     mono: u64,
     /// `wall - monotonic` at the last reading, to notice jumps of the system clock.
     offset_ns: i128,
-    /// Monotonic reading of the last persist.
-    persisted_mono: u64,
 }
 
 /// The compliance clock of one open store.
@@ -137,6 +134,9 @@ pub struct ComplianceClock {
     /// The clock's last reading. Lock order: a leaf (taken under the commit lock, never
     /// across I/O: [`ComplianceClock::persist`] copies the value out first).
     st: Mutex<State>,
+    /// Held while the clock is written (off the hot path: the daemon's clock thread, open
+    /// and close), so writes land in reading order. Lock order: before `st`.
+    persisting: Mutex<()>,
 }
 
 impl std::fmt::Debug for ComplianceClock {
@@ -209,8 +209,8 @@ impl ComplianceClock {
                 clock_ns,
                 mono,
                 offset_ns: wall - mono as i128,
-                persisted_mono: mono,
             }),
+            persisting: Mutex::new(()),
         };
         c.persist(kv)?;
         Ok(c)
@@ -264,28 +264,15 @@ impl ComplianceClock {
         (s.clock_ns, wall)
     }
 
-    /// The record to persist if the last persist is older than [`PERSIST_EVERY`] (taken by
-    /// a commit into its own batch).
-    pub(crate) fn due(&self) -> Option<(Vec<u8>, Vec<u8>)> {
-        let (c, w) = self.tick();
-        let mut s = self.st.lock();
-        if ((s.mono - s.persisted_mono) as u128) < PERSIST_EVERY.as_nanos() {
-            return None;
-        }
-        s.persisted_mono = s.mono;
-        Some(record(c, w))
-    }
-
-    /// Writes the clock now (not synced: see the module doc).
+    /// Writes the clock now (not synced: see the module doc). Writers are serialised, so
+    /// a later reading is never overwritten by an earlier one.
     pub fn persist(&self, kv: &dyn Kv) -> Result<(), KvError> {
+        let _one = self.persisting.lock();
         let (c, w) = self.tick();
         let (k, v) = record(c, w);
         let mut b = Batch::default();
         b.put(Cf::Meta, k, v);
-        kv.write(b, false)?;
-        let mut s = self.st.lock();
-        s.persisted_mono = s.mono;
-        Ok(())
+        kv.write(b, false)
     }
 }
 

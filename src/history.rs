@@ -132,36 +132,26 @@ pub fn walk_branch<E: From<KvError>>(
     Ok(())
 }
 
-/// The newest version stored of any inode of branch `b` (every change of a tree writes
-/// an inode: the file's, or its directory's), or `None` for a branch without records.
-pub fn newest_inode_version(store: &Store, b: BranchId) -> Result<Option<Version>, KvError> {
-    let mut newest: Option<Version> = None;
-    walk_branch(store, Family::Inodes, b, |r| {
-        newest = newest.max(r.versions.first().map(|v| v.version));
-        Ok::<_, KvError>(())
-    })?;
-    Ok(newest)
-}
-
-/// Versions to delete, committed in batches.
+/// Versions to delete, committed in batches, for a prune that keeps every state from
+/// `cutoff - 1` on (its plan; see `snapshot::retention`).
 pub struct Pruning {
     deletes: Vec<(Cf, Vec<u8>)>,
     deltas: HashMap<ChunkId, i64>,
-    /// The newest version collected (checked against the container's retention lock).
+    cutoff: Version,
+    /// The newest version collected.
     newest: Version,
 }
 
-impl Default for Pruning {
-    fn default() -> Self {
+impl Pruning {
+    pub fn new(cutoff: Version) -> Pruning {
         Pruning {
             deletes: Vec::new(),
             deltas: HashMap::new(),
+            cutoff,
             newest: Version(0),
         }
     }
-}
 
-impl Pruning {
     /// Deletes `v` of `rec` with the next commit; an extent version releases its chunk.
     pub fn drop_version(&mut self, rec: &RecordHistory, v: &StoredVersion) {
         if let Some(e) = v.extent {
@@ -184,33 +174,40 @@ impl Pruning {
         if self.deletes.is_empty() {
             return Ok(());
         }
-        let (deletes, deltas, newest) = (
+        let (deletes, deltas, newest, cutoff) = (
             std::mem::take(&mut self.deletes),
             std::mem::take(&mut self.deltas),
             std::mem::replace(&mut self.newest, Version(0)),
+            self.cutoff,
         );
-        // The last line of defence of a retention lock: whatever the caller decided, no
-        // batch removes a version inside the window (a lock set while a prune was
-        // planning, a policy bug). The window only moves forward, so what the caller
-        // checked stays checked.
-        if let Some(ci) = store.registry().get(container) {
-            if let Some(w) = crate::containers::lock::window(store, &ci.rec)? {
-                if newest >= w.cutoff() {
-                    return Err(crate::containers::ContainerError::Locked {
-                        name: ci.rec.name.clone(),
-                        message: format!(
-                            "pruning stopped: it would remove version {} of locked history \
-                             (the {} lock keeps every version from {} on)",
-                            newest.0,
-                            w.mode.as_str(),
-                            w.floor
-                        ),
+        store.committer.commit(|c| {
+            // The last line of defence of a retention lock, checked under the commit lock
+            // (so no lock can be set between the check and the batch): whatever the caller
+            // decided, a batch is refused if its plan cuts into the window — unless the
+            // container's recorded floor already covers it (the prune raised its floor,
+            // checking the lock, before deleting anything; a lock set after that protects
+            // from that floor on). The window only moves forward, so a check that passed
+            // stays true.
+            if let Some(ci) = store.registry().get(container) {
+                if let Some(w) = crate::containers::lock::window(store, &ci.rec)? {
+                    let allowed = w.cutoff().max(Version(ci.rec.history_floor));
+                    if cutoff > allowed || newest >= allowed {
+                        return Err(crate::containers::ContainerError::Locked {
+                            name: ci.rec.name.clone(),
+                            message: format!(
+                                "pruning stopped: its plan (everything before v{}, up to \
+                                 v{}) cuts into locked history (the {} lock keeps every \
+                                 version from v{} on)",
+                                cutoff.0,
+                                newest.0,
+                                w.mode.as_str(),
+                                w.floor
+                            ),
+                        }
+                        .into());
                     }
-                    .into());
                 }
             }
-        }
-        store.committer.commit(|c| {
             for (cf, k) in deletes {
                 c.txn.delete(cf, k);
             }

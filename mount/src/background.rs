@@ -1,7 +1,7 @@
 //! The daemon's own background work while a store is mounted: retention (at mount, then
 //! every `prune_interval`) and the idle cleaner (garbage collection once no commit has
-//! happened for `gc_idle`), and saving the compliance clock every minute. None runs on a
-//! read-only mount.
+//! happened for `gc_idle`), neither on a read-only mount; and saving the compliance clock
+//! every minute.
 //!
 //! Invariant: [`Background::stop`] wakes both at once, cancels a GC in progress and joins
 //! the threads, so nothing of this module still holds the store when the daemon closes it.
@@ -49,14 +49,15 @@ impl Background {
                 Err(e) => log::error!("retention thread not started: {e}"),
             }
         }
-        // The compliance clock goes to disk every minute even when nothing is written (a
-        // crash loses at most that much of it: locks then last a minute longer).
-        if !opts.read_only {
+        // The compliance clock goes to disk every minute (a crash loses at most that much
+        // of it: locks then last a minute longer), read-only mounts included: the store is
+        // open and its clock runs.
+        {
             let (st, stop) = (store.clone(), stop.clone());
             match std::thread::Builder::new()
                 .name("clock".into())
                 .spawn(move || loop {
-                    if Self::wait(&stop, std::time::Duration::from_secs(60)) {
+                    if Self::wait(&stop, dedupfs_core::clock::PERSIST_EVERY) {
                         return;
                     }
                     if let Err(e) = st.persist_clock() {

@@ -353,6 +353,13 @@ pub enum ContainerCmd {
         /// chunk alone: faster random reads, e.g. for VM images); LEVEL 1..19
         #[arg(long, default_value = "zstd:3")]
         compression: String,
+        /// Lock it from the start: governance or compliance, with --lock-for (see
+        /// `dedupfs container set --help`)
+        #[arg(long, value_name = "MODE", requires = "lock_for")]
+        lock: Option<String>,
+        /// How long the lock keeps every state: e.g. 30d, 12w, 7y
+        #[arg(long, value_name = "DURATION", requires = "lock")]
+        lock_for: Option<String>,
     },
     /// List containers with their usage
     List,

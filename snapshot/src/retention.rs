@@ -17,6 +17,7 @@
 
 use crate::{container, HistoryError, Result};
 use dedupfs_core::containers::lock::{self, LockWindow};
+use dedupfs_core::containers::ContainerError;
 use dedupfs_core::containers::{self, ContainerInfo};
 use dedupfs_core::history::{self, Family, Pruning};
 use dedupfs_core::ids::{BranchId, Ino, Version};
@@ -349,8 +350,41 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
         }
     }
     let mut report = report_base(store, &ci)?;
+    // Record the new floor (and drop expired bookmarks) before deleting anything, checking
+    // the lock again under the registry writer, which `container set` also takes: from
+    // here on reads below the floor are refused, so a prune cut short (crash, error)
+    // never leaves a partly pruned state readable, and a lock set after this commit
+    // protects from this floor on (the core's pruning checks exactly that).
+    // The state at `cutoff - 1` is kept (a kept point above): the container reads from
+    // the moment it was committed on, not only from the next commit (which may be long
+    // after, or never, on a quiet container).
+    let floor_time = commit_time_of(store, Version(cutoff.0 - 1), ci.rec.created, now)?;
+    store.commit_registry(|c, reg| {
+        if let Some(cur) = reg.get(cid) {
+            if let Some(w) = lock::window(store, &cur.rec)? {
+                if w.cutoff() < cutoff {
+                    return Err(HistoryError::Container(ContainerError::Locked {
+                        name: cur.rec.name.clone(),
+                        message: format!(
+                            "pruning stopped before it began: a {} lock was set meanwhile; \
+                             prune again",
+                            w.mode.as_str()
+                        ),
+                    }));
+                }
+            }
+            let mut rec = cur.rec.clone();
+            rec.history_floor = cutoff.0;
+            rec.history_floor_time = floor_time.max(rec.history_floor_time);
+            rec.kept_points = tier_points;
+            containers::put_container(c, &rec);
+            crate::bookmark::delete_records(c, cid, &expired);
+            reg.upsert(rec, None);
+        }
+        Ok::<_, HistoryError>(())
+    })?;
     // Delete what no kept point sees, in bounded batches.
-    let mut pruning = Pruning::default();
+    let mut pruning = Pruning::new(cutoff);
     for &b in &branches {
         let points = keep.get(&b).cloned().unwrap_or_default();
         for family in Family::ALL {
@@ -388,23 +422,6 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
         }
     }
     pruning.commit(store, cid)?;
-    // Record the new floor and drop expired bookmarks.
-    // The state at `cutoff - 1` is kept (a kept point above): the container reads from
-    // the moment it was committed on, not only from the next commit (which may be long
-    // after, or never, on a quiet container).
-    let floor_time = commit_time_of(store, Version(cutoff.0 - 1), ci.rec.created, now)?;
-    store.commit_registry(|c, reg| {
-        if let Some(cur) = reg.get(cid) {
-            let mut rec = cur.rec.clone();
-            rec.history_floor = cutoff.0;
-            rec.history_floor_time = floor_time.max(rec.history_floor_time);
-            rec.kept_points = tier_points;
-            containers::put_container(c, &rec);
-            crate::bookmark::delete_records(c, cid, &expired);
-            reg.upsert(rec, None);
-        }
-        Ok::<_, HistoryError>(())
-    })?;
     report.bookmarks_removed = expired;
     report.held_by_lock = held_by_lock;
     report.lock = after_lock(store, container_name)?;

@@ -15,7 +15,6 @@ use dedupfs_core::containers::{
     self, BranchRecord, ContainerInfo, PurgeProgress, SnapshotMode, SnapshotRecord,
 };
 use dedupfs_core::fs::FsCore;
-use dedupfs_core::history;
 use dedupfs_core::ids::{BranchId, ContainerId, Version};
 use dedupfs_core::points::{self, Point, PointKind};
 use dedupfs_core::store::Store;
@@ -169,7 +168,8 @@ pub fn list(store: &Store, container_name: Option<&str>) -> Result<Vec<SnapshotR
 /// branch forks from it, in which case the branch stays for that branch's sake.
 ///
 /// A snapshot inside a retention lock's window is refused (governance: unless `who`
-/// bypasses it): one created, showing a moment, or (read-write) written inside it.
+/// bypasses it): a read-only one created or showing a moment inside it, and every
+/// read-write one (its tree is live).
 pub fn delete(store: &Store, fs: Option<&FsCore>, name: &str, who: Authority) -> Result<()> {
     let s = get(store, name)?;
     let rec = s
@@ -184,12 +184,12 @@ pub fn delete(store: &Store, fs: Option<&FsCore>, name: &str, who: Authority) ->
         if ci.rec.settings.lock.is_none() {
             return Ok(());
         }
-        let mut newest = rec.created_version.max(rec.base_version);
-        if let Some(b) = rec.branch {
-            if let Some(v) = history::newest_inode_version(store, BranchId(b))? {
-                newest = newest.max(v.0);
-            }
-        }
+        // A read-write snapshot's own tree is live (readable now), so it is always inside
+        // the window; a read-only one holds the moment it shows.
+        let newest = match rec.branch {
+            Some(_) => store.committer.head().0,
+            None => rec.created_version.max(rec.base_version),
+        };
         lock::check_point_delete(
             store,
             &ci.rec,

@@ -381,15 +381,43 @@ fn governance_yields_to_root_bypass_only() {
 }
 
 #[test]
+fn old_read_only_snapshots_may_go_but_read_write_ones_are_live_and_stay() {
+    let t = setup("all=1h");
+    write(&t, "f", b"x");
+    for (name, mode) in [("ro", SnapshotMode::Ro), ("rw", SnapshotMode::Rw)] {
+        let req = CreateRequest {
+            container: "c",
+            name,
+            mode,
+            at: None,
+            flush: true,
+        };
+        snapshot::create(&t.store, Some(t.fs.core()), &req).unwrap();
+    }
+    set(&t.store, lock(LockMode::Compliance, DAY), Authority::Normal).unwrap();
+    t.clock.advance(Duration::from_secs(3 * DAY));
+    write(&t, "f", b"y");
+    // Three days old, outside the 1-day window: the read-only one may be deleted.
+    snapshot::delete(&t.store, Some(t.fs.core()), "ro", Authority::Normal).unwrap();
+    // The read-write one's tree is readable now, so it is inside the window whatever its age.
+    let m = hist_locked(
+        snapshot::delete(&t.store, Some(t.fs.core()), "rw", Authority::Normal).unwrap_err(),
+    );
+    assert!(m.contains("snapshot 'rw'"), "{m}");
+    assert!(snapshot::record(&t.store, "rw").is_ok());
+}
+
+#[test]
 fn the_cores_pruning_refuses_a_batch_inside_the_window() {
     let t = setup("all=1h");
     write(&t, "f", b"one");
     t.clock.advance(Duration::from_secs(10));
     write(&t, "f", b"two");
     set(&t.store, lock(LockMode::Compliance, DAY), Authority::Normal).unwrap();
-    // A caller that ignores the lock: drop the older version of every inode.
+    // A caller that ignores the lock: plans to keep only the newest state and drops the
+    // older version of every inode.
     let ci = t.store.registry().by_name("c").unwrap();
-    let mut p = Pruning::default();
+    let mut p = Pruning::new(dedupfs_core::ids::Version(t.store.committer.head().0));
     history::walk_branch(&t.store, Family::Inodes, ci.branch(), |r| {
         if let Some(v) = r.versions.get(1) {
             p.drop_version(r, v);

@@ -484,7 +484,11 @@ impl Store {
     }
 
     /// Writes the compliance clock now (the daemon does every minute; see [`crate::clock`]).
+    /// A halted store writes nothing (its last good state stays as it was).
     pub fn persist_clock(&self) -> Result<(), KvError> {
+        if self.committer.halted().is_some() {
+            return Ok(());
+        }
         self.committer.clock().persist(&*self.kv)
     }
 

@@ -303,8 +303,9 @@ fn retention_prunes_history_but_keeps_live_state_snapshots_and_bookmarks() {
         "--retention",
         "all=1s,bookmarks=app/1h",
     ]));
-    // The window (1 s) must end after the container's first seconds, so that a time
-    // there lies below it: wait for the clock, not for luck.
+    // The window (1 s) starts where the newest state was committed, so that state must
+    // come after the container's first seconds for a time there to lie below it: wait for
+    // the clock, not for luck.
     let created = json(&t.cli(&["--json", "container", "show", "c"]))["created"]
         .as_i64()
         .unwrap();
@@ -314,7 +315,12 @@ fn retention_prunes_history_but_keeps_live_state_snapshots_and_bookmarks() {
             .unwrap()
             .as_secs() as i64
     };
-    while secs() < created + 4 {
+    while secs() < created + 3 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    fs::write(t.path("c/f"), pseudo_random(256 << 10, 8)).unwrap();
+    ok(&t.cli(&["stats"]));
+    while secs() < created + 5 {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     let p = json(&t.cli(&["--json", "retention", "prune", "c"]));
@@ -325,7 +331,7 @@ fn retention_prunes_history_but_keeps_live_state_snapshots_and_bookmarks() {
     assert!(p["history_bytes"].as_u64().unwrap() < before["history_bytes"].as_u64().unwrap());
     assert!(p["store_reclaimable_bytes"].as_u64().unwrap() > 0, "{p}");
     // Live state, the snapshot and the kept bookmark read exactly as before.
-    assert!(fs::read(t.path("c/f")).unwrap() == pseudo_random(256 << 10, 7));
+    assert!(fs::read(t.path("c/f")).unwrap() == pseudo_random(256 << 10, 8));
     assert!(fs::read(t.path(".snapshots/pinned/f")).unwrap() == pseudo_random(256 << 10, 4));
     assert!(fs::read(t.path(".at/c/app-point/f")).unwrap() == pseudo_random(256 << 10, 4));
     // A time before the window is refused, not answered wrongly.

@@ -155,7 +155,7 @@ pub fn store_cmd(store: &Path, req: Request, what: &str) -> Result<serde_json::V
             notifier: None,
             known: None,
         };
-        ops::execute(&ctx, crate::locate::euid(), req, &mut on_progress).map_err(CliError::from_op)
+        ops::execute(&ctx, local_caller(), req, &mut on_progress).map_err(CliError::from_op)
     };
     pb.finish_and_clear();
     r
@@ -221,5 +221,20 @@ pub fn sync_mount(store: &Path) {
             }
         }
         Err(e) => log::warn!("cannot open {}: {e}", mnt.display()),
+    }
+}
+
+/// The caller's uid for the store's rules (`--bypass-governance` needs root). Root inside a
+/// user namespace (`unshare -Ur`) is not root on this machine: such a caller counts as
+/// `nobody`.
+fn local_caller() -> u32 {
+    let uid = crate::locate::euid();
+    let initial_ns = std::fs::read_to_string("/proc/self/uid_map")
+        .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+        .unwrap_or(false);
+    if uid == 0 && !initial_ns {
+        65_534
+    } else {
+        uid
     }
 }

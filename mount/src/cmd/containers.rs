@@ -14,12 +14,19 @@ use std::path::PathBuf;
 pub fn run(c: ContainerCmd, store: Option<PathBuf>, json: bool) -> Result<(), CliError> {
     let store = resolve_store(store)?;
     match c {
-        ContainerCmd::Create { name, compression } => {
+        ContainerCmd::Create {
+            name,
+            compression,
+            lock,
+            lock_for,
+        } => {
             let v = store_cmd(
                 &store,
                 Request::ContainerCreate {
                     name,
                     compression: Some(compression),
+                    lock,
+                    lock_for,
                 },
                 "container create",
             )?;

@@ -10,7 +10,7 @@ use super::{to_json, Ctx, ErrorKind, OpError, Progress};
 use crate::protocol::{ContainerEntry, ContainerReport};
 use dedupfs_core::admin::{self, LockChange, SettingsChange};
 use dedupfs_core::chunks::Compression;
-use dedupfs_core::containers::lock::{self, Authority, LockMode};
+use dedupfs_core::containers::lock::{self, Authority, LockMode, RetentionLock};
 use dedupfs_core::containers::{ContainerError, ContainerSettings, RootOwner};
 use dedupfs_core::ids::ContainerId;
 use dedupfs_core::stats;
@@ -40,12 +40,34 @@ pub fn show(store: &Store, name: &str) -> Result<serde_json::Value, OpError> {
     }))
 }
 
-pub fn create(ctx: &Ctx, name: &str, c: Option<&str>) -> Result<serde_json::Value, OpError> {
+pub fn create(
+    ctx: &Ctx,
+    name: &str,
+    c: Option<&str>,
+    lock: Option<&str>,
+    lock_for: Option<&str>,
+) -> Result<serde_json::Value, OpError> {
     let store = &*ctx.store;
+    let lock = match lock_change(lock, lock_for)? {
+        None => None,
+        Some(LockChange::Set {
+            mode: Some(mode),
+            secs: Some(secs),
+        }) => Some(RetentionLock {
+            mode,
+            secs,
+            since: store.committer.clock().now().sec,
+        }),
+        Some(_) => {
+            return Err(OpError::invalid(
+                "a new container's lock needs --lock governance|compliance and --lock-for".into(),
+            ))
+        }
+    };
     let settings = ContainerSettings {
         compression: compression(c)?.unwrap_or_default(),
         retention: None,
-        lock: None,
+        lock,
     };
     admin::create_container(store, name, settings, RootOwner::default())?;
     ctx.invalidate_root_entry(name);

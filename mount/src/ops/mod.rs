@@ -38,6 +38,10 @@ pub enum Request {
     ContainerCreate {
         name: String,
         compression: Option<String>,
+        #[serde(default)]
+        lock: Option<String>,
+        #[serde(default)]
+        lock_for: Option<String>,
     },
     ContainerList,
     ContainerShow {
@@ -266,9 +270,18 @@ pub fn execute(
             min_reclaim,
         } => maint::gc(ctx, dry_run, grace_secs, min_reclaim, progress),
         Request::Fsck { scrub, repair } => maint::fsck(ctx, scrub, repair, progress),
-        Request::ContainerCreate { name, compression } => {
-            containers::create(ctx, &name, compression.as_deref())
-        }
+        Request::ContainerCreate {
+            name,
+            compression,
+            lock,
+            lock_for,
+        } => containers::create(
+            ctx,
+            &name,
+            compression.as_deref(),
+            lock.as_deref(),
+            lock_for.as_deref(),
+        ),
         Request::ContainerList => containers::list(ctx),
         Request::ContainerShow { name } => containers::show(&ctx.store, &name),
         Request::ContainerSet {
@@ -340,5 +353,19 @@ pub fn execute(
         } => history::rollback(ctx, &container, &to, dry_run),
         Request::RetentionShow { container } => history::retention_show(ctx, &container),
         Request::RetentionPrune { container } => history::retention_prune(ctx, &container),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_root_may_bypass_governance() {
+        assert_eq!(authority(1000, false).unwrap(), Authority::Normal);
+        assert_eq!(authority(0, true).unwrap(), Authority::BypassGovernance);
+        let e = authority(1000, true).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Denied);
+        assert!(e.message.contains("uid 1000"), "{}", e.message);
     }
 }

@@ -37,6 +37,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
+mod timeline;
+
 /// The (branch-local) object id under which a branch's tree counters are versioned.
 const TREE_COUNTERS_INO: Ino = Ino(0);
 
@@ -489,9 +491,6 @@ impl Committer {
                 txn.delete(Cf::Meta, container_counter_key(*id));
             }
         }
-        if let Some((k, v)) = self.clock.due() {
-            txn.put(Cf::Meta, k, v);
-        }
         self.kv.write(txn.into_batch(), false)?;
         {
             let mut tc = self.tree_cache.lock();
@@ -540,40 +539,6 @@ impl Committer {
         *synced = upto;
         Ok(())
     }
-
-    /// The time of the first commit after `t` (millisecond resolution), if any.
-    pub fn first_commit_after(&self, t: Timestamp) -> Result<Option<Timestamp>, KvError> {
-        let ms = t.sec.saturating_mul(1000) + (t.nsec / 1_000_000) as i64 + 1;
-        let from = Timestamp {
-            sec: ms.div_euclid(1000),
-            nsec: (ms.rem_euclid(1000) * 1_000_000) as u32,
-        };
-        let mut it = self.kv.iter(Cf::Timeline, None, None);
-        it.seek(&timeline_key(from));
-        let r = if it.valid() {
-            Some(keys::timeline_from(it.key()).map_err(|e| KvError::Corrupt(e.to_string()))?)
-        } else {
-            None
-        };
-        it.status()?;
-        Ok(r)
-    }
-
-    /// The newest version committed at or before `t`, if any.
-    pub fn version_at(&self, t: Timestamp) -> Result<Option<Version>, KvError> {
-        let mut it = self.kv.iter(Cf::Timeline, None, None);
-        it.seek_for_prev(&timeline_key(t));
-        let r = if it.valid() {
-            Some(Version(
-                keys::decode_u64(it.value(), "timeline entry")
-                    .map_err(|e| KvError::Corrupt(e.to_string()))?,
-            ))
-        } else {
-            None
-        };
-        it.status()?;
-        Ok(r)
-    }
 }
 
 impl Drop for Committer {
@@ -589,60 +554,4 @@ impl Drop for Committer {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::kv::mem::MemKv;
-
-    #[test]
-    fn versions_allocators_and_counters_persist() {
-        let kv: Arc<dyn Kv> = Arc::new(MemKv::new());
-        let c = Committer::open(kv.clone(), Arc::new(crate::clock::SystemTime::default())).unwrap();
-        assert_eq!(c.head(), Version(0));
-        let ino = c
-            .commit(|cm| {
-                cm.txn.put(Cf::Meta, b"x".to_vec(), b"1".to_vec());
-                cm.container_counters(ContainerId(3)).chunks += 2;
-                Ok::<_, KvError>(cm.alloc_ino())
-            })
-            .unwrap();
-        assert_eq!(ino, Ino(FIRST_INO));
-        assert_eq!(c.head(), Version(1));
-        // a failing closure leaves nothing behind
-        let r: Result<(), KvError> = c.commit(|cm| {
-            cm.alloc_ino();
-            cm.txn.put(Cf::Meta, b"y".to_vec(), b"1".to_vec());
-            Err(KvError::Backend("no".into()))
-        });
-        assert!(r.is_err());
-        assert_eq!(kv.get(Cf::Meta, b"y").unwrap(), None);
-        // an empty closure does not consume a version
-        c.commit(|_| Ok::<_, KvError>(())).unwrap();
-        assert_eq!(c.head(), Version(1));
-
-        let c2 =
-            Committer::open(kv.clone(), Arc::new(crate::clock::SystemTime::default())).unwrap();
-        assert_eq!(c2.head(), Version(1));
-        assert_eq!(c2.container_counters(ContainerId(3)).chunks, 2);
-        let ino2 = c2.commit(|cm| Ok::<_, KvError>(cm.alloc_ino())).unwrap();
-        assert_eq!(
-            ino2,
-            Ino(FIRST_INO + 1 + INO_BLOCK),
-            "allocator survived reopen: it goes on above its persisted watermark"
-        );
-        // Within a block, allocations persist nothing of the allocator.
-        let before = kv.get(Cf::Meta, &MetaKey::NextIno.encode()).unwrap();
-        c2.commit(|cm| {
-            cm.alloc_ino();
-            cm.txn.put(Cf::Meta, b"z".to_vec(), b"1".to_vec());
-            Ok::<_, KvError>(())
-        })
-        .unwrap();
-        assert_eq!(
-            kv.get(Cf::Meta, &MetaKey::NextIno.encode()).unwrap(),
-            before
-        );
-        let t = Timestamp::now();
-        assert_eq!(c2.version_at(t).unwrap(), Some(Version(3)));
-        assert_eq!(c2.version_at(Timestamp { sec: 0, nsec: 0 }).unwrap(), None);
-    }
-}
+mod tests;
