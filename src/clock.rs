@@ -2,8 +2,9 @@
 //! the system clock cannot move forward.
 //!
 //! The clock is kept in the store (one record in the `default` family) and advances only
-//! by *elapsed monotonic time while the store is open* (`CLOCK_MONOTONIC`, which
-//! `settimeofday`, `date -s` and NTP steps do not move). When the system clock is ahead
+//! by *elapsed time while the store is open*, read from `CLOCK_BOOTTIME` (monotonic:
+//! `settimeofday`, `date -s` and NTP steps do not move it; unlike `CLOCK_MONOTONIC` it
+//! counts suspend, which is real elapsed time). When the system clock is ahead
 //! of it — after downtime, or after someone set the system clock forward — it drifts
 //! towards the system clock at most [`CATCH_UP_PER_YEAR`] per year of running time
 //! (NetApp's ComplianceClock rule: one week per year), never past it. It never goes
@@ -47,15 +48,31 @@ pub trait TimeSource: Send + Sync {
     fn monotonic_ns(&self) -> u64;
 }
 
-/// The real clocks: `CLOCK_REALTIME` and `CLOCK_MONOTONIC` (through `std`).
+/// The real clocks: `CLOCK_REALTIME`, and `CLOCK_BOOTTIME` for elapsed time — monotonic
+/// like `CLOCK_MONOTONIC` (no `settimeofday` or NTP step moves it) but counting time the
+/// machine spent suspended, which did pass.
 pub struct SystemTime {
-    origin: std::time::Instant,
+    origin: u64,
+}
+
+fn boottime_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime only writes the timespec we pass, which outlives the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) } != 0 {
+        // Every Linux since 2.6.39 has it; without it, time simply does not advance here
+        // (locks last longer, never shorter).
+        return 0;
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl Default for SystemTime {
     fn default() -> Self {
         SystemTime {
-            origin: std::time::Instant::now(),
+            origin: boottime_ns(),
         }
     }
 }
@@ -65,7 +82,7 @@ impl TimeSource for SystemTime {
         Timestamp::now()
     }
     fn monotonic_ns(&self) -> u64 {
-        self.origin.elapsed().as_nanos() as u64
+        boottime_ns().saturating_sub(self.origin)
     }
 }
 

@@ -242,7 +242,7 @@ fn a_daemon_whose_system_clock_jumps_a_year_ahead_keeps_a_one_day_lock() {
         libfaketime().expect("libfaketime (apt install faketime; tests/setup.sh --test-tools)");
     let t = TestStore::new();
     // The daemon's system clock comes from this file (re-read at every call); its
-    // monotonic clock is left alone, as `date -s` leaves CLOCK_MONOTONIC alone.
+    // monotonic and boot clocks are left alone, as `date -s` leaves them alone.
     let offset = t.dir.path().join("faketime");
     fs::write(&offset, "+0").unwrap();
     let o = "allow_other,gc_idle=0,prune_interval=0";
