@@ -244,11 +244,47 @@ pub fn mount_background(store: &Path, mnt: &Path, opts: &MountOpts) -> Result<()
 
 /// `dedupfs mount --foreground`: mount and serve until unmounted or signalled.
 pub fn mount_foreground(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError> {
+    // `-o log=PATH` in the foreground: the log goes there rather than to stderr (without
+    // it, stderr stays, which is what systemd's journal wants). The background parent
+    // already pointed our stderr at the same file; opening it again changes nothing.
+    if let Some(path) = &opts.log {
+        redirect_stderr(path)?;
+    }
     let r = serve(store_path, mnt, opts);
     if let Err(e) = &r {
         report_ready(&format!("error {} {}\n", e.kind.code(), e.message));
     }
     r
+}
+
+/// Points stderr (where the logger writes) at `path`, appending, created private.
+fn redirect_stderr(path: &Path) -> Result<(), CliError> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            CliError::new(
+                ExitKind::Store,
+                format!("cannot open log {}: {e}", path.display()),
+            )
+        })?;
+    // SAFETY: dup2 of an open descriptor we own onto fd 2; `f` stays valid for the call
+    // and fd 2 keeps its own reference after `f` is dropped.
+    if unsafe { libc::dup2(f.as_raw_fd(), 2) } < 0 {
+        return Err(CliError::new(
+            ExitKind::Failed,
+            format!(
+                "cannot log to {}: {}",
+                path.display(),
+                std::io::Error::last_os_error()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Keeps daemon memory proportional to live data. glibc otherwise raises its mmap
@@ -367,11 +403,13 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
 
     // Control socket and registry entry, in the run directory only we can reach.
     let sock = locate::socket_path(&store_root);
+    let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ctx = Arc::new(ops::Ctx {
         store: store.clone(),
         fs: Some(fs.clone()),
         notifier: Some(notifier),
         known: Some(known),
+        cancel: Some(cancel.clone()),
     });
     let control = match crate::control::bind(&sock)
         .and_then(|l| crate::control::Server::start(l, ctx.clone()))
@@ -464,6 +502,9 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
     // The kernel has let go and `destroy` flushed. Stop everything that holds the store,
     // then close it, so RocksDB shuts down cleanly and nothing writes after we report.
     background.stop();
+    // A GC asked for over the control socket may be waiting out its grace period: it
+    // stops (the next run finishes it) rather than holding the unmount up.
+    cancel.store(true, std::sync::atomic::Ordering::Release);
     if let Some(c) = control {
         c.stop();
     }

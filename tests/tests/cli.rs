@@ -561,3 +561,44 @@ fn status_lists_views_options_and_health() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(30));
 }
+
+/// `mount -f -o log=PATH` logs to PATH, not to stderr (without `log=`, stderr: the journal).
+#[test]
+fn a_foreground_mount_logs_where_log_says() {
+    let t = TestStore::new();
+    let log = t.dir.path().join("fg.log");
+    let opt = format!("log={}", log.display());
+    let child = std::process::Command::new(bin())
+        .args([
+            "mount",
+            "-f",
+            t.store.to_str().unwrap(),
+            t.mnt.to_str().unwrap(),
+            "-o",
+            &opt,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _guard = Unmount(t.mnt.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !is_mounted(&t.mnt) {
+        assert!(std::time::Instant::now() < deadline, "never mounted");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::create_dir(t.mnt.join("c")).unwrap();
+    ok(&dedupfs(&["umount", t.mnt.to_str().unwrap()]));
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(logged.contains("container 'c' created"), "{logged}");
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("created"),
+        "nothing on stderr once log= is given"
+    );
+}

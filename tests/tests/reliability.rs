@@ -728,3 +728,67 @@ fn the_idle_cleaner_collects_on_its_own_and_stats_show_it() {
     let text = String::from_utf8_lossy(&t.cli(&["stats"]).stdout).into_owned();
     assert!(text.contains("background, idle store"), "{text}");
 }
+
+#[test]
+fn unmount_stops_a_gc_that_waits_out_its_grace_period() {
+    // A GC asked for over the control socket with a long grace period must not hold an
+    // unmount up: it stops early (the next run finishes it) and says so. Without that the
+    // unmount below waits 10 minutes and gives up after its own 60 s timeout.
+    let mut t = TestStore::mounted("gc_idle=0,prune_interval=0");
+    fs::create_dir(t.path("c")).unwrap();
+    fs::write(t.path("c/big"), pseudo_random(6 << 20, 11)).unwrap();
+    ok(&t.cli(&["sync"]));
+    fs::remove_file(t.path("c/big")).unwrap();
+    ok(&t.cli(&["sync"]));
+    // Dead data for GC: the history that held it is pruned.
+    ok(&t.cli(&["container", "set", "c", "--retention", "all=0s"]));
+    ok(&t.cli(&["retention", "prune", "c"]));
+    let spawn = || {
+        std::process::Command::new(bin())
+            .args(["--store", t.store.to_str().unwrap(), "gc", "--grace", "600"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let mut child = spawn();
+    // Wait until that GC runs: a second one (a dry run) is refused while it does. A probe
+    // that wins the race makes the real one refuse instead: start it again then.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).to_string();
+            assert!(
+                err.contains("already running"),
+                "the GC ended on its own ({status}): {err}"
+            );
+            child = spawn();
+        }
+        let o = t.cli(&["gc", "--dry-run"]);
+        if String::from_utf8_lossy(&o.stderr).contains("already running") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the GC never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    ok(&dedupfs(&[
+        "umount",
+        t.mnt.to_str().unwrap(),
+        "--timeout",
+        "60",
+    ]));
+    t.mark_unmounted();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the GC was cut short: {err}");
+    assert!(err.contains("stopped early"), "{err}");
+    // The next run finishes it.
+    t.mount("gc_idle=0,prune_interval=0");
+    let g = gc(&t);
+    assert!(
+        g["reclaimed_bytes"].as_u64().unwrap() > 0 || g["packs_deleted"].as_u64().unwrap() > 0,
+        "{g}"
+    );
+    fsck_clean(&t, false);
+}

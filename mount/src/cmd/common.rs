@@ -154,6 +154,7 @@ pub fn store_cmd(store: &Path, req: Request, what: &str) -> Result<serde_json::V
             fs: None,
             notifier: None,
             known: None,
+            cancel: None,
         };
         ops::execute(&ctx, local_caller(), req, &mut on_progress).map_err(CliError::from_op)
     };

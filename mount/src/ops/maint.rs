@@ -83,7 +83,7 @@ pub fn gc(
         min_reclaim,
         grace: std::time::Duration::from_secs_f64(grace_secs.max(0.0)),
         dry_run,
-        cancel: None,
+        cancel: ctx.cancel.clone(),
     };
     let t0 = std::time::Instant::now();
     let mut pr = |what: &str, done: u64, total: Option<u64>| {

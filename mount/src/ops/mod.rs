@@ -146,6 +146,9 @@ pub struct Ctx {
     pub notifier: Option<fuser::Notifier>,
     /// The nodes the kernel holds (mounted only).
     pub known: Option<Arc<crate::fuse::KnownNodes>>,
+    /// Set when the daemon starts unmounting: a long request (GC waiting out its grace
+    /// period) stops early instead of holding the unmount up.
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Ctx {
