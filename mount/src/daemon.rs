@@ -247,19 +247,32 @@ pub fn mount_foreground(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Resu
     // `-o log=PATH` in the foreground: the log goes there rather than to stderr (without
     // it, stderr stays, which is what systemd's journal wants). The background parent
     // already pointed our stderr at the same file; opening it again changes nothing.
-    if let Some(path) = &opts.log {
-        redirect_stderr(path)?;
-    }
-    let r = serve(store_path, mnt, opts);
+    // The terminal's stderr comes back before returning, so the final error shows there.
+    let mut saved = None;
+    let r = (|| {
+        if let Some(path) = &opts.log {
+            saved = Some(redirect_stderr(path)?);
+        }
+        serve(store_path, mnt, opts)
+    })();
     if let Err(e) = &r {
         report_ready(&format!("error {} {}\n", e.kind.code(), e.message));
+        if saved.is_some() {
+            log::error!("{}", e.message);
+        }
+    }
+    if let Some(fd) = saved {
+        // SAFETY: dup2 of the descriptor redirect_stderr saved (open: we own it) back
+        // onto fd 2.
+        unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&fd), 2) };
     }
     r
 }
 
-/// Points stderr (where the logger writes) at `path`, appending, created private.
-fn redirect_stderr(path: &Path) -> Result<(), CliError> {
-    use std::os::fd::AsRawFd;
+/// Points stderr (where the logger writes) at `path`, appending, created private; returns
+/// the previous stderr.
+fn redirect_stderr(path: &Path) -> Result<std::os::fd::OwnedFd, CliError> {
+    use std::os::fd::{AsFd, AsRawFd};
     use std::os::unix::fs::OpenOptionsExt;
     let f = std::fs::OpenOptions::new()
         .create(true)
@@ -272,6 +285,10 @@ fn redirect_stderr(path: &Path) -> Result<(), CliError> {
                 format!("cannot open log {}: {e}", path.display()),
             )
         })?;
+    let saved = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| CliError::new(ExitKind::Failed, format!("cannot keep stderr: {e}")))?;
     // SAFETY: dup2 of an open descriptor we own onto fd 2; `f` stays valid for the call
     // and fd 2 keeps its own reference after `f` is dropped.
     if unsafe { libc::dup2(f.as_raw_fd(), 2) } < 0 {
@@ -284,7 +301,7 @@ fn redirect_stderr(path: &Path) -> Result<(), CliError> {
             ),
         ));
     }
-    Ok(())
+    Ok(saved)
 }
 
 /// Keeps daemon memory proportional to live data. glibc otherwise raises its mmap
@@ -501,10 +518,10 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
     }
     // The kernel has let go and `destroy` flushed. Stop everything that holds the store,
     // then close it, so RocksDB shuts down cleanly and nothing writes after we report.
-    background.stop();
     // A GC asked for over the control socket may be waiting out its grace period: it
     // stops (the next run finishes it) rather than holding the unmount up.
     cancel.store(true, std::sync::atomic::Ordering::Release);
+    background.stop();
     if let Some(c) = control {
         c.stop();
     }

@@ -331,7 +331,11 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
         while t >= now.sec - horizon {
             // Exactly what "as of @t" reads.
             if let Some(v) = store.committer.version_at(Timestamp { sec: t, nsec: 0 })? {
-                if v < cutoff && v.0 >= ci.rec.created_version {
+                // A point whose state an earlier prune already removed (below the old
+                // floor, and not kept then) cannot be kept now: it is not whole any more.
+                let whole = v.0 + 1 >= ci.rec.history_floor
+                    || ci.rec.kept_points.iter().any(|&(_, kv)| kv == v.0);
+                if v < cutoff && v.0 >= ci.rec.created_version && whole {
                     add(ci.rec.branch_at(v), v);
                     tier_points.push((t, v.0));
                 }

@@ -430,3 +430,50 @@ fn the_cores_pruning_refuses_a_batch_inside_the_window() {
     assert!(m.contains("locked history"), "{m}");
     assert_eq!(read_at(&t, t.t0, "f").unwrap(), b"one");
 }
+
+#[test]
+fn a_finer_tier_added_later_does_not_resurrect_pruned_moments() {
+    // Not a lock rule but the floor's: a tier point below an earlier floor would name a
+    // state that prune already cut (only partly readable); it must stay refused.
+    let t = setup("all=1h");
+    for (i, data) in [b"s0", b"s1", b"s2", b"s3"].iter().enumerate() {
+        if i > 0 {
+            t.clock.advance(Duration::from_secs(600));
+        }
+        write(&t, "f", *data);
+    }
+    t.clock.advance(Duration::from_secs(3 * HOUR));
+    let now = t.store.committer.clock().wall();
+    assert!(
+        retention::prune(&t.store, "c", now)
+            .unwrap()
+            .pruned_versions
+            > 0
+    );
+    set(
+        &t.store,
+        SettingsChange {
+            retention: Some(Some("all=1h,every=10m/1d".into())),
+            ..Default::default()
+        },
+        Authority::Normal,
+    )
+    .unwrap();
+    // A new state, and time for the cut to move past it: the next prune plans again.
+    write(&t, "f", b"s4");
+    t.clock.advance(Duration::from_secs(2 * HOUR));
+    retention::prune(&t.store, "c", t.store.committer.clock().wall()).unwrap();
+    let at = format!("@{}", t.t0 + 900);
+    let r = snapshot::create(
+        &t.store,
+        Some(t.fs.core()),
+        &CreateRequest {
+            container: "c",
+            name: "old",
+            mode: SnapshotMode::Ro,
+            at: Some(&at),
+            flush: true,
+        },
+    );
+    assert!(r.is_err(), "a pruned moment is refused, not half read");
+}

@@ -94,7 +94,8 @@ pub fn gc(
         })
     };
     let res = dedupfs_gc::sweep::run(store, &opts, &mut pr);
-    if !dry_run {
+    // A run stopped by the unmount is not a failed run (the idle cleaner does the same).
+    if !dry_run && !matches!(res, Err(dedupfs_gc::GcError::Cancelled)) {
         dedupfs_gc::state::record_run(store, dedupfs_gc::sweep::run_record(&res, t0, false))?;
     }
     Ok(to_json(&res?))
