@@ -59,15 +59,7 @@ fn setup(retention: &str) -> T {
         },
     );
     let c = fs.mkdir(&Ctx::root(), ROOT_NODE, b"c", 0o755).unwrap().node;
-    set(
-        &store,
-        SettingsChange {
-            retention: Some(Some(retention.into())),
-            ..Default::default()
-        },
-        Authority::Normal,
-    )
-    .unwrap();
+    set_policy(&store, retention);
     T {
         _dir: dir,
         store,
@@ -80,6 +72,15 @@ fn setup(retention: &str) -> T {
 
 fn set(store: &Store, ch: SettingsChange, who: Authority) -> Result<(), StoreError> {
     admin::set_container(store, "c", &ch, who, &keeps_less).map(|_| ())
+}
+
+/// Sets the retention policy (which must be allowed).
+fn set_policy(store: &Store, policy: &str) {
+    let ch = SettingsChange {
+        retention: Some(Some(policy.into())),
+        ..Default::default()
+    };
+    set(store, ch, Authority::Normal).unwrap();
 }
 
 fn lock(mode: LockMode, secs: u64) -> SettingsChange {
@@ -333,15 +334,7 @@ fn each_refused_operation_changes_nothing() {
         Authority::Normal,
     )
     .unwrap();
-    set(
-        &t.store,
-        SettingsChange {
-            retention: Some(Some("all=14d,every=1d/60d".into())),
-            ..Default::default()
-        },
-        Authority::Normal,
-    )
-    .unwrap();
+    set_policy(&t.store, "all=14d,every=1d/60d");
 }
 
 #[test]
@@ -450,15 +443,7 @@ fn a_finer_tier_added_later_does_not_resurrect_pruned_moments() {
             .pruned_versions
             > 0
     );
-    set(
-        &t.store,
-        SettingsChange {
-            retention: Some(Some("all=1h,every=10m/1d".into())),
-            ..Default::default()
-        },
-        Authority::Normal,
-    )
-    .unwrap();
+    set_policy(&t.store, "all=1h,every=10m/1d");
     // A new state, and time for the cut to move past it: the next prune plans again.
     write(&t, "f", b"s4");
     t.clock.advance(Duration::from_secs(2 * HOUR));
