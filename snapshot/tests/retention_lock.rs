@@ -120,6 +120,18 @@ fn write(t: &T, name: &str, data: &[u8]) {
     t.fs.flush_all().unwrap();
 }
 
+/// Runs retention now (the store's system clock).
+fn prune_now(t: &T) -> retention::RetentionReport {
+    retention::prune(&t.store, "c", t.store.committer.clock().wall()).unwrap()
+}
+
+/// Writes `f` as `a`, then two hours later as `b`.
+fn two_states(t: &T, a: &[u8], b: &[u8]) {
+    write(t, "f", a);
+    t.clock.advance(Duration::from_secs(2 * HOUR));
+    write(t, "f", b);
+}
+
 /// The file as the container held it at `at` (an expression `@SECONDS`), read through a
 /// read-only snapshot made for the purpose; `None` when that moment cannot be read.
 fn read_at(t: &T, at: i64, name: &str) -> Option<Vec<u8>> {
@@ -188,9 +200,7 @@ fn hist_locked(e: HistoryError) -> String {
 #[test]
 fn a_year_forward_jump_of_the_system_clock_does_not_expire_a_one_day_lock() {
     let t = setup("all=1h");
-    write(&t, "f", b"version one");
-    t.clock.advance(Duration::from_secs(2 * HOUR));
-    write(&t, "f", b"version two");
+    two_states(&t, b"version one", b"version two");
     set(&t.store, lock(LockMode::Compliance, DAY), Authority::Normal).unwrap();
     // Someone sets the system clock a year ahead; twenty minutes pass.
     t.clock.set_wall_by(365 * DAY as i64);
@@ -230,9 +240,7 @@ fn a_year_forward_jump_of_the_system_clock_does_not_expire_a_one_day_lock() {
 fn an_expired_lock_releases_its_history_and_pruning_then_proceeds() {
     let t = setup("all=1h");
     set(&t.store, lock(LockMode::Governance, DAY), Authority::Normal).unwrap();
-    write(&t, "f", b"old");
-    t.clock.advance(Duration::from_secs(2 * HOUR));
-    write(&t, "f", b"new");
+    two_states(&t, b"old", b"new");
     t.clock.advance(Duration::from_secs(2 * HOUR));
     let r = retention::prune(&t.store, "c", t.store.committer.clock().wall()).unwrap();
     assert_eq!(r.pruned_versions, 0, "inside the lock");
@@ -436,13 +444,7 @@ fn a_finer_tier_added_later_does_not_resurrect_pruned_moments() {
         write(&t, "f", *data);
     }
     t.clock.advance(Duration::from_secs(3 * HOUR));
-    let now = t.store.committer.clock().wall();
-    assert!(
-        retention::prune(&t.store, "c", now)
-            .unwrap()
-            .pruned_versions
-            > 0
-    );
+    assert!(prune_now(&t).pruned_versions > 0);
     set_policy(&t.store, "all=1h,every=10m/1d");
     // A new state, and time for the cut to move past it: the next prune plans again.
     write(&t, "f", b"s4");
@@ -461,4 +463,29 @@ fn a_finer_tier_added_later_does_not_resurrect_pruned_moments() {
         },
     );
     assert!(r.is_err(), "a pruned moment is refused, not half read");
+}
+
+#[test]
+fn a_time_view_in_use_when_its_moment_is_pruned_goes_stale() {
+    // Not a lock rule but the floor's: a `.at` view a process holds (a shell inside it,
+    // an open file) must not read a half-pruned tree after a prune cut its moment.
+    let t = setup("all=1h");
+    two_states(&t, b"old", b"new");
+    let at = t.fs.lookup(&Ctx::root(), ROOT_NODE, b".at").unwrap().node;
+    let c_at = t.fs.lookup(&Ctx::root(), at, b"c").unwrap().node;
+    let when = format!("@{}", t.t0 + 1);
+    let root =
+        t.fs.lookup(&Ctx::root(), c_at, when.as_bytes())
+            .unwrap()
+            .node;
+    let f = t.fs.lookup(&Ctx::root(), root, b"f").unwrap().node;
+    assert!(t.fs.getattr(f).is_ok());
+    // Two hours on, the 1-hour policy cuts everything before "new".
+    t.clock.advance(Duration::from_secs(2 * HOUR));
+    assert!(prune_now(&t).pruned_versions > 0);
+    assert!(t.fs.getattr(f).is_err(), "stale, not half read");
+    assert!(t.fs.getattr(root).is_err());
+    // A moment still kept (the live one) reads on.
+    let live = t.fs.lookup(&Ctx::root(), t.c, b"f").unwrap().node;
+    assert!(t.fs.getattr(live).is_ok());
 }

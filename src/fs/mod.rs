@@ -239,8 +239,16 @@ pub type DataHook = Box<dyn Fn(u64) + Send + Sync>;
 /// Time-travel views of a mount: by view number (node ids) and by what they show.
 #[derive(Default)]
 pub(crate) struct TimeViews {
-    by_view: HashMap<u32, Arc<ContainerInfo>>,
+    by_view: HashMap<u32, TimeView>,
     by_point: HashMap<(crate::ids::ContainerId, Version), u32>,
+}
+
+/// One time-travel view: the tree as of `version`, and the container's history floor it
+/// was last known whole under (a prune moves the floor; the view is checked again then).
+struct TimeView {
+    ci: Arc<ContainerInfo>,
+    version: Version,
+    whole_under: u64,
 }
 
 /// A queue of chunks to load into the cache, served by background threads.
@@ -465,9 +473,49 @@ impl FsCore {
     /// The tree of a view number, if it still exists.
     pub(crate) fn tree(&self, view: u32) -> Option<Arc<ContainerInfo>> {
         if view >= crate::containers::TIME_VIEW_BASE {
-            return self.time_views.lock().by_view.get(&view).cloned();
+            return self.time_view_checked(view);
         }
         self.store.registry().view(view)
+    }
+
+    /// A time view, if the moment it shows is still whole: a prune that cut it (a shell
+    /// or an open file kept it in use) makes it stale rather than half read. Checked
+    /// again only when the container's floor has moved since; that check reads the
+    /// container's bookmarks, outside the views' lock.
+    fn time_view_checked(&self, view: u32) -> Option<Arc<ContainerInfo>> {
+        let (ci, v, whole_under) = {
+            let tv = self.time_views.lock();
+            let t = tv.by_view.get(&view)?;
+            (t.ci.clone(), t.version, t.whole_under)
+        };
+        let cur = self.store.registry().get(ci.id())?;
+        let floor = cur.rec.history_floor;
+        if floor == whole_under || v.0 + 1 >= floor {
+            return Some(ci);
+        }
+        let kept = cur.rec.kept_points.iter().any(|&(_, k)| k == v.0)
+            || self
+                .store
+                .registry()
+                .snapshots()
+                .iter()
+                .filter_map(|s| s.snapshot.as_ref())
+                .any(|s| s.container == cur.rec.id && s.base_version == v.0)
+            || crate::containers::bookmarks(&self.store, ci.id())
+                .map(|b| b.iter().any(|b| b.version == v.0))
+                .unwrap_or(false);
+        if !kept {
+            log::info!(
+                "time travel: '{}' as of v{} was pruned while in use; it is stale now",
+                cur.rec.name,
+                v.0
+            );
+            return None;
+        }
+        if let Some(t) = self.time_views.lock().by_view.get_mut(&view) {
+            t.whole_under = floor;
+        }
+        Some(ci)
     }
 
     /// Resolves a node inside a tree that may be changed.
@@ -556,7 +604,7 @@ impl FsCore {
         let mut tv = self.time_views.lock();
         let key = (ci.id(), v);
         if let Some(t) = tv.by_point.get(&key).and_then(|view| tv.by_view.get(view)) {
-            return Ok(t.clone());
+            return Ok(t.ci.clone());
         }
         let n = crate::containers::TIME_VIEW_BASE as usize + tv.by_view.len();
         if n >= crate::containers::VIEW_LIMIT as usize {
@@ -564,7 +612,14 @@ impl FsCore {
         }
         let view = n as u32;
         let t = Arc::new(ci.as_of(&self.store.registry(), v, view));
-        tv.by_view.insert(view, t.clone());
+        tv.by_view.insert(
+            view,
+            TimeView {
+                ci: t.clone(),
+                version: v,
+                whole_under: ci.rec.history_floor,
+            },
+        );
         tv.by_point.insert(key, view);
         Ok(t)
     }
