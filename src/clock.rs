@@ -200,7 +200,7 @@ impl ComplianceClock {
                          retention locks are measured by the compliance clock, which catches \
                          up at most 7 days per year of running",
                         fmt_ns(r.clock_ns),
-                        human(behind),
+                        human_ns(behind),
                         fmt_ns(wall)
                     );
                 } else if -behind > JUMP_LOG.as_nanos() as i128 {
@@ -208,7 +208,7 @@ impl ComplianceClock {
                         "the system clock ({}) is {} behind the compliance clock ({}); the \
                          compliance clock goes on from where it was",
                         fmt_ns(wall),
-                        human(-behind),
+                        human_ns(-behind),
                         fmt_ns(r.clock_ns)
                     );
                 }
@@ -270,7 +270,7 @@ impl ComplianceClock {
                 "the system clock jumped {} by {} (now {}); the compliance clock ({}) did not \
                  follow: retention locks keep their time",
                 if jump > 0 { "forward" } else { "back" },
-                human(jump.abs()),
+                human_ns(jump.abs()),
                 fmt_ns(wall),
                 fmt_ns(c)
             );
@@ -306,9 +306,13 @@ fn fmt_ns(ns: i128) -> String {
     crate::points::format_time(from_ns(ns).sec)
 }
 
-/// A duration in the largest whole unit that fits (for log lines).
-pub fn human(ns: i128) -> String {
-    let s = (ns / 1_000_000_000) as i64;
+fn human_ns(ns: i128) -> String {
+    human((ns / 1_000_000_000) as i64)
+}
+
+/// A duration of `s` seconds in the largest unit that fits, one decimal (log lines, the
+/// skew between the clocks).
+pub fn human(s: i64) -> String {
     match s {
         s if s >= 86_400 => format!("{:.1} days", s as f64 / 86_400.0),
         s if s >= 3600 => format!("{:.1} hours", s as f64 / 3600.0),

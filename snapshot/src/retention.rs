@@ -428,7 +428,6 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
     pruning.commit(store, cid)?;
     report.bookmarks_removed = expired;
     report.held_by_lock = held_by_lock;
-    report.lock = after_lock(store, container_name)?;
     let after = report_base(store, &*container(store, container_name)?)?;
     report.history_bytes = after.history_bytes;
     report.store_reclaimable_bytes = after.store_reclaimable_bytes;
@@ -436,16 +435,13 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
     report.window_start = after.window_start;
     report.window_start_text = after.window_start_text;
     report.bookmarks = after.bookmarks;
+    report.lock = after.lock;
     log::info!(
         "retention of '{container_name}': pruned {} versions, released {} bytes of extents",
         report.pruned_versions,
         report.released_bytes
     );
     Ok(report)
-}
-
-fn after_lock(store: &Store, name: &str) -> Result<Option<LockWindow>> {
-    Ok(lock::window(store, &container(store, name)?.rec)?)
 }
 
 /// Why policy `new` keeps less history than `old` at some age, or `None` if it keeps at

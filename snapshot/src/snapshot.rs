@@ -181,9 +181,6 @@ pub fn delete(store: &Store, fs: Option<&FsCore>, name: &str, who: Authority) ->
         let Some(ci) = reg.get(cid) else {
             return Ok(());
         };
-        if ci.rec.settings.lock.is_none() {
-            return Ok(());
-        }
         // A read-write snapshot's own tree is live (readable now), so it is always inside
         // the window; a read-only one holds the moment it shows.
         let newest = match rec.branch {

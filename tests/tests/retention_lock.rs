@@ -26,11 +26,16 @@ fn refused(t: &TestStore, args: &[&str], what: &str) -> String {
 }
 
 /// The system clock, seconds since the epoch (the daemon under test runs on the same one).
-fn dedupfs_core_now() -> i64 {
+fn wall_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0)
+}
+
+/// `container set C --lock MODE --lock-for DURATION`, which must succeed.
+fn set_lock(t: &TestStore, c: &str, mode: &str, dur: &str) {
+    ok(&t.cli(&["container", "set", c, "--lock", mode, "--lock-for", dur]));
 }
 
 fn sums(dir: &Path) -> String {
@@ -149,15 +154,7 @@ fn a_lock_refuses_what_would_destroy_history_and_keeps_files_changeable() {
     assert_eq!(sums(&c), b1);
 
     // Compliance: stricter is allowed; then nothing weakens it, not even root's bypass.
-    ok(&t.cli(&[
-        "container",
-        "set",
-        "c",
-        "--lock",
-        "compliance",
-        "--lock-for",
-        "2d",
-    ]));
+    set_lock(&t, "c", "compliance", "2d");
     for (args, what) in [
         (vec!["--lock", "none"], "removal"),
         (vec!["--lock", "governance"], "weakening"),
@@ -191,15 +188,7 @@ fn governance_gives_way_to_root_with_bypass_and_unmounted_stores_obey_the_same_r
     fs::create_dir(t.path("c")).unwrap();
     fs::write(t.path("c/f"), b"x").unwrap();
     ok(&t.cli(&["bookmark", "create", "c", "b1"]));
-    ok(&t.cli(&[
-        "container",
-        "set",
-        "c",
-        "--lock",
-        "governance",
-        "--lock-for",
-        "7d",
-    ]));
+    set_lock(&t, "c", "governance", "7d");
     t.umount();
     // The CLI on the store itself (no daemon) refuses the same.
     refused(
@@ -270,15 +259,7 @@ fn a_daemon_whose_system_clock_jumps_a_year_ahead_keeps_a_one_day_lock() {
         .as_i64()
         .unwrap();
     ok(&t.cli(&["container", "set", "c", "--retention", "all=1s"]));
-    ok(&t.cli(&[
-        "container",
-        "set",
-        "c",
-        "--lock",
-        "compliance",
-        "--lock-for",
-        "1d",
-    ]));
+    set_lock(&t, "c", "compliance", "1d");
 
     fs::write(&offset, "+365d").unwrap();
     fs::write(c.join("f"), b"after the jump").unwrap();
@@ -318,15 +299,7 @@ fn kill_9_during_pruning_never_removes_locked_history() {
         fs::create_dir(t.path(n)).unwrap();
         ok(&t.cli(&["container", "set", n, "--retention", "all=1s"]));
     }
-    ok(&t.cli(&[
-        "container",
-        "set",
-        "a",
-        "--lock",
-        "governance",
-        "--lock-for",
-        "20s",
-    ]));
+    set_lock(&t, "a", "governance", "20s");
     let mut rng = Rng(7);
     let mut states: Vec<(i64, String)> = Vec::new();
     let started = std::time::Instant::now();
@@ -363,7 +336,7 @@ fn kill_9_during_pruning_never_removes_locked_history() {
             })
             .collect();
         std::thread::sleep(std::time::Duration::from_millis(rng.below(150)));
-        let killed_at = dedupfs_core_now();
+        let killed_at = wall_secs();
         assert_eq!(t.daemon_pid(), pid);
         t.kill9();
         for mut p in prunes {

@@ -182,9 +182,9 @@ pub fn store(r: &StoreReport) {
             d if d.abs() <= 60 => "with the system clock".to_string(),
             d if d > 0 => format!(
                 "system clock {} ahead (downtime or a clock change; it catches up at most 7 days a year)",
-                duration_text(d)
+                dedupfs_core::clock::human(d)
             ),
-            d => format!("system clock {} behind", duration_text(-d)),
+            d => format!("system clock {} behind", dedupfs_core::clock::human(-d)),
         };
         println!(
             "{:<PAD$}compliance {} ({skew})",
