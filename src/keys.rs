@@ -298,7 +298,7 @@ pub fn bookmarks_range(container: ContainerId) -> (Vec<u8>, Vec<u8>) {
 // ---- meta ------------------------------------------------------------------------------
 
 /// Keys of the `default` family: store-wide singletons.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetaKey {
     NextVersion,
     NextIno,
@@ -314,10 +314,22 @@ pub enum MetaKey {
     GcStatus,
     /// The store's compliance clock (`crate::clock`).
     ComplianceClock,
+    /// The replication key shared with another store (by that store's id).
+    ReplicaPair(String),
+    /// Target side of replication: wire id (under a pair) → the chunk it names here.
+    WireChunk {
+        pair: u64,
+        wire: [u8; 16],
+    },
+    /// A receive in progress into a replica container (its staging state).
+    ReplicaStaging(ContainerId),
 }
 
 const K_CONTAINER_COUNTERS: &[u8] = b"counters/c/";
 const K_CONDEMNED: &[u8] = b"gc/condemned/";
+const K_REPLICA_PAIR: &[u8] = b"replica/pair/";
+const K_WIRE_CHUNK: &[u8] = b"replica/wire/";
+const K_REPLICA_STAGING: &[u8] = b"replica/staging/";
 
 impl MetaKey {
     pub fn encode(self) -> Vec<u8> {
@@ -334,6 +346,16 @@ impl MetaKey {
             MetaKey::Condemned(p) => Enc::new().bytes(K_CONDEMNED).u32(p.0).finish(),
             MetaKey::GcStatus => b"gc/status".to_vec(),
             MetaKey::ComplianceClock => b"clock/compliance".to_vec(),
+            MetaKey::ReplicaPair(peer) => Enc::new()
+                .bytes(K_REPLICA_PAIR)
+                .bytes(peer.as_bytes())
+                .finish(),
+            MetaKey::WireChunk { pair, wire } => Enc::new()
+                .bytes(K_WIRE_CHUNK)
+                .u64(pair)
+                .bytes(&wire)
+                .finish(),
+            MetaKey::ReplicaStaging(c) => Enc::new().bytes(K_REPLICA_STAGING).u32(c.0).finish(),
         }
     }
 

@@ -27,6 +27,7 @@ pub mod points;
 pub mod reclaim;
 pub mod records;
 pub mod refs;
+pub mod replica;
 pub mod stats;
 pub mod store;
 pub mod sync;

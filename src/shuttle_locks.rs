@@ -38,6 +38,8 @@ fn container(head: u64) -> ContainerRecord {
         history_floor_time: 0,
         live_view: 0,
         kept_points: Vec::new(),
+        replica: None,
+        promoted_from: None,
     }
 }
 

@@ -89,6 +89,67 @@ pub enum Cmd {
     /// Create, list, inspect, change and delete containers
     #[command(subcommand)]
     Container(ContainerCmd),
+    /// Replicate a container's history to another store (here, or over ssh)
+    ///
+    /// Sends the points the target lacks (bookmarks, read-only snapshots, and the live
+    /// state now) and only the chunks it does not hold; the target container is a
+    /// read-only replica with the same points until `container promote`. A cut run
+    /// (either side killed, the link lost) resumes where it stopped on the next run; a
+    /// partial transfer is never visible at the target. TARGET is a store directory or
+    /// ssh://[user@]host[:port]/path/to/store (ssh runs `dedupfs serve` there; set
+    /// DEDUPFS_SSH for ssh options). Run it from a timer for a schedule (see the README).
+    Replicate {
+        /// The container to replicate
+        container: String,
+        /// The target store
+        #[arg(long, value_name = "TARGET")]
+        to: String,
+        /// Name of the replica container at the target [default: the same name]
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: Option<String>,
+        /// Limit the bytes sent per second (e.g. 20M, 500k)
+        #[arg(long, value_name = "RATE")]
+        bwlimit: Option<String>,
+        /// Send a promoted replica back into the container it was promoted from: the
+        /// target's changes since that point are kept in its history, and it becomes a
+        /// replica of this one
+        #[arg(long)]
+        failback: bool,
+        /// The program ssh runs on the remote host
+        #[arg(long, default_value = "dedupfs", value_name = "PATH")]
+        remote_cmd: String,
+    },
+    /// Write a container's replication stream to stdout (for `dedupfs receive`)
+    ///
+    /// A one-way stream carries every chunk its changes need (there is no channel to ask
+    /// what the target has; `replicate` asks). Without --since it is a full stream.
+    Send {
+        container: String,
+        /// Name of the replica container at the target [default: the same name]
+        #[arg(long = "as", value_name = "NAME")]
+        as_name: Option<String>,
+        /// Send only what changed since this point (a bookmark, snapshot or time the
+        /// target's replica already has as its newest point)
+        #[arg(long, value_name = "POINT")]
+        since: Option<String>,
+        /// Limit the bytes written per second (e.g. 20M)
+        #[arg(long, value_name = "RATE")]
+        bwlimit: Option<String>,
+    },
+    /// Receive a replication stream from stdin into a replica container
+    Receive {
+        /// The target store [default: --store]
+        #[arg(value_name = "STORE")]
+        path: Option<PathBuf>,
+        /// The replica container [default: the name the stream carries]
+        container: Option<String>,
+        /// Discard the unfinished receive into CONTAINER instead
+        #[arg(long)]
+        abort: bool,
+    },
+    /// The receiving end of `replicate` on stdin/stdout (started by it, locally or by ssh)
+    #[command(hide = true)]
+    Serve,
     /// Reclaim space: drop unreferenced chunks, rewrite mostly-dead packs, delete empty ones
     ///
     /// Works while the store is mounted and written. Chunks still referenced by the live
@@ -328,6 +389,10 @@ pub struct InitArgs {
     /// Compare bytes whenever a chunk matches one already stored
     #[arg(long)]
     pub verify_dedup: bool,
+    /// Cut chunks like the store SOURCE (its sizes and boundary seed, not its secret):
+    /// for a replication target, so data it stores itself dedupes with what it receives
+    #[arg(long, value_name = "SOURCE", conflicts_with_all = ["chunk_min", "chunk_avg", "chunk_max"])]
+    pub like: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -346,6 +411,8 @@ pub struct MountArgs {
 
 #[derive(Subcommand, Debug)]
 pub enum ContainerCmd {
+    /// Make a replica an ordinary, writable container (failover)
+    Promote { name: String },
     /// Create a container (also: mkdir at the mount root)
     Create {
         name: String,

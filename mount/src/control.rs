@@ -14,7 +14,7 @@ use crate::locate;
 use crate::ops::{self, ErrorKind, OpError, Progress, Request};
 use serde::{Deserialize, Serialize};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,15 +35,33 @@ pub fn connect(store: &Path) -> Option<UnixStream> {
 
 /// Sends one request and waits for its result, reporting progress as it comes.
 pub fn call(
+    conn: UnixStream,
+    req: &Request,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<serde_json::Value, OpError> {
+    call_with_fds(conn, req, Vec::new(), progress)
+}
+
+/// Like [`call`], handing the daemon open descriptors with the request (`SCM_RIGHTS`): a
+/// replication runs in the daemon but talks through pipes this process set up. This
+/// process's copies are closed once sent, so the other ends see EOF when the daemon is
+/// done with them.
+pub fn call_with_fds(
     mut conn: UnixStream,
     req: &Request,
+    fds: Vec<OwnedFd>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<serde_json::Value, OpError> {
     let mut line = serde_json::to_vec(&crate::protocol::Envelope::new(req.clone()))
         .map_err(|e| OpError::io(e.to_string()))?;
     line.push(b'\n');
-    conn.write_all(&line)
-        .map_err(|e| OpError::io(format!("control socket: {e}")))?;
+    let sent = if fds.is_empty() {
+        conn.write_all(&line)
+    } else {
+        send_with_fds(&conn, &line, &fds)
+    };
+    sent.map_err(|e| OpError::io(format!("control socket: {e}")))?;
+    drop(fds);
     let reader = BufReader::new(conn);
     for l in reader.lines() {
         let l = l.map_err(|e| OpError::io(format!("control socket: {e}")))?;
@@ -58,6 +76,116 @@ pub fn call(
     Err(OpError::io(
         "the daemon closed the control connection without answering".into(),
     ))
+}
+
+/// Most descriptors one request may carry.
+const MAX_FDS: usize = 4;
+
+/// Writes `bytes` with `fds` attached to the first of them.
+fn send_with_fds(conn: &UnixStream, bytes: &[u8], fds: &[OwnedFd]) -> std::io::Result<()> {
+    if fds.len() > MAX_FDS {
+        return Err(std::io::Error::other(
+            "too many descriptors for one request",
+        ));
+    }
+    let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let payload = std::mem::size_of_val(raw.as_slice());
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
+    let mut cbuf = vec![0u8; space];
+    let mut iov = libc::iovec {
+        iov_base: bytes.as_ptr() as *mut libc::c_void,
+        iov_len: bytes.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid empty header; every pointer set below points
+    // into `iov`, `cbuf` or `raw`, which outlive the sendmsg call.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = cbuf.as_mut_ptr().cast();
+    msg.msg_controllen = space as _;
+    // SAFETY: the control buffer is CMSG_SPACE(payload) bytes, room for one header and the
+    // descriptors; CMSG_FIRSTHDR of it is therefore non-null and CMSG_DATA has `payload`
+    // bytes of room.
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(payload as u32) as _;
+        std::ptr::copy_nonoverlapping(raw.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), payload);
+    }
+    // SAFETY: `msg` is fully initialised above and the socket fd is open.
+    let n = unsafe { libc::sendmsg(conn.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let n = n as usize;
+    if n < bytes.len() {
+        (&*conn).write_all(&bytes[n..])?;
+    }
+    Ok(())
+}
+
+/// Reads a request line and the descriptors that came with it. Clients write nothing
+/// after the line, so reading in blocks cannot take bytes of anything else.
+fn recv_request(conn: &UnixStream) -> std::io::Result<(String, Vec<OwnedFd>)> {
+    let mut line = Vec::new();
+    let mut fds = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) };
+    let mut cbuf = vec![0u8; space as usize];
+    while !line.contains(&b'\n') {
+        if line.len() > 1 << 20 {
+            return Err(std::io::Error::other("request line too long"));
+        }
+        let mut iov = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        // SAFETY: an all-zero msghdr is valid; its pointers are set to `iov` and `cbuf`,
+        // which outlive the call.
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = cbuf.as_mut_ptr().cast();
+        msg.msg_controllen = cbuf.len() as _;
+        // SAFETY: `msg` describes buffers we own; MSG_CMSG_CLOEXEC marks received fds.
+        let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        // SAFETY: walking the control messages recvmsg filled in, within msg_controllen;
+        // each SCM_RIGHTS payload is an array of descriptors now owned by this process.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                    let data = libc::CMSG_DATA(c);
+                    let len = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                    for i in 0..len / std::mem::size_of::<RawFd>() {
+                        let mut fd: RawFd = 0;
+                        std::ptr::copy_nonoverlapping(
+                            data.add(i * std::mem::size_of::<RawFd>()),
+                            (&mut fd as *mut RawFd).cast::<u8>(),
+                            std::mem::size_of::<RawFd>(),
+                        );
+                        fds.push(OwnedFd::from_raw_fd(fd));
+                    }
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+        if n == 0 {
+            break;
+        }
+        line.extend_from_slice(&buf[..n as usize]);
+    }
+    Ok((String::from_utf8_lossy(&line).into_owned(), fds))
 }
 
 /// The uid of the process at the other end of a Unix socket.
@@ -193,11 +321,9 @@ fn handle(conn: UnixStream, ctx: &ops::Ctx) {
             return;
         }
     };
-    let mut reader = BufReader::new(conn);
-    let mut line = String::new();
-    if reader.read_line(&mut line).is_err() {
+    let Ok((line, fds)) = recv_request(&conn) else {
         return;
-    }
+    };
     let result = match crate::protocol::Envelope::parse(&line) {
         Ok(req) => {
             log::info!("control request: {req:?}");
@@ -205,7 +331,7 @@ fn handle(conn: UnixStream, ctx: &ops::Ctx) {
                 Ok(w2) => w2,
                 Err(_) => return,
             };
-            ops::execute(ctx, caller, req, &mut |p| {
+            ops::execute(ctx, caller, req, fds, &mut |p| {
                 send(&mut w2, &Line::Progress(p.clone()))
             })
         }

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// Bumped whenever a request or an answer changes shape.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// One request as sent over the control socket.
 #[derive(Serialize, Deserialize, Debug)]
@@ -71,6 +71,12 @@ pub struct ContainerReport {
     pub head_branch: u64,
     pub rollbacks: usize,
     pub stats: ContainerStats,
+    /// Set while the container is a read-only replica (what of, how current).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<dedupfs_core::containers::ReplicaInfo>,
+    /// What it was a replica of before `container promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_from: Option<dedupfs_core::containers::ReplicaInfo>,
 }
 
 /// `container list`: one entry per container.

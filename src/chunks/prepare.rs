@@ -279,6 +279,34 @@ impl ChunkStore {
             })
     }
 
+    /// Holds chunks the caller found by identity alone (a replication receive names chunks
+    /// the store already has without sending their bytes): each one indexed or pending is
+    /// held against GC until the claim is released after the commit that references it.
+    /// Returns, per id, whether it is held (`false`: the store does not have it).
+    pub fn hold_existing(&self, ids: &[ChunkId]) -> Result<(PendingClaim, Vec<bool>), ChunkError> {
+        let mut claim = PendingClaim::default();
+        let mut held = Vec::with_capacity(ids.len());
+        let _gate = self.gc_gate.read();
+        for &id in ids {
+            if self.pending.join(id, &mut claim) {
+                held.push(true);
+                continue;
+            }
+            match self.lookup(id) {
+                Ok(Some(_)) => {
+                    self.pending.hold_indexed(id, &mut claim);
+                    held.push(true);
+                }
+                Ok(None) => held.push(false),
+                Err(e) => {
+                    self.pending.release(claim);
+                    return Err(e);
+                }
+            }
+        }
+        Ok((claim, held))
+    }
+
     /// Drops a writer's hold on pending chunks.
     pub fn release(&self, claim: PendingClaim) {
         self.pending.release(claim);

@@ -94,6 +94,11 @@ impl<'a> Commit<'a> {
         self.st.next_ino += 1;
         Ino(i)
     }
+    /// Makes every inode number allocated from now on larger than `ino` (a replica keeps
+    /// its source's numbers, and a promoted replica must not hand them out again).
+    pub fn reserve_inos_through(&mut self, ino: Ino) {
+        self.st.next_ino = self.st.next_ino.max(ino.0 + 1);
+    }
     pub fn alloc_branch(&mut self) -> BranchId {
         let b = self.st.next_branch;
         self.st.next_branch += 1;

@@ -192,6 +192,8 @@ pub fn create_in(
         history_floor_time: 0,
         live_view: 0,
         kept_points: Vec::new(),
+        replica: None,
+        promoted_from: None,
     };
     let b = BranchRecord {
         id: branch.0,

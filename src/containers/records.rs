@@ -56,6 +56,36 @@ pub struct ContainerRecord {
     /// first. A time below the floor reads as the newest of these at or before it.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub kept_points: Vec<(i64, u64)>,
+    /// Set while the container is a replica of another store's container: read-only
+    /// except to `receive` (see [`crate::replica`]) until promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<ReplicaInfo>,
+    /// What this container was a replica of before it was promoted (failover); a later
+    /// replication back to that store (failback) starts from its last point.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted_from: Option<ReplicaInfo>,
+}
+
+/// Where a replica container's contents come from, and how far they got.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicaInfo {
+    /// The source store's id (`StoreConfig::store_id`).
+    pub source_store: String,
+    pub source_container: String,
+    /// The newest point published here (`None` until the first receive completes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<ReplicatedPoint>,
+}
+
+/// One point both stores hold: its coordinates on the source and here.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicatedPoint {
+    pub source_branch: u64,
+    pub source_version: u64,
+    /// The source's time of the point, seconds since the epoch.
+    pub source_time: i64,
+    pub branch: u64,
+    pub version: u64,
 }
 
 impl ContainerRecord {

@@ -44,9 +44,20 @@ impl ContainerInfo {
     }
     /// A read-only view of the container as of `v`.
     pub fn as_of(&self, reg: &Registry, v: Version, view: u32) -> ContainerInfo {
+        self.as_of_on(reg, self.rec.branch_at(v), v, view)
+    }
+    /// A read-only view of branch `branch` of the container as of `v` (a point that names
+    /// its branch: a replica's points were built on a branch that became the head later).
+    pub fn as_of_on(
+        &self,
+        reg: &Registry,
+        branch: BranchId,
+        v: Version,
+        view: u32,
+    ) -> ContainerInfo {
         ContainerInfo {
             rec: self.rec.clone(),
-            read_point: reg.read_point(self.rec.branch_at(v), v),
+            read_point: reg.read_point(branch, v),
             view,
             read_only: true,
             snapshot: None,
@@ -241,7 +252,8 @@ impl Registry {
                 rec: c.clone(),
                 read_point,
                 view: c.view(),
-                read_only: false,
+                // A replica changes only by `receive`.
+                read_only: c.replica.is_some(),
                 snapshot: None,
             }),
         );

@@ -240,7 +240,7 @@ pub type DataHook = Box<dyn Fn(u64) + Send + Sync>;
 #[derive(Default)]
 pub(crate) struct TimeViews {
     by_view: HashMap<u32, TimeView>,
-    by_point: HashMap<(crate::ids::ContainerId, Version), u32>,
+    by_point: HashMap<(crate::ids::ContainerId, crate::ids::BranchId, Version), u32>,
 }
 
 /// One time-travel view: the tree as of `version`, and the container's history floor it
@@ -601,8 +601,18 @@ impl FsCore {
     /// A read-only view of a container as of version `v`, with a node-id view number that
     /// lasts as long as this mount.
     pub fn time_view(&self, ci: &ContainerInfo, v: Version) -> FsResult<Arc<ContainerInfo>> {
+        self.time_view_on(ci, ci.rec.branch_at(v), v)
+    }
+
+    /// Like [`Self::time_view`], on a named branch (a bookmark names the branch it is on).
+    pub fn time_view_on(
+        &self,
+        ci: &ContainerInfo,
+        branch: crate::ids::BranchId,
+        v: Version,
+    ) -> FsResult<Arc<ContainerInfo>> {
         let mut tv = self.time_views.lock();
-        let key = (ci.id(), v);
+        let key = (ci.id(), branch, v);
         if let Some(t) = tv.by_point.get(&key).and_then(|view| tv.by_view.get(view)) {
             return Ok(t.ci.clone());
         }
@@ -611,7 +621,7 @@ impl FsCore {
             return Err(FsError::Invalid("too many time-travel views in this mount"));
         }
         let view = n as u32;
-        let t = Arc::new(ci.as_of(&self.store.registry(), v, view));
+        let t = Arc::new(ci.as_of_on(&self.store.registry(), branch, v, view));
         tv.by_view.insert(
             view,
             TimeView {

@@ -92,7 +92,7 @@ impl FsCore {
                         return Err(FsError::NotFound);
                     }
                 };
-                let tree = self.time_view(&ci, point.version)?;
+                let tree = self.time_view_on(&ci, point.branch, point.version)?;
                 self.container_root_attr(&tree)
             }
         }
@@ -133,7 +133,11 @@ impl FsCore {
                 for b in crate::containers::bookmarks(&self.store, c)
                     .map_err(|e| FsError::Io(e.to_string()))?
                 {
-                    let tree = self.time_view(&ci, crate::ids::Version(b.version))?;
+                    let tree = self.time_view_on(
+                        &ci,
+                        crate::ids::BranchId(b.branch),
+                        crate::ids::Version(b.version),
+                    )?;
                     out.push((Self::node_of(&tree, tree.root()), b.name.into_bytes()));
                 }
                 out

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// - 1: the first format.
 /// - 2: live-file counters are versioned per branch (`tree_counters` family), so a
 ///   rollback or a snapshot has its own counts; stores of format 1 are upgraded at open.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 pub const CONFIG_FILE: &str = "dedupfs.json";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -23,6 +23,12 @@
 //! newest commit) the first time a build that has it opens the store. Older builds would
 //! ignore a lock — and prune or delete locked history — so the new number keeps them out.
 //!
+//! Format 5 → 6: container records may name a replica (`replica`, `promoted_from`), and
+//! the meta family holds replication keys (pair keys, wire-chunk map, receive staging).
+//! Records written before read as they are (no replica), so nothing is rewritten; the new
+//! number keeps older builds out, which would write into a replica container as into any
+//! other and drop its replica fields the next time they rewrote the record.
+//!
 //! Invariant: the new records are committed and synced before `dedupfs.json` says 2, so an
 //! interrupted upgrade is done again at the next open.
 

@@ -102,6 +102,10 @@ pub struct InitOptions {
     pub chunking: ChunkParams,
     pub pack_target_size: u64,
     pub verify_dedup: bool,
+    /// The chunker's gear seed (`None`: random). A replication target made with the
+    /// source's seed and chunk sizes (`init --like`) cuts the same bytes into the same
+    /// chunks, so what it stores itself dedupes with what it receives.
+    pub gear_seed: Option<u64>,
 }
 
 impl Default for InitOptions {
@@ -110,6 +114,7 @@ impl Default for InitOptions {
             chunking: ChunkParams::default(),
             pack_target_size: 64 << 20,
             verify_dedup: false,
+            gear_seed: None,
         }
     }
 }
@@ -221,7 +226,7 @@ impl Store {
             store_id: to_hex(&rnd[192..208]),
             created: crate::records::Timestamp::now().sec,
             chunking: opts.chunking,
-            gear_seed: u64::from_le_bytes(seed),
+            gear_seed: opts.gear_seed.unwrap_or(u64::from_le_bytes(seed)),
             secret: to_hex(&rnd[..192]),
             pack_target_size: opts.pack_target_size,
             verify_dedup: opts.verify_dedup,

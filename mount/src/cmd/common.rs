@@ -129,17 +129,31 @@ pub fn resolve_store(arg: Option<PathBuf>) -> Result<PathBuf, CliError> {
 
 /// Runs a store command through the mounted daemon, or on the store directly.
 pub fn store_cmd(store: &Path, req: Request, what: &str) -> Result<serde_json::Value, CliError> {
+    store_cmd_io(store, req, Vec::new(), what)
+}
+
+/// Like [`store_cmd`], handing the command open descriptors (a replication's stream).
+pub fn store_cmd_io(
+    store: &Path,
+    req: Request,
+    fds: Vec<std::os::fd::OwnedFd>,
+    what: &str,
+) -> Result<serde_json::Value, CliError> {
     let pb = output::progress(what);
+    // A new step (the text before ':') restarts the ETA; counts after it just update.
+    let step = |s: &str| s.split(':').next().unwrap_or_default().to_string();
     let mut on_progress = |p: &ops::Progress| {
         if pb.message() != p.what {
+            if step(&pb.message()) != step(&p.what) {
+                pb.reset_eta();
+            }
             pb.set_message(p.what.clone());
-            pb.reset_eta();
         }
         pb.set_length(p.total.unwrap_or(0).max(p.done));
         pb.set_position(p.done);
     };
     let r = if let Some(conn) = control::connect(store) {
-        control::call(conn, &req, &mut on_progress).map_err(CliError::from_op)
+        control::call_with_fds(conn, &req, fds, &mut on_progress).map_err(CliError::from_op)
     } else {
         let s = Store::open(
             store,
@@ -156,7 +170,7 @@ pub fn store_cmd(store: &Path, req: Request, what: &str) -> Result<serde_json::V
             known: None,
             cancel: None,
         };
-        ops::execute(&ctx, local_caller(), req, &mut on_progress).map_err(CliError::from_op)
+        ops::execute(&ctx, local_caller(), req, fds, &mut on_progress).map_err(CliError::from_op)
     };
     pb.finish_and_clear();
     r

@@ -32,6 +32,7 @@ pub fn run(c: ContainerCmd, store: Option<PathBuf>, json: bool) -> Result<(), Cl
             )?;
             show_as(v, "container create", json, stats::container)?;
         }
+        ContainerCmd::Promote { name } => super::replicate::promote(&store, name, json)?,
         ContainerCmd::List => {
             let v = store_cmd(&store, Request::ContainerList, "container list")?;
             show_as(v, "container list", json, |l: &Vec<_>| stats::list(l))?;

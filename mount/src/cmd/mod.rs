@@ -14,6 +14,7 @@ mod containers;
 mod history;
 mod maint;
 mod mounting;
+mod replicate;
 
 use crate::cli::{Cli, Cmd};
 use crate::CliError;
@@ -50,6 +51,28 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         ),
         Cmd::Status => mounting::status(store, json),
         Cmd::Container(c) => containers::run(c, store, json),
+        Cmd::Replicate {
+            container,
+            to,
+            as_name,
+            bwlimit,
+            failback,
+            remote_cmd,
+        } => replicate::replicate(
+            store, container, to, as_name, bwlimit, failback, remote_cmd, json,
+        ),
+        Cmd::Send {
+            container,
+            as_name,
+            since,
+            bwlimit,
+        } => replicate::send_cmd(store, container, as_name, since, bwlimit, json),
+        Cmd::Receive {
+            path,
+            container,
+            abort,
+        } => replicate::receive_cmd(store, path, container, abort, json),
+        Cmd::Serve => replicate::serve(store),
         Cmd::Bookmark(b) => history::bookmark(b, store, json),
         Cmd::Snapshot(s) => history::snapshot(s, store, json),
         Cmd::Rollback {

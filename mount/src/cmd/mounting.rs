@@ -21,7 +21,11 @@ fn chunk_size(name: &str, v: &str) -> Result<u32, CliError> {
 
 /// `dedupfs init`.
 pub fn init(a: InitArgs, json: bool) -> Result<(), CliError> {
-    let opts = InitOptions {
+    let like = match &a.like {
+        None => None,
+        Some(src) => Some(Store::read_config(src).map_err(CliError::from_store)?),
+    };
+    let mut opts = InitOptions {
         chunking: ChunkParams {
             min: chunk_size("chunk-min", &a.chunk_min)?,
             avg: chunk_size("chunk-avg", &a.chunk_avg)?,
@@ -30,7 +34,12 @@ pub fn init(a: InitArgs, json: bool) -> Result<(), CliError> {
         pack_target_size: parse_size(&a.pack_size)
             .map_err(|e| CliError::usage(format!("--pack-size: {e}")))?,
         verify_dedup: a.verify_dedup,
+        gear_seed: None,
     };
+    if let Some(src) = like {
+        opts.chunking = src.chunking;
+        opts.gear_seed = Some(src.gear_seed);
+    }
     let cfg = Store::init(&a.store, &opts).map_err(|e| match e {
         StoreError::BadConfig { reason, .. } => CliError::usage(reason),
         other => CliError::from_store(other),

@@ -37,6 +37,8 @@ pub fn show(store: &Store, name: &str) -> Result<serde_json::Value, OpError> {
         head_branch: ci.rec.head,
         rollbacks: ci.rec.prev_heads.len(),
         stats,
+        replica: ci.rec.replica.clone(),
+        promoted_from: ci.rec.promoted_from.clone(),
     }))
 }
 

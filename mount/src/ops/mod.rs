@@ -14,6 +14,7 @@ mod containers;
 mod error;
 mod history;
 mod maint;
+mod replicate;
 
 pub use error::{ErrorKind, OpError};
 
@@ -128,6 +129,33 @@ pub enum Request {
         scrub: bool,
         repair: bool,
     },
+    /// Replicate a container; the stream's descriptors come with the request (interactive:
+    /// read end, then write end; otherwise the write end only).
+    ReplicaSend {
+        container: String,
+        target_container: String,
+        #[serde(default)]
+        failback: bool,
+        #[serde(default)]
+        bwlimit: Option<u64>,
+        #[serde(default)]
+        since: Option<String>,
+        interactive: bool,
+        /// Test hook: damage this many chunks in transit (see `SendOptions::corrupt`).
+        #[serde(default)]
+        corrupt: u32,
+    },
+    /// Receive a stream (interactive: read end, then write end; otherwise the read end).
+    ReplicaReceive {
+        container: Option<String>,
+        interactive: bool,
+    },
+    ReplicaPromote {
+        name: String,
+    },
+    ReplicaAbort {
+        name: String,
+    },
 }
 
 /// A step of a long operation.
@@ -154,7 +182,7 @@ pub struct Ctx {
 impl Ctx {
     /// Drops the kernel's cached entry `name` at the mount root (a container, or
     /// `.snapshots`, that appeared, went or changed).
-    fn invalidate_root_entry(&self, name: &str) {
+    pub(super) fn invalidate_root_entry(&self, name: &str) {
         if let Some(n) = &self.notifier {
             let _ = n.inval_entry(fuser::INodeNo(1), std::ffi::OsStr::new(name));
         }
@@ -165,7 +193,7 @@ impl Ctx {
     /// inodes with open handles at once, so those handles see ESTALE rather than cached
     /// pages; every other cached inode of the old tree in the background (no path leads to
     /// them any more), so the rollback costs the same whatever the kernel has cached.
-    fn invalidate_view(&self, view: u32, root_name: &str) {
+    pub(super) fn invalidate_view(&self, view: u32, root_name: &str) {
         let (Some(n), Some(k)) = (&self.notifier, &self.known) else {
             return;
         };
@@ -254,13 +282,43 @@ fn authority(caller_uid: u32, bypass: bool) -> Result<Authority, OpError> {
 
 /// Runs one request for the user `caller_uid`; `progress` hears of the steps of a long one
 /// (GC, fsck, a delete).
+/// Runs a request (`fds`: descriptors that came with it, a replication's stream).
 pub fn execute(
     ctx: &Ctx,
     caller_uid: u32,
     req: Request,
+    fds: Vec<std::os::fd::OwnedFd>,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<serde_json::Value, OpError> {
     match req {
+        Request::ReplicaSend {
+            container,
+            target_container,
+            failback,
+            bwlimit,
+            since,
+            interactive,
+            corrupt,
+        } => replicate::send(
+            ctx,
+            replicate::SendArgs {
+                container,
+                target_container,
+                failback,
+                bwlimit,
+                since,
+                interactive,
+                corrupt,
+            },
+            fds,
+            progress,
+        ),
+        Request::ReplicaReceive {
+            container,
+            interactive,
+        } => replicate::receive(ctx, container, interactive, fds, progress),
+        Request::ReplicaPromote { name } => replicate::promote(ctx, &name),
+        Request::ReplicaAbort { name } => replicate::abort(ctx, &name),
         Request::Ping => Ok(maint::ping(ctx)),
         Request::Sync => maint::sync(ctx),
         Request::Stats {

@@ -92,6 +92,22 @@ pub fn container(r: &ContainerReport) {
         "retention",
         r.settings.retention.as_deref().unwrap_or("forever")
     );
+    if let Some(rp) = &r.replica {
+        let at = match &rp.last {
+            Some(p) => format!("as of {}", dedupfs_core::points::format_time(p.source_time)),
+            None => "nothing received yet".into(),
+        };
+        println!(
+            "{:<12}read-only replica of '{}' (store {}), {at}",
+            "replica", rp.source_container, rp.source_store
+        );
+    }
+    if let Some(rp) = &r.promoted_from {
+        println!(
+            "{:<12}promoted; was a replica of '{}' (store {})",
+            "origin", rp.source_container, rp.source_store
+        );
+    }
     container_stats(&r.stats);
 }
 
