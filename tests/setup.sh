@@ -26,9 +26,11 @@ if [ "${1:-}" = "--test-tools" ]; then
   # the Prometheus client library whose parser checks the metrics endpoint's output.
   # man-db renders the installed man pages in a test; systemd's systemd-analyze checks the
   # shipped units (no running systemd needed). libfaketime moves the daemon's system clock
-  # in the retention-lock test (the compliance clock must not follow).
+  # in the retention-lock test (the compliance clock must not follow). The replication
+  # test runs its own sshd on 127.0.0.1 (openssh-server; the daemon is not started).
   xpkgs=(samba smbclient nfs-ganesha nfs-ganesha-vfs rpcbind libnfs-utils libnfs-dev
-         python3-venv python3-dev gcc man-db systemd faketime)
+         python3-venv python3-dev gcc man-db systemd faketime openssh-server
+         openssh-client attr)
   xmissing=()
   for p in "${xpkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || xmissing+=("$p"); done
   if [ ${#xmissing[@]} -gt 0 ]; then

@@ -31,14 +31,15 @@ units=$tmp/units
 mkdir -p "$units" "$tmp/bin"
 
 servers="nfs-ganesha nfs-server smbd"
-for f in dedupfs@.service dedupfs.target example.conf; do
+for f in dedupfs@.service dedupfs.target example.conf dedupfs-replicate@.service dedupfs-replicate@.timer; do
     [ -f "$src/$f" ] || problem "$src/$f is missing"
 done
 for s in $servers; do
     [ -f "$src/$s.service.d/dedupfs.conf" ] || problem "$src/$s.service.d/dedupfs.conf is missing"
 done
 [ $fail = 0 ] || exit 1
-cp "$src/dedupfs@.service" "$src/dedupfs.target" "$units/"
+cp "$src/dedupfs@.service" "$src/dedupfs.target" "$src/dedupfs-replicate@.service" \
+    "$src/dedupfs-replicate@.timer" "$units/"
 for s in $servers; do
     mkdir -p "$units/$s.service.d"
     cp "$src/$s.service.d/dedupfs.conf" "$units/$s.service.d/"
@@ -53,14 +54,17 @@ if [ ! -x "$bin" ]; then
     chmod +x "$bin"
 fi
 if [ "$bin" != /usr/local/bin/dedupfs ]; then
-    sed -i "s#/usr/local/bin/dedupfs#$bin#g" "$units/dedupfs@.service"
+    sed -i "s#/usr/local/bin/dedupfs#$bin#g" "$units/dedupfs@.service" \
+        "$units/dedupfs-replicate@.service"
 fi
 # An instance, as `systemctl enable dedupfs@example` would create it.
 ln -s dedupfs@.service "$units/dedupfs@example.service"
+ln -s dedupfs-replicate@.service "$units/dedupfs-replicate@example.service"
+ln -s dedupfs-replicate@.timer "$units/dedupfs-replicate@example.timer"
 
 # The servers' own units, for their drop-ins to be loaded: the installed ones where they
 # exist, a minimal stand-in otherwise (e.g. no kernel NFS server installed).
-check_units="dedupfs@example.service dedupfs.target"
+check_units="dedupfs@example.service dedupfs.target dedupfs-replicate@example.service dedupfs-replicate@example.timer"
 for s in $servers; do
     found=
     for d in /etc/systemd/system /run/systemd/system /usr/local/lib/systemd/system \

@@ -118,6 +118,11 @@ pub enum Cmd {
         /// The program ssh runs on the remote host
         #[arg(long, default_value = "dedupfs", value_name = "PATH")]
         remote_cmd: String,
+        /// Then compare both sides' trees of the newest point (records, attributes,
+        /// entries and the hash of every chunk's bytes as read back); exits 1 listing
+        /// the paths that differ. Reads all data of the tree on both sides
+        #[arg(long)]
+        verify: bool,
     },
     /// Write a container's replication stream to stdout (for `dedupfs receive`)
     ///

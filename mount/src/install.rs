@@ -34,6 +34,14 @@ pub const UNITS: &[(&str, &str)] = &[
     ),
     ("dedupfs.target", include_str!("../systemd/dedupfs.target")),
     (
+        "dedupfs-replicate@.service",
+        include_str!("../systemd/dedupfs-replicate@.service"),
+    ),
+    (
+        "dedupfs-replicate@.timer",
+        include_str!("../systemd/dedupfs-replicate@.timer"),
+    ),
+    (
         "nfs-ganesha.service.d/dedupfs.conf",
         include_str!("../systemd/nfs-ganesha.service.d/dedupfs.conf"),
     ),

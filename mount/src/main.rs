@@ -52,6 +52,16 @@ fn main() {
         std::process::exit(helper::run(&args.collect::<Vec<_>>()));
     }
     let cli = Cli::parse();
+    if matches!(
+        cli.cmd,
+        Cmd::Mount(_) | Cmd::Replicate { .. } | Cmd::Send { .. } | Cmd::Receive { .. } | Cmd::Serve
+    ) {
+        // Except in a daemon (a client that goes away mid-answer, or a replication peer
+        // that dies, must cost an EPIPE on that one request, never the mount) and in the
+        // replication commands (a dead peer is an error they report by name).
+        // SAFETY: parsing started no thread; this only changes the signal's disposition.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+    }
     let default_level = match &cli.cmd {
         Cmd::Mount(m) if m.foreground => "info,fuser=error",
         _ => "warn",

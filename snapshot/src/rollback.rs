@@ -45,6 +45,15 @@ pub fn rollback(
 ) -> Result<RollbackOutcome> {
     let _history = crate::history_lock();
     let ci = container(store, container_name)?;
+    if let Some(r) = &ci.rec.replica {
+        // Its head must stay the state its source last sent, or the next delta would
+        // apply to another tree.
+        return Err(HistoryError::Invalid(format!(
+            "container '{container_name}' is a read-only replica of '{}'; promote it \
+             (`dedupfs container promote {container_name}`) before rolling it back",
+            r.source_container
+        )));
+    }
     let point = points::resolve(store, &ci.rec, to)?;
     let mut out = RollbackOutcome {
         container: container_name.to_string(),

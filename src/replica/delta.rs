@@ -21,6 +21,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 /// Largest number of entries or extents in one change (bigger ones are split).
 pub const MAX_PER_CHANGE: usize = 4096;
+/// Largest amount of new file data one change names (a big file is split into parts).
+pub const MAX_EXTENT_BYTES: u64 = 4 << 20;
 
 /// Every inode of a tree reachable from its root.
 pub struct TreeState {
@@ -180,11 +182,27 @@ pub fn changes(
                     }
                     _ => BTreeMap::new(),
                 };
-                for part in diff_maps(&o, &n).chunks(MAX_PER_CHANGE) {
+                // Parts of at most MAX_EXTENT_BYTES of new data, so that one part (with its
+                // chunks) always fits in a batch, whatever the file's size.
+                let mut part = Vec::new();
+                let mut bytes = 0u64;
+                for (off, x) in diff_maps(&o, &n) {
+                    bytes += x.map(|x| x.len as u64).unwrap_or(0);
+                    part.push((off, x));
+                    if part.len() >= MAX_PER_CHANGE || bytes >= MAX_EXTENT_BYTES {
+                        emit(Change::Extents {
+                            ino,
+                            gen,
+                            changes: std::mem::take(&mut part),
+                        })?;
+                        bytes = 0;
+                    }
+                }
+                if !part.is_empty() {
                     emit(Change::Extents {
                         ino,
                         gen,
-                        changes: part.to_vec(),
+                        changes: part,
                     })?;
                 }
             }

@@ -23,6 +23,8 @@
 pub mod delta;
 pub mod receive;
 pub mod send;
+mod stream;
+pub mod verify;
 pub mod wire;
 
 use crate::chunks::ChunkError;

@@ -447,6 +447,23 @@ fn serve_inner(
                 publish(store, cid, &st, &mut sess.report)?;
                 let json = serde_json::to_string(&sess.report).unwrap_or_default();
                 send(w, &Msg::Published { json })?;
+                // The sender may ask for a verification of what was published.
+                if sess.interactive {
+                    if let Some((Msg::Verify, _)) = wire::read_msg(r)? {
+                        let reg = store.registry();
+                        let ci = reg
+                            .get(cid)
+                            .ok_or_else(|| ReplicaError::NoContainer(cid.to_string()))?;
+                        let d =
+                            super::verify::digests(store, &ci.read_point, ci.root(), &sess.key)?;
+                        send(
+                            w,
+                            &Msg::VerifyReply {
+                                digests: super::verify::encode(&d),
+                            },
+                        )?;
+                    }
+                }
                 return Ok(sess.report);
             }
             Msg::Error { message } => return Err(ReplicaError::Peer(message)),

@@ -9,22 +9,15 @@
 //! readable here (not pruned), or the run starts a new plan.
 
 use super::delta::{self, Change, TreeState};
-use super::wire::{self, Item, Mode, Msg, WireExtent};
-use super::{own_key, PointKind, PointMeta, ReplicaError, Result, WireId};
+use super::wire::{self, Mode, Msg};
+use super::{own_key, PointKind, PointMeta, ReplicaError, Result};
 use crate::containers::ContainerInfo;
-use crate::ids::{BranchId, ChunkId, Ino, Version};
-use crate::records::ExtentRec;
+use crate::ids::{BranchId, Version};
 use crate::store::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::time::Instant;
-
-/// Chunk bytes per batch (raw), and changes per batch.
-const BATCH_BYTES: usize = 4 << 20;
-const BATCH_CHANGES: usize = 2048;
-/// Resends of a batch whose chunks arrived damaged before giving up.
-const RESENDS: u32 = 3;
 
 #[derive(Clone, Debug)]
 pub struct SendOptions {
@@ -32,12 +25,15 @@ pub struct SendOptions {
     pub mode: Mode,
     /// Bytes per second on the wire (`None`: unlimited).
     pub bwlimit: Option<u64>,
-    /// zstd level of chunk bytes on the wire.
+    /// zstd level of chunk bytes on the wire (1: the level that keeps up with a local
+    /// pipe; stronger levels shrink the stream by about 2 % and cost twice the CPU).
     pub level: i32,
     /// One-way stream: the base point, as this store names it (`None`: a full stream).
     pub since: Option<String>,
     /// Test hook: damage the bytes of the first chunk of the first `corrupt` batches.
     pub corrupt: u32,
+    /// After publishing, compare both sides' trees of the newest point (interactive only).
+    pub verify: bool,
 }
 
 impl SendOptions {
@@ -46,9 +42,10 @@ impl SendOptions {
             target_container: target_container.into(),
             mode: Mode::Normal,
             bwlimit: None,
-            level: 3,
+            level: 1,
             since: None,
             corrupt: 0,
+            verify: false,
         }
     }
 }
@@ -89,12 +86,15 @@ pub struct SendReport {
     /// What the receiver reported (interactive runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receiver: Option<serde_json::Value>,
+    /// The comparison of both trees (`--verify`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<super::verify::VerifyReport>,
 }
 
-struct Link<'a> {
+pub(super) struct Link<'a> {
     r: Option<&'a mut dyn Read>,
     w: &'a mut dyn Write,
-    bytes: u64,
+    pub(super) bytes: u64,
     start: Instant,
     bwlimit: Option<u64>,
 }
@@ -125,14 +125,14 @@ impl std::io::Write for Paced<'_, '_> {
 }
 
 impl Link<'_> {
-    fn send(&mut self, m: &Msg) -> Result<()> {
+    pub(super) fn send(&mut self, m: &Msg) -> Result<()> {
         wire::write_msg(&mut Paced { link: self }, m)?;
         Ok(())
     }
     fn flush(&mut self) -> Result<()> {
         self.w.flush().map_err(ReplicaError::Io)
     }
-    fn recv(&mut self) -> Result<Msg> {
+    pub(super) fn recv(&mut self) -> Result<Msg> {
         self.flush()?;
         let r = self
             .r
@@ -391,13 +391,13 @@ fn run_inner(
         (0, Some((b, v))) => tree_at(b, v)?,
         (i, _) => tree_at(points[i - 1].source_branch, points[i - 1].source_version)?,
     };
-    let mut st = Streamer {
+    let mut st = super::stream::Streamer {
         store,
         key,
         interactive,
         opts,
         present: HashSet::new(),
-        wire_of: HashMap::new(),
+        seen: HashMap::new(),
         corrupt_left: opts.corrupt,
         prog: SendProgress {
             points: points.len(),
@@ -429,26 +429,7 @@ fn run_inner(
                 _ => 0,
             })
             .sum::<u64>();
-        let mut at = skip as usize;
-        while at < changes.len() {
-            let mut end = at;
-            let mut bytes = 0usize;
-            while end < changes.len() && end - at < BATCH_CHANGES && bytes < BATCH_BYTES {
-                if let Change::Extents { changes: xs, .. } = &changes[end] {
-                    bytes += xs
-                        .iter()
-                        .filter_map(|(_, x)| x.map(|x| x.len as usize))
-                        .sum::<usize>();
-                }
-                end += 1;
-            }
-            st.batch(link, rep, i as u32, at as u64, &changes[at..end])?;
-            at = end;
-            st.prog.changes = rep.changes;
-            st.prog.chunks_sent = rep.chunks_sent;
-            st.prog.wire_bytes = link.bytes;
-            progress(&st.prog);
-        }
+        st.point(link, rep, i as u32, &changes, skip as usize, progress)?;
         link.send(&Msg::PointEnd {
             point: i as u32,
             items: changes.len() as u64,
@@ -472,185 +453,23 @@ fn run_inner(
                 )))
             }
         }
-    }
-    Ok(())
-}
-
-struct Streamer<'a> {
-    store: &'a Store,
-    key: super::PairKey,
-    interactive: bool,
-    opts: &'a SendOptions,
-    /// Chunks the receiver holds (said so, or got them in this run).
-    present: HashSet<WireId>,
-    wire_of: HashMap<ChunkId, WireId>,
-    corrupt_left: u32,
-    prog: SendProgress,
-}
-
-impl Streamer<'_> {
-    /// Sends one batch of changes with the chunks the receiver lacks.
-    fn batch(
-        &mut self,
-        link: &mut Link<'_>,
-        rep: &mut SendReport,
-        point: u32,
-        first: u64,
-        changes: &[Change],
-    ) -> Result<()> {
-        // Wire ids of every chunk the batch's new extents name (reading those not seen).
-        let mut data: HashMap<WireId, crate::chunks::ChunkData> = HashMap::new();
-        let mut order: Vec<WireId> = Vec::new();
-        let mut items = Vec::with_capacity(changes.len());
-        for c in changes {
-            items.push(match c {
-                Change::Inode { ino, rec, xattrs } => Item::Inode {
-                    ino: *ino,
-                    rec: rec.clone(),
-                    xattrs: xattrs.clone(),
-                },
-                Change::Dirents { dir, changes } => Item::Dirents {
-                    dir: *dir,
-                    changes: changes.clone(),
-                },
-                Change::Gone { ino } => Item::Gone { ino: *ino },
-                Change::Extents { ino, gen, changes } => {
-                    let mut out = Vec::with_capacity(changes.len());
-                    for (off, x) in changes {
-                        let x = match x {
-                            None => None,
-                            Some(e) => Some(self.wire_extent(e, &mut data, &mut order)?),
-                        };
-                        rep.logical_bytes += x.map(|x| x.len as u64).unwrap_or(0);
-                        self.prog.logical_done += x.map(|x| x.len as u64).unwrap_or(0);
-                        out.push((*off, x));
-                    }
-                    Item::Extents {
-                        ino: Ino(ino.0),
-                        gen: *gen,
-                        changes: out,
-                    }
-                }
-            });
-        }
-        rep.chunks_referenced += order.len() as u64;
-        let mut wanted: Vec<WireId> = order
-            .iter()
-            .filter(|w| !self.present.contains(w))
-            .copied()
-            .collect();
-        if self.interactive && !wanted.is_empty() {
-            link.send(&Msg::Have {
-                wires: wanted.clone(),
-            })?;
-            let bits = match link.recv()? {
-                Msg::HaveReply { bits } => bits,
+        if opts.verify {
+            let last = points
+                .last()
+                .ok_or_else(|| ReplicaError::Protocol("a plan without points".into()))?;
+            let rp = reg.read_point(BranchId(last.source_branch), Version(last.source_version));
+            link.send(&Msg::Verify)?;
+            let mine = super::verify::digests(store, &rp, root, &key)?;
+            let theirs = match link.recv()? {
+                Msg::VerifyReply { digests } => super::verify::decode(&digests)?,
                 m => {
                     return Err(ReplicaError::Protocol(format!(
-                        "expected have-reply, got {m:?}"
+                        "expected verify-reply, got {m:?}"
                     )))
                 }
             };
-            let mut missing = Vec::new();
-            for (i, w) in wanted.iter().enumerate() {
-                if bits.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0) {
-                    self.present.insert(*w);
-                } else {
-                    missing.push(*w);
-                }
-            }
-            wanted = missing;
+            rep.verify = Some(super::verify::compare(store, &rp, root, &mine, &theirs)?);
         }
-        let encoded = wire::encode_items(&items);
-        let mut resends = 0;
-        let mut to_send = wanted.clone();
-        loop {
-            let mut corrupt = None;
-            if self.corrupt_left > 0 && !to_send.is_empty() {
-                self.corrupt_left -= 1;
-                let mut d = data[&to_send[0]].to_vec();
-                d[0] ^= 0xff;
-                corrupt = Some(d);
-            }
-            let refs: Vec<(WireId, &[u8])> = to_send
-                .iter()
-                .enumerate()
-                .map(|(i, w)| match (&corrupt, i) {
-                    (Some(d), 0) => (*w, d.as_slice()),
-                    _ => (*w, &data[w][..]),
-                })
-                .collect();
-            let packed = wire::pack_chunks(&refs, self.opts.level)?;
-            link.send(&Msg::Batch {
-                point,
-                first_item: first,
-                n_items: items.len() as u32,
-                items: encoded.clone(),
-                n_chunks: refs.len() as u32,
-                chunks: packed,
-            })?;
-            rep.chunks_sent += refs.len() as u64;
-            rep.chunk_bytes_sent += refs.iter().map(|r| r.1.len() as u64).sum::<u64>();
-            if !self.interactive {
-                break;
-            }
-            match link.recv()? {
-                Msg::BatchAck { bad, .. } if bad.is_empty() => break,
-                Msg::BatchAck { bad, .. } => {
-                    resends += 1;
-                    if resends > RESENDS {
-                        return Err(ReplicaError::Damaged {
-                            wire: bad[0].to_string(),
-                            got: 0,
-                        });
-                    }
-                    log::warn!(
-                        "replication: the receiver rejected {} damaged chunk(s) (first {}); \
-                         sending the batch again",
-                        bad.len(),
-                        bad[0]
-                    );
-                    rep.chunks_resent += bad.len() as u64;
-                    // The whole batch again (its changes were not applied), chunks
-                    // re-read from the store.
-                    to_send = wanted.clone();
-                }
-                m => {
-                    return Err(ReplicaError::Protocol(format!(
-                        "expected batch-ack, got {m:?}"
-                    )))
-                }
-            }
-        }
-        self.present.extend(wanted);
-        rep.changes += changes.len() as u64;
-        Ok(())
     }
-
-    fn wire_extent(
-        &mut self,
-        e: &ExtentRec,
-        data: &mut HashMap<WireId, crate::chunks::ChunkData>,
-        order: &mut Vec<WireId>,
-    ) -> Result<WireExtent> {
-        let wire = match self.wire_of.get(&e.chunk) {
-            Some(w) if self.present.contains(w) => *w,
-            _ => {
-                let d = self.store.chunks.read(e.chunk)?;
-                let w = self.key.wire_id(&d);
-                self.wire_of.insert(e.chunk, w);
-                if let std::collections::hash_map::Entry::Vacant(e) = data.entry(w) {
-                    order.push(w);
-                    e.insert(d);
-                }
-                w
-            }
-        };
-        Ok(WireExtent {
-            len: e.len,
-            wire,
-            chunk_off: e.chunk_off,
-            flags: e.flags,
-        })
-    }
+    Ok(())
 }

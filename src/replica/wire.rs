@@ -99,6 +99,11 @@ pub enum Msg {
     Error {
         message: String,
     },
+    /// After `Published`: hash your tree of the newest point (see `super::verify`).
+    Verify,
+    VerifyReply {
+        digests: Vec<u8>,
+    },
 }
 
 fn proto(what: &str, e: impl std::fmt::Display) -> ReplicaError {
@@ -200,6 +205,8 @@ impl Msg {
             Msg::Finish => "finish",
             Msg::Published { .. } => "published",
             Msg::Error { .. } => "error",
+            Msg::Verify => "verify",
+            Msg::VerifyReply { .. } => "verify-reply",
         }
     }
 
@@ -284,6 +291,8 @@ impl Msg {
             Msg::Finish => (9, Vec::new()),
             Msg::Published { json } => (10, e.blob(json.as_bytes()).finish()),
             Msg::Error { message } => (11, e.blob(message.as_bytes()).finish()),
+            Msg::Verify => (12, Vec::new()),
+            Msg::VerifyReply { digests } => (13, e.blob(digests).finish()),
         }
     }
 
@@ -363,6 +372,10 @@ impl Msg {
                 },
                 11 => Msg::Error {
                     message: dec_str(&mut d)?,
+                },
+                12 => Msg::Verify,
+                13 => Msg::VerifyReply {
+                    digests: d.blob()?.to_vec(),
                 },
                 t => {
                     return Err(crate::codec::CodecError::new(
@@ -619,4 +632,198 @@ pub fn unpack_chunks(packed: &[u8], n: u32) -> Result<Vec<(WireId, Vec<u8>)>> {
         return Err(proto("batch chunks", "trailing bytes"));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::Timestamp;
+
+    fn point() -> PointMeta {
+        PointMeta {
+            kind: PointKind::Bookmark,
+            name: "nightly".into(),
+            bookmark_kind: "app".into(),
+            source_branch: 3,
+            source_version: 99,
+            time: 1_800_000_000,
+            time_nsec: 5,
+        }
+    }
+
+    fn roundtrip(m: Msg) {
+        let mut buf = Vec::new();
+        let n = write_msg(&mut buf, &m).unwrap();
+        assert_eq!(n as usize, buf.len());
+        let (back, n2) = read_msg(&mut buf.as_slice()).unwrap().unwrap();
+        assert_eq!(back, m);
+        assert_eq!(n, n2);
+    }
+
+    #[test]
+    fn every_message_reads_back_as_written() {
+        roundtrip(Msg::Hello {
+            proto: 1,
+            source_store: "abc".into(),
+            source_container: "c".into(),
+            target_container: "r".into(),
+            pair_key: [7; 32],
+            chunk_max: 131072,
+            interactive: true,
+            mode: Mode::Failback,
+        });
+        roundtrip(Msg::State {
+            target_store: "t".into(),
+            last: Some((1, 2)),
+            staging: Some(Staging {
+                plan_id: 9,
+                base: None,
+                points: vec![point()],
+                point: 0,
+                items: 12,
+            }),
+        });
+        roundtrip(Msg::Plan {
+            plan_id: 4,
+            base: Some((1, 2)),
+            base_local: Some(8),
+            points: vec![point(), point()],
+            resume: true,
+            root: 77,
+        });
+        roundtrip(Msg::Have {
+            wires: vec![WireId([1; 16]), WireId([2; 16])],
+        });
+        roundtrip(Msg::HaveReply { bits: vec![3] });
+        roundtrip(Msg::Batch {
+            point: 1,
+            first_item: 5,
+            n_items: 0,
+            items: vec![],
+            n_chunks: 0,
+            chunks: vec![1, 2],
+        });
+        roundtrip(Msg::BatchAck {
+            items_done: 3,
+            bad: vec![WireId([9; 16])],
+        });
+        roundtrip(Msg::PointEnd {
+            point: 2,
+            items: 40,
+        });
+        roundtrip(Msg::Finish);
+        roundtrip(Msg::Published { json: "{}".into() });
+        roundtrip(Msg::Error {
+            message: "no".into(),
+        });
+        roundtrip(Msg::Verify);
+        roundtrip(Msg::VerifyReply {
+            digests: vec![0; 24],
+        });
+    }
+
+    #[test]
+    fn items_and_chunks_read_back_and_damage_is_refused() {
+        let rec = InodeRec {
+            kind: FileKind::RegularFile,
+            perm: 0o644,
+            uid: 1,
+            gid: 2,
+            nlink: 2,
+            size: 10,
+            atime: Timestamp::now(),
+            mtime: Timestamp::now(),
+            ctime: Timestamp::now(),
+            btime: Timestamp::now(),
+            rdev: 0,
+            parent: Ino(0),
+            data_gen: 1,
+            data_bytes: 10,
+            flags: 0,
+            xattrs: 1,
+            target: vec![],
+        };
+        let items = vec![
+            Item::Inode {
+                ino: Ino(5),
+                rec,
+                xattrs: vec![
+                    (b"user.a".to_vec(), Some(b"v".to_vec())),
+                    (b"user.b".to_vec(), None),
+                ],
+            },
+            Item::Dirents {
+                dir: Ino(1),
+                changes: vec![
+                    (
+                        b"f".to_vec(),
+                        Some(DirentRec {
+                            ino: Ino(5),
+                            kind: FileKind::RegularFile,
+                        }),
+                    ),
+                    (b"gone".to_vec(), None),
+                ],
+            },
+            Item::Extents {
+                ino: Ino(5),
+                gen: 1,
+                changes: vec![
+                    (
+                        0,
+                        Some(WireExtent {
+                            len: 10,
+                            wire: WireId([4; 16]),
+                            chunk_off: 0,
+                            flags: 1,
+                        }),
+                    ),
+                    (4096, None),
+                ],
+            },
+            Item::Gone { ino: Ino(9) },
+        ];
+        let b = encode_items(&items);
+        assert_eq!(decode_items(&b, items.len() as u32).unwrap(), items);
+        assert!(decode_items(&b[..b.len() - 1], items.len() as u32).is_err());
+        assert!(decode_items(&b, items.len() as u32 + 1).is_err());
+
+        let packed = pack_chunks(&[(WireId([1; 16]), b"abc"), (WireId([2; 16]), b"")], 3).unwrap();
+        let back = unpack_chunks(&packed, 2).unwrap();
+        assert_eq!(
+            back,
+            vec![
+                (WireId([1; 16]), b"abc".to_vec()),
+                (WireId([2; 16]), vec![])
+            ]
+        );
+        assert!(unpack_chunks(&packed, 3).is_err());
+        assert!(unpack_chunks(&packed, 1).is_err());
+    }
+
+    #[test]
+    fn a_cut_or_oversized_frame_is_a_protocol_error() {
+        let mut buf = Vec::new();
+        write_msg(&mut buf, &Msg::Finish).unwrap();
+        write_msg(&mut buf, &Msg::PointEnd { point: 1, items: 2 }).unwrap();
+        let cut = &buf[..buf.len() - 3];
+        let mut r = cut;
+        assert_eq!(read_msg(&mut r).unwrap().unwrap().0, Msg::Finish);
+        assert!(matches!(read_msg(&mut r), Err(ReplicaError::Protocol(_))));
+        let huge = [0xff, 0xff, 0xff, 0xff, 9];
+        assert!(matches!(
+            read_msg(&mut &huge[..]),
+            Err(ReplicaError::Protocol(_))
+        ));
+        assert!(read_msg(&mut &[][..]).unwrap().is_none());
+    }
+
+    #[test]
+    fn wire_ids_depend_on_the_key() {
+        let a = super::super::PairKey([1; 32]);
+        let b = super::super::PairKey([2; 32]);
+        assert_eq!(a.wire_id(b"x"), a.wire_id(b"x"));
+        assert_ne!(a.wire_id(b"x"), b.wire_id(b"x"));
+        assert_ne!(a.wire_id(b"x"), a.wire_id(b"y"));
+    }
 }

@@ -275,10 +275,16 @@ fn install_puts_pages_completions_and_units_in_place() {
         "units/dedupfs.target",
         "units/nfs-ganesha.service.d/dedupfs.conf",
         "units/smbd.service.d/dedupfs.conf",
+        "units/dedupfs-replicate@.timer",
         "share/doc/dedupfs/example.conf",
     ] {
         assert!(p.join(f).is_file(), "{f}");
     }
+    let rep = std::fs::read_to_string(p.join("units/dedupfs-replicate@.service")).unwrap();
+    assert!(
+        rep.contains(&format!("ExecStart={}/bin/dedupfs --store", p.display())),
+        "{rep}"
+    );
     // `completions` prints the same script for a shell of the user's choosing.
     let zsh = ok(&dedupfs(&["completions", "zsh"]));
     assert!(zsh.contains("#compdef dedupfs"), "{zsh}");

@@ -93,6 +93,28 @@ fn mounted_stores_replicate_full_then_only_what_changed() {
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     let show = json(&dst.cli(&["container", "show", "c", "--json"]));
     assert!(show.to_string().contains("\"replica\""), "{show}");
+    // Nor can it be rolled back: its head must stay what the source last sent.
+    let rb = dst.cli(&["rollback", "c", "--to", "b1"]);
+    assert!(!rb.status.success());
+    assert!(
+        String::from_utf8_lossy(&rb.stderr).contains("replica"),
+        "{rb:?}"
+    );
+    // A container of the target's own is never overwritten by a replication.
+    fs::create_dir(dst.path("own")).unwrap();
+    let out = src.cli(&[
+        "replicate",
+        "c",
+        "--to",
+        dst.store.to_str().unwrap(),
+        "--as",
+        "own",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a replica"),
+        "{out:?}"
+    );
 
     // Changes: one block of a file rewritten, a rename, a delete, a new file, an xattr.
     sh(&format!(
@@ -102,7 +124,11 @@ fn mounted_stores_replicate_full_then_only_what_changed() {
         f = c.join("sub/f5.bin").display(),
         d = c.display()
     ));
-    let inc = replicate(&src, "c", &dst.store, &[]);
+    let inc = replicate(&src, "c", &dst.store, &["--verify"]);
+    let v = &inc["verify"];
+    assert!(n(v, "inodes") > 10, "{inc}");
+    assert_eq!(v["differ"].as_array().map(|a| a.len()), Some(0), "{inc}");
+    assert_eq!(v["missing"].as_array().map(|a| a.len()), Some(0), "{inc}");
     remount(&mut src);
     same_tree(&c, &dst.path("c"));
     // Only the new bytes travel: the rewritten block's chunk(s) and the new file.
@@ -131,6 +157,59 @@ fn mounted_stores_replicate_full_then_only_what_changed() {
     src.umount();
     dst.umount();
     ok(&dst.cli(&["fsck"]));
+
+    // Damage at the target: --verify reads every chunk back there and fails, naming it.
+    sh(&format!(
+        "f=$(find {}/packs -name '*.pack' -size +200k | head -1) && test -n \"$f\" && \
+         printf 'XXXXXXXXXXXXXXXX' | dd of=$f bs=1 seek=3000 conv=notrunc status=none",
+        dst.store.display()
+    ));
+    let out = src.cli(&[
+        "replicate",
+        "c",
+        "--to",
+        dst.store.to_str().unwrap(),
+        "--verify",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("chunk") || err.contains("differ"), "{err}");
+}
+
+#[test]
+fn a_dead_receiver_costs_the_run_not_the_mount_and_big_files_fit_in_frames() {
+    let mut src = TestStore::mounted("gc_idle=0,prune_interval=0");
+    let c = src.path("c");
+    fs::create_dir(&c).unwrap();
+    // 72 MiB of incompressible data in one file: more than one stream frame (64 MiB).
+    sh(&format!(
+        "head -c 75497472 /dev/urandom > {}/big.bin",
+        c.display()
+    ));
+    // The receiver dies at once (the target is no store): the daemon that sends gets
+    // EPIPE, reports it, and keeps serving the mount.
+    let nowhere = src.dir.path().join("not-a-store");
+    fs::create_dir(&nowhere).unwrap();
+    let out = src.cli(&["replicate", "c", "--to", nowhere.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        fs::metadata(c.join("big.bin")).is_ok(),
+        "the source mount died"
+    );
+    ok(&src.cli(&["stats"]));
+    let mut dst = TestStore::new_with(&["--like", src.store.to_str().unwrap()]);
+    let v = replicate(&src, "c", &dst.store, &[]);
+    assert_eq!(n(&v, "chunk_bytes_sent"), 75_497_472, "{v}");
+    remount(&mut src);
+    dst.mount("ro");
+    same_tree(&c, &dst.path("c"));
+    dst.umount();
+    src.umount();
 }
 
 #[test]

@@ -58,8 +58,19 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             bwlimit,
             failback,
             remote_cmd,
+            verify,
         } => replicate::replicate(
-            store, container, to, as_name, bwlimit, failback, remote_cmd, json,
+            store,
+            container,
+            to,
+            replicate::Options {
+                as_name,
+                bwlimit,
+                failback,
+                remote_cmd,
+                verify,
+            },
+            json,
         ),
         Cmd::Send {
             container,

@@ -95,11 +95,7 @@ fn corrupt_hook() -> u32 {
         .unwrap_or(0)
 }
 
-fn print_send(r: &SendReport, json: bool) {
-    if json {
-        println!("{}", serde_json::to_string_pretty(r).unwrap_or_default());
-        return;
-    }
+fn print_send(r: &SendReport) {
     let rate = |b: u64| output::size((b as f64 / r.seconds.max(1e-3)) as u64);
     println!(
         "replicated '{}' to '{}'{}: {}",
@@ -109,13 +105,12 @@ fn print_send(r: &SendReport, json: bool) {
         r.points.join(", ")
     );
     println!(
-        "  {} changes; {} of changed data ({}/s); {} chunks of {} referenced, {} sent \
-         ({}); {} on the wire in {:.1} s",
+        "  {} changes; {} of changed data ({}/s); {} chunks referenced, {} sent ({}); {} \
+         on the wire in {:.1} s",
         r.changes,
         output::size(r.logical_bytes),
         rate(r.logical_bytes),
         r.chunks_referenced,
-        output::size(r.logical_bytes),
         r.chunks_sent,
         output::size(r.chunk_bytes_sent),
         output::size(r.wire_bytes),
@@ -129,18 +124,30 @@ fn print_send(r: &SendReport, json: bool) {
     }
 }
 
+/// `replicate`'s options.
+pub struct Options {
+    pub as_name: Option<String>,
+    pub bwlimit: Option<String>,
+    pub failback: bool,
+    pub remote_cmd: String,
+    pub verify: bool,
+}
+
 /// `dedupfs replicate C --to TARGET`.
-#[allow(clippy::too_many_arguments)]
 pub fn replicate(
     store: Option<PathBuf>,
     container: String,
     to: String,
-    as_name: Option<String>,
-    bwlimit: Option<String>,
-    failback: bool,
-    remote_cmd: String,
+    o: Options,
     json: bool,
 ) -> Result<(), CliError> {
+    let Options {
+        as_name,
+        bwlimit,
+        failback,
+        remote_cmd,
+        verify,
+    } = o;
     let target = parse_target(&to).map_err(CliError::usage)?;
     let bw = match bwlimit {
         Some(b) => parse_rate(&b).map_err(CliError::usage)?,
@@ -205,6 +212,7 @@ pub fn replicate(
         since: None,
         interactive: true,
         corrupt: corrupt_hook(),
+        verify,
     };
     // The pipes go to whoever runs the send (the daemon, if the store is mounted); our
     // copies close once handed over, so the receiver sees EOF when the sender is done.
@@ -222,12 +230,40 @@ pub fn replicate(
         }
         Err(e) => return Err(CliError::new(ExitKind::Failed, format!("receiver: {e}"))),
     }
+    let r: SendReport = decode(v.clone(), "replicate")?;
     if json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
-        return Ok(());
+    } else {
+        print_send(&r);
     }
-    let r: SendReport = decode(v, "replicate")?;
-    print_send(&r, json);
+    if let Some(vr) = &r.verify {
+        if !json {
+            println!(
+                "verify: {} inodes compared; {} differ, {} missing, {} extra at the target",
+                vr.inodes,
+                vr.differ.len(),
+                vr.missing.len(),
+                vr.extra
+            );
+            for p in vr.differ.iter().take(50) {
+                println!("  differs: {p}");
+            }
+            for p in vr.missing.iter().take(50) {
+                println!("  missing: {p}");
+            }
+        }
+        if !vr.ok() {
+            return Err(CliError::new(
+                ExitKind::Failed,
+                format!(
+                    "verification failed: {} path(s) differ, {} missing, {} extra at the target",
+                    vr.differ.len(),
+                    vr.missing.len(),
+                    vr.extra
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -259,6 +295,7 @@ pub fn send_cmd(
         since: since.map(|s| super::common::to_instant(&s)),
         interactive: false,
         corrupt: 0,
+        verify: false,
     };
     let out = dup(std::io::stdout().as_fd())?;
     let v = store_cmd_io(&src, req, vec![out], "sending")?;
@@ -363,4 +400,43 @@ pub fn promote(store: &Path, name: String, json: bool) -> Result<(), CliError> {
          `dedupfs replicate {name} --to … --failback` sends back only what changes here"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_and_rates_parse_as_documented() {
+        assert_eq!(
+            parse_target("/srv/store").unwrap(),
+            Target::Local(PathBuf::from("/srv/store"))
+        );
+        assert_eq!(
+            parse_target("ssh://backup@dr.example:2222/srv/store").unwrap(),
+            Target::Ssh {
+                user: Some("backup".into()),
+                host: "dr.example".into(),
+                port: Some(2222),
+                path: "/srv/store".into()
+            }
+        );
+        assert_eq!(
+            parse_target("ssh://host/x").unwrap(),
+            Target::Ssh {
+                user: None,
+                host: "host".into(),
+                port: None,
+                path: "/x".into()
+            }
+        );
+        assert!(parse_target("ssh://host").is_err());
+        assert!(parse_target("ssh://host:port/x").is_err());
+        assert_eq!(parse_rate("20M").unwrap(), Some(20 << 20));
+        assert_eq!(parse_rate("500k").unwrap(), Some(500 << 10));
+        assert_eq!(parse_rate("1.5G/s").unwrap(), Some(3 << 29));
+        assert_eq!(parse_rate("0").unwrap(), None);
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("-1M").is_err());
+    }
 }

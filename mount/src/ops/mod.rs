@@ -144,6 +144,8 @@ pub enum Request {
         /// Test hook: damage this many chunks in transit (see `SendOptions::corrupt`).
         #[serde(default)]
         corrupt: u32,
+        #[serde(default)]
+        verify: bool,
     },
     /// Receive a stream (interactive: read end, then write end; otherwise the read end).
     ReplicaReceive {
@@ -299,6 +301,7 @@ pub fn execute(
             since,
             interactive,
             corrupt,
+            verify,
         } => replicate::send(
             ctx,
             replicate::SendArgs {
@@ -309,6 +312,7 @@ pub fn execute(
                 since,
                 interactive,
                 corrupt,
+                verify,
             },
             fds,
             progress,

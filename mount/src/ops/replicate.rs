@@ -21,12 +21,13 @@ pub struct SendArgs {
     pub since: Option<String>,
     pub interactive: bool,
     pub corrupt: u32,
+    pub verify: bool,
 }
 
 fn err(e: ReplicaError) -> OpError {
     let kind = match &e {
         ReplicaError::NoContainer(_) => ErrorKind::NotFound,
-        ReplicaError::Refused(_) => ErrorKind::Invalid,
+        // A refusal is the run failing (exit 1), not bad usage.
         ReplicaError::Point(_) => ErrorKind::Invalid,
         _ => ErrorKind::Io,
     };
@@ -68,6 +69,7 @@ pub fn send(
     opts.bwlimit = a.bwlimit;
     opts.since = a.since;
     opts.corrupt = a.corrupt;
+    opts.verify = a.verify;
     if a.failback {
         opts.mode = Mode::Failback;
     }
