@@ -52,6 +52,8 @@ pub enum HistoryError {
     Kv(#[from] KvError),
     #[error(transparent)]
     Chunk(#[from] dedupfs_core::chunks::ChunkError),
+    #[error(transparent)]
+    Replica(#[from] dedupfs_core::replica::ReplicaError),
 }
 
 pub type Result<T> = std::result::Result<T, HistoryError>;

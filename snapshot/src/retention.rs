@@ -325,6 +325,14 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
     for (b, v) in forks {
         add(b, v);
     }
+    // An unfinished replication receive: its staging branch is named by no tree yet, but
+    // its state (and each finished point in it) is what the publish will show.
+    if let Some(st) = dedupfs_core::replica::receive::staging(store, cid)? {
+        add(BranchId(st.branch), Version::LATEST);
+        for v in st.done {
+            add(BranchId(st.branch), Version(v));
+        }
+    }
     let mut tier_points: Vec<(i64, u64)> = Vec::new();
     for &(interval, horizon) in &policy.every {
         let mut t = now.sec.div_euclid(interval) * interval;

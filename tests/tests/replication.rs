@@ -93,6 +93,9 @@ fn mounted_stores_replicate_full_then_only_what_changed() {
     assert_eq!(err.raw_os_error(), Some(libc::EROFS), "{err}");
     let show = json(&dst.cli(&["container", "show", "c", "--json"]));
     assert!(show.to_string().contains("\"replica\""), "{show}");
+    // A snapshot of a replica's point, made at the target, shows that point.
+    ok(&dst.cli(&["snapshot", "create", "c", "at-b1", "--at", "b1"]));
+    same_tree(&src.path(".at/c/b1"), &dst.path(".snapshots/at-b1"));
     // Nor can it be rolled back: its head must stay what the source last sent.
     let rb = dst.cli(&["rollback", "c", "--to", "b1"]);
     assert!(!rb.status.success());
