@@ -92,7 +92,8 @@ fn send_with_fds(conn: &UnixStream, bytes: &[u8], fds: &[OwnedFd]) -> std::io::R
     let payload = std::mem::size_of_val(raw.as_slice());
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
-    let mut cbuf = vec![0u8; space];
+    // u64 words: the control buffer must be aligned for `cmsghdr`.
+    let mut cbuf = vec![0u64; space.div_ceil(8)];
     let mut iov = libc::iovec {
         iov_base: bytes.as_ptr() as *mut libc::c_void,
         iov_len: bytes.len(),
@@ -134,7 +135,8 @@ fn recv_request(conn: &UnixStream) -> std::io::Result<(String, Vec<OwnedFd>)> {
     let mut buf = vec![0u8; 64 << 10];
     // SAFETY: CMSG_SPACE only computes a size.
     let space = unsafe { libc::CMSG_SPACE((MAX_FDS * std::mem::size_of::<RawFd>()) as u32) };
-    let mut cbuf = vec![0u8; space as usize];
+    // u64 words: the control buffer must be aligned for `cmsghdr`.
+    let mut cbuf = vec![0u64; (space as usize).div_ceil(8)];
     while !line.contains(&b'\n') {
         if line.len() > 1 << 20 {
             return Err(std::io::Error::other("request line too long"));
@@ -149,7 +151,7 @@ fn recv_request(conn: &UnixStream) -> std::io::Result<(String, Vec<OwnedFd>)> {
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = cbuf.as_mut_ptr().cast();
-        msg.msg_controllen = cbuf.len() as _;
+        msg.msg_controllen = (cbuf.len() * 8) as _;
         // SAFETY: `msg` describes buffers we own; MSG_CMSG_CLOEXEC marks received fds.
         let n = unsafe { libc::recvmsg(conn.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
         if n < 0 {

@@ -208,3 +208,113 @@ fn target_retention_keeps_an_unfinished_receive_whole() {
     assert_eq!(v.inodes, 5);
     assert_eq!(digests_at(&dst, "b1"), digests_at(&src, "b1"));
 }
+
+fn hello(target: &str) -> dedupfs_core::replica::wire::Msg {
+    dedupfs_core::replica::wire::Msg::Hello {
+        proto: dedupfs_core::replica::PROTOCOL,
+        source_store: "0123456789abcdef0123456789abcdef".into(),
+        source_container: "c".into(),
+        target_container: target.into(),
+        pair_key: [5; 32],
+        chunk_max: 32768,
+        interactive: false,
+        mode: dedupfs_core::replica::wire::Mode::Normal,
+    }
+}
+
+/// A receive of `msgs` (a one-way stream) into `dst`.
+fn receive_msgs(dst: &Store, msgs: &[dedupfs_core::replica::wire::Msg]) -> String {
+    let mut buf = Vec::new();
+    for m in msgs {
+        dedupfs_core::replica::wire::write_msg(&mut buf, m).unwrap();
+    }
+    match receive::serve_as(dst, None, &mut buf.as_slice(), None, &mut |_| {}) {
+        Ok(_) => "ok".into(),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn a_second_receive_into_a_container_is_refused_and_bad_names_are_protocol_errors() {
+    use dedupfs_core::replica::wire::{encode_items, Item, Msg};
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Timestamp {
+        sec: 1_800_000_000,
+        nsec: 0,
+    };
+    let dst = open(&dir.path().join("b"), FakeTime::new(t0));
+
+    // A receive waiting for its plan holds the container; a second one is refused.
+    let (a, mut b) = UnixStream::pair().unwrap();
+    dedupfs_core::replica::wire::write_msg(&mut b, &hello("r")).unwrap();
+    let d = dst.clone();
+    let first = std::thread::spawn(move || {
+        let mut r = a;
+        receive::serve_as(&d, None, &mut r, None, &mut |_| {}).map_err(|e| e.to_string())
+    });
+    let mut second = String::new();
+    for _ in 0..200 {
+        second = receive_msgs(&dst, &[hello("r")]);
+        if second.contains("already running") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(second.contains("already running"), "{second}");
+    drop(b);
+    assert!(first.join().unwrap().is_err());
+
+    // An entry name with a '/' (or '.', '..', empty) never reaches the store.
+    let plan = Msg::Plan {
+        plan_id: 1,
+        base: None,
+        base_local: None,
+        points: vec![dedupfs_core::replica::PointMeta {
+            kind: dedupfs_core::replica::PointKind::Live,
+            name: String::new(),
+            bookmark_kind: String::new(),
+            source_branch: 1,
+            source_version: 5,
+            time: t0.sec,
+            time_nsec: 0,
+        }],
+        resume: false,
+        root: 3,
+    };
+    for bad in [&b"a/b"[..], b"..", b""] {
+        let items = vec![Item::Dirents {
+            dir: dedupfs_core::ids::Ino(3),
+            changes: vec![(
+                bad.to_vec(),
+                Some(dedupfs_core::records::DirentRec {
+                    ino: dedupfs_core::ids::Ino(4),
+                    kind: dedupfs_core::records::FileKind::RegularFile,
+                }),
+            )],
+        }];
+        let batch = Msg::Batch {
+            point: 0,
+            first_item: 0,
+            n_items: 1,
+            items: encode_items(&items),
+            n_chunks: 0,
+            chunks: dedupfs_core::replica::wire::pack_chunks(&[], 1).unwrap(),
+        };
+        let e = receive_msgs(&dst, &[hello("r"), plan.clone(), batch]);
+        assert!(e.contains("not a valid file name"), "{e}");
+    }
+    // A huge inode number is refused before the allocator could be raised to it.
+    let items = vec![Item::Gone {
+        ino: dedupfs_core::ids::Ino(u64::MAX - 1),
+    }];
+    let batch = Msg::Batch {
+        point: 0,
+        first_item: 0,
+        n_items: 1,
+        items: encode_items(&items),
+        n_chunks: 0,
+        chunks: dedupfs_core::replica::wire::pack_chunks(&[], 1).unwrap(),
+    };
+    let e = receive_msgs(&dst, &[hello("r"), plan, batch]);
+    assert!(e.contains("out of range"), "{e}");
+}

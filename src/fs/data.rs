@@ -341,7 +341,9 @@ impl FsCore {
             let mut deltas = HashMap::new();
             match edit {
                 Edit::Truncate(0) => {
-                    rec.data_gen = c.version.0;
+                    // Never a generation the file had: a replica keeps its source's
+                    // generation numbers, which this store's versions may reach later.
+                    rec.data_gen = c.version.0.max(rec.data_gen + 1);
                     rec.data_bytes = 0;
                     rec.size = 0;
                 }

@@ -471,6 +471,13 @@ impl FsCore {
                 if root.size > 0 {
                     return Err(FsError::NotEmpty);
                 }
+                // A lock refuses whatever else is true (a file closed just before may still
+                // count as open until the kernel's release arrives).
+                crate::containers::lock::check_delete(
+                    &self.store,
+                    &ci.rec,
+                    crate::containers::lock::Authority::Normal,
+                )?;
                 if self.open_handles_in(crate::ids::ContainerId(ci.view)) > 0 {
                     return Err(FsError::Busy(format!("container '{n}' has open files")));
                 }

@@ -94,6 +94,10 @@ pub struct ReceiveReport {
     pub chunks_rejected: u64,
     pub wire_bytes: u64,
     pub published: bool,
+    /// The view number the container's live tree had before the publish (for the
+    /// mount's cache invalidation).
+    #[serde(default)]
+    pub old_view: u32,
 }
 
 pub fn staging(store: &Store, cid: ContainerId) -> Result<Option<StagingRec>> {
@@ -124,6 +128,19 @@ pub fn abort(store: &Store, cid: ContainerId) -> Result<bool> {
         return Ok(false);
     };
     let b = BranchId(s.branch);
+    // A staging branch that is already the head was published: only the cursor is left.
+    let published = store
+        .registry()
+        .get(cid)
+        .is_some_and(|c| c.rec.head == s.branch);
+    if published {
+        store.committer.commit(|c| {
+            c.txn
+                .delete(Cf::Meta, MetaKey::ReplicaStaging(cid).encode());
+            Ok::<_, ReplicaError>(())
+        })?;
+        return Ok(false);
+    }
     loop {
         let n = store
             .committer
@@ -191,6 +208,64 @@ fn next(r: &mut dyn Read, report: &mut ReceiveReport) -> Result<Msg> {
                 .into(),
         )),
     }
+}
+
+/// Target containers with a receive running in this process (a mounted target serves each
+/// request on its own thread): a second receive into one of them is refused, never run
+/// next to the first. Protects: the set. Lock order: a leaf.
+static RECEIVING: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// Holds a target container's name in [`RECEIVING`] until dropped.
+struct Receiving(String, String);
+
+impl Receiving {
+    fn take(store: &Store, name: &str) -> Result<Receiving> {
+        let key = (store.root().display().to_string(), name.to_string());
+        let mut r = RECEIVING.lock().unwrap_or_else(|e| e.into_inner());
+        if r.contains(&key) {
+            return Err(ReplicaError::Refused(format!(
+                "a receive into '{name}' is already running here; try again when it is done"
+            )));
+        }
+        r.push(key.clone());
+        Ok(Receiving(key.0, key.1))
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        let mut r = RECEIVING.lock().unwrap_or_else(|e| e.into_inner());
+        r.retain(|k| k.0 != self.0 || k.1 != self.1);
+    }
+}
+
+/// Inode numbers a stream may carry: far below the allocator's limit, so raising the
+/// allocator past them can never wrap.
+const MAX_INO: u64 = 1 << 62;
+
+fn check_ino(ino: Ino) -> Result<()> {
+    if ino.0 < 2 || ino.0 >= MAX_INO {
+        return Err(ReplicaError::Protocol(format!(
+            "inode number {ino} out of range"
+        )));
+    }
+    Ok(())
+}
+
+fn check_name(name: &[u8], what: &str) -> Result<()> {
+    if name.is_empty()
+        || name.len() > 255
+        || name == b"."
+        || name == b".."
+        || name.contains(&b'/')
+        || name.contains(&0)
+    {
+        return Err(ReplicaError::Protocol(format!(
+            "{what} name {:?} is not a valid file name",
+            String::from_utf8_lossy(name)
+        )));
+    }
+    Ok(())
 }
 
 /// Serves one replication conversation on `r`/`w` (`w`: `None` for a one-way pipe),
@@ -266,6 +341,7 @@ fn serve_inner(
         )));
     }
     let target_container = target.map(str::to_string).unwrap_or(target_container);
+    let _receiving = Receiving::take(store, &target_container)?;
     let key = PairKey(pair_key);
     set_pair_key(store, &source_store, key)?;
     report.container = target_container.clone();
@@ -486,6 +562,7 @@ fn begin(
     points: &[PointMeta],
     root: Ino,
 ) -> Result<(ContainerId, StagingRec)> {
+    check_ino(root)?;
     store.commit_registry(|c, reg| {
         let rec = match reg.by_name(name) {
             Some(ci) => {
@@ -735,6 +812,7 @@ fn apply_item(
     let v = c.version;
     match it {
         Item::Inode { ino, rec, xattrs } => {
+            check_ino(*ino)?;
             *max_ino = (*max_ino).max(ino.0);
             mvcc::put(
                 &mut c.txn,
@@ -746,13 +824,19 @@ fn apply_item(
                 Some(&rec.encode()),
             );
             for (name, val) in xattrs {
+                if name.is_empty() || name.len() > 255 {
+                    return Err(ReplicaError::Protocol("an xattr name out of range".into()));
+                }
                 let suffix = crate::keys::name_suffix(name);
                 mvcc::put(&mut c.txn, Cf::Xattrs, rp, *ino, &suffix, v, val.as_deref());
             }
         }
         Item::Dirents { dir, changes } => {
+            check_ino(*dir)?;
             for (name, d) in changes {
+                check_name(name, "an entry")?;
                 if let Some(d) = d {
+                    check_ino(d.ino)?;
                     *max_ino = (*max_ino).max(d.ino.0);
                 }
                 let suffix = crate::keys::name_suffix(name);
@@ -777,14 +861,19 @@ fn apply_item(
                     chunk_off: x.chunk_off,
                     flags: x.flags,
                 });
+                if writes.insert(*off, rec).is_some() {
+                    return Err(ReplicaError::Protocol(format!(
+                        "inode {ino}: two changes of the extent at {off}"
+                    )));
+                }
                 if let Some(r) = &rec {
                     *deltas.entry(r.chunk).or_default() += 1;
                 }
-                writes.insert(*off, rec);
             }
             crate::extents::write(&mut c.txn, rp, *ino, *gen, v, &writes)?;
         }
         Item::Gone { ino } => {
+            check_ino(*ino)?;
             let was = mvcc::txn_get_live(&c.txn, Cf::Inodes, rp, *ino, &[], v)?;
             let is_dir = match was {
                 Some(raw) => {
@@ -819,7 +908,19 @@ fn publish(
     let ci = reg
         .get(cid)
         .ok_or_else(|| ReplicaError::NoContainer(cid.to_string()))?;
-    let counted = crate::tree::count(store, &reg.read_point(b, Version::LATEST), ci.root())?;
+    // Counted by a walk that visits each inode once (a stream could name a directory
+    // twice; `tree::count` assumes a tree).
+    let walked =
+        super::delta::TreeState::load(store, reg.read_point(b, Version::LATEST), ci.root())?;
+    let counted = crate::records::TreeCounters {
+        files: walked
+            .inodes
+            .values()
+            .filter(|r| r.kind == FileKind::RegularFile)
+            .count() as u64,
+        logical_bytes: walked.logical_bytes(),
+    };
+    report.old_view = ci.view;
     drop(reg);
     let lastp = st
         .points
@@ -833,6 +934,9 @@ fn publish(
         let mut rec = ci.rec.clone();
         let mut names = Vec::new();
         for (p, &v) in st.points.iter().zip(&st.done) {
+            if !p.name.is_empty() {
+                check_name(p.name.as_bytes(), "a point")?;
+            }
             match PointKind::from_u8(p.kind) {
                 Some(PointKind::Bookmark) => {
                     containers::put_bookmark(

@@ -180,9 +180,12 @@ fn plan_points(
     live_last: bool,
 ) -> Result<Vec<PointMeta>> {
     let after = after.unwrap_or(0);
+    // The live version first: a point made after it is left for the next run, never
+    // skipped (it would be older than the live point this run sends).
+    let live = store.committer.head().0;
     let mut pts = Vec::new();
     for b in crate::containers::bookmarks(store, ci.id())? {
-        if b.version > after && b.version >= ci.rec.history_floor {
+        if b.version > after && b.version <= live {
             pts.push(PointMeta {
                 kind: PointKind::Bookmark,
                 name: b.name.clone(),
@@ -196,7 +199,11 @@ fn plan_points(
     }
     for s in store.registry().snapshots() {
         let Some(r) = &s.snapshot else { continue };
-        if r.container != ci.rec.id || r.branch.is_some() || r.base_version <= after {
+        if r.container != ci.rec.id
+            || r.branch.is_some()
+            || r.base_version <= after
+            || r.base_version > live
+        {
             continue;
         }
         pts.push(PointMeta {
@@ -219,7 +226,7 @@ fn plan_points(
         name: String::new(),
         bookmark_kind: String::new(),
         source_branch: ci.rec.head,
-        source_version: store.committer.head().0,
+        source_version: live,
         time: now.sec,
         time_nsec: now.nsec,
     });
@@ -356,8 +363,16 @@ fn run_inner(
             )));
         }
     }
+    // The receiver's cursor is checked, not trusted: its points must be this container's
+    // and readable here, its position inside the plan.
+    let branches = store.registry().branches_of(ci.id());
     let resumable = staging.as_ref().filter(|s| {
-        s.base == base
+        (s.point as usize) <= s.points.len()
+            && s.points.iter().all(|p| {
+                branches.contains(&BranchId(p.source_branch))
+                    && p.source_version <= store.committer.head().0
+            })
+            && s.base == base
             && s.points
                 .iter()
                 .all(|p| readable(store, ci, p.source_branch, p.source_version).unwrap_or(false))

@@ -529,7 +529,8 @@ pub fn encode_items(items: &[Item]) -> Vec<u8> {
 pub fn decode_items(b: &[u8], n: u32) -> Result<Vec<Item>> {
     use crate::codec::CodecError;
     let mut d = Dec::new(b, "replicated tree changes");
-    let mut out = Vec::with_capacity(n as usize);
+    // `n` comes from the peer: the list grows as items decode, never sized by it.
+    let mut out = Vec::with_capacity((n as usize).min(4096));
     (|| -> std::result::Result<(), CodecError> {
         for _ in 0..n {
             let item = match d.u8()? {
@@ -613,8 +614,10 @@ pub fn pack_chunks(chunks: &[(WireId, &[u8])], level: i32) -> Result<Vec<u8>> {
 
 /// Unpacks a batch's chunks: (wire id, bytes) each, checked for framing only.
 pub fn unpack_chunks(packed: &[u8], n: u32) -> Result<Vec<(WireId, Vec<u8>)>> {
-    let raw = zstd::stream::decode_all(packed).map_err(|e| proto("batch chunks", e))?;
-    let mut out = Vec::with_capacity(n as usize);
+    // Bounded: a batch carries at most a few MiB of chunks, and the size must not be the
+    // peer's to choose.
+    let raw = zstd::bulk::decompress(packed, MAX_FRAME).map_err(|e| proto("batch chunks", e))?;
+    let mut out = Vec::with_capacity((n as usize).min(4096));
     let mut p = 0usize;
     for _ in 0..n {
         let head = raw

@@ -114,10 +114,6 @@ pub fn receive(
         .pop()
         .ok_or_else(|| OpError::invalid("no read end".into()))?;
     let mut r = BufReader::with_capacity(1 << 20, rfile);
-    let old_view = container
-        .as_deref()
-        .and_then(|c| ctx.store.registry().by_name(c))
-        .map(|c| c.view);
     let mut prog = |p: &receive::ReceiveReport| {
         progress(&Progress {
             what: format!(
@@ -132,14 +128,9 @@ pub fn receive(
     let rep =
         receive::serve_as(&ctx.store, container.as_deref(), &mut r, wd, &mut prog).map_err(err)?;
     // The replica's tree was replaced behind the kernel's back.
-    let view = old_view.or_else(|| {
-        ctx.store
-            .registry()
-            .by_name(&rep.container)
-            .map(|c| c.rec.id)
-    });
-    if let Some(v) = view {
-        ctx.invalidate_view(v, &rep.container);
+    // (`old_view`: its live view before the publish, recorded by the publish itself.)
+    if rep.published && rep.old_view != 0 {
+        ctx.invalidate_view(rep.old_view, &rep.container);
     }
     ctx.invalidate_root_entry(&rep.container);
     ctx.invalidate_root_entry(".snapshots");
