@@ -395,6 +395,11 @@ pub fn prune(store: &Store, container_name: &str, now: Timestamp) -> Result<Rete
         }
         Ok::<_, HistoryError>(())
     })?;
+    // Points a running replication send reads, read after the floor was recorded: a send
+    // that pinned before it is kept; one that pins after it sees the new floor and stops.
+    for (b, v) in dedupfs_core::replica::pinned(cid) {
+        keep.entry(b).or_default().insert(v);
+    }
     // Delete what no kept point sees, in bounded batches.
     let mut pruning = Pruning::new(cutoff);
     for &b in &branches {

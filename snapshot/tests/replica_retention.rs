@@ -318,3 +318,51 @@ fn a_second_receive_into_a_container_is_refused_and_bad_names_are_protocol_error
     let e = receive_msgs(&dst, &[hello("r"), plan, batch]);
     assert!(e.contains("out of range"), "{e}");
 }
+
+#[test]
+fn a_point_a_send_reads_is_kept_by_a_prune_that_runs_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Timestamp {
+        sec: 1_800_000_000,
+        nsec: 0,
+    };
+    let clock = FakeTime::new(t0);
+    let src = open(&dir.path().join("a"), clock.clone());
+    let fs = Fs::new(
+        src.clone(),
+        FsOptions {
+            background: false,
+            ..Default::default()
+        },
+    );
+    let c = fs.mkdir(&Ctx::root(), ROOT_NODE, b"c", 0o755).unwrap().node;
+    write(&fs, c, "f", &noise(200_000, 1));
+    let ci = src.registry().by_name("c").unwrap();
+    let (b, v) = (ci.branch(), src.committer.head());
+    let key = dedupfs_core::replica::PairKey([9; 32]);
+    let rp = src.registry().read_point(b, v);
+    let before = dedupfs_core::replica::verify::digests(&src, &rp, ci.root(), &key).unwrap();
+    // Two later states: the one a day later is where the prune's floor lands.
+    clock.advance(Duration::from_secs(86_400));
+    write(&fs, c, "f", &noise(200_000, 3));
+    clock.advance(Duration::from_secs(2 * 86_400));
+    write(&fs, c, "f", &noise(200_000, 2));
+    dedupfs_core::admin::set_container(
+        &src,
+        "c",
+        &dedupfs_core::admin::SettingsChange {
+            retention: Some(Some("all=1h".into())),
+            ..Default::default()
+        },
+        Authority::Normal,
+        &retention::keeps_less,
+    )
+    .unwrap();
+    // A send reading (b, v) holds a pin: the prune keeps that state whole.
+    let pin = dedupfs_core::replica::Pin::new(ci.id(), &[(b.0, v.0)]);
+    retention::prune(&src, "c", src.committer.clock().wall()).unwrap();
+    let after = dedupfs_core::replica::verify::digests(&src, &rp, ci.root(), &key).unwrap();
+    assert_eq!(before, after);
+    drop(pin);
+    assert!(dedupfs_core::replica::pinned(ci.id()).is_empty());
+}

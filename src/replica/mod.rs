@@ -166,6 +166,43 @@ pub fn own_key(store: &crate::store::Store) -> Result<PairKey> {
     Ok(k)
 }
 
+/// Points of containers a send in this process is reading (container, branch, version,
+/// pin id): retention keeps them as it keeps bookmarks. Protects: the list. Lock order: a
+/// leaf. Process-wide is enough: a store's sends and its retention run in one process (the
+/// daemon, or a CLI holding the store lock).
+static PINS: std::sync::Mutex<Vec<(u32, u64, u64, u64)>> = std::sync::Mutex::new(Vec::new());
+static NEXT_PIN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Keeps points of a container from retention until dropped (see [`pinned`]).
+pub struct Pin(u64);
+
+impl Pin {
+    pub fn new(c: crate::ids::ContainerId, points: &[(u64, u64)]) -> Pin {
+        let id = NEXT_PIN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut p = PINS.lock().unwrap_or_else(|e| e.into_inner());
+        p.extend(points.iter().map(|&(b, v)| (c.0, b, v, id)));
+        Pin(id)
+    }
+}
+
+impl Drop for Pin {
+    fn drop(&mut self) {
+        let mut p = PINS.lock().unwrap_or_else(|e| e.into_inner());
+        p.retain(|x| x.3 != self.0);
+    }
+}
+
+/// The points of container `c` that running sends are reading. A prune reads them after
+/// recording its new floor and keeps them; a send pins first and checks the floor second,
+/// so one of the two always sees the other.
+pub fn pinned(c: crate::ids::ContainerId) -> Vec<(crate::ids::BranchId, crate::ids::Version)> {
+    let p = PINS.lock().unwrap_or_else(|e| e.into_inner());
+    p.iter()
+        .filter(|x| x.0 == c.0)
+        .map(|x| (crate::ids::BranchId(x.1), crate::ids::Version(x.2)))
+        .collect()
+}
+
 /// A point of the source container being replicated, as the stream names it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PointMeta {

@@ -387,6 +387,27 @@ fn run_inner(
         ),
     };
     rep.resumed = resumable.is_some();
+    // Retention keeps what this run reads from here on; checked again after pinning, since
+    // a prune that recorded its floor before the pin could not have kept these points.
+    let reads: Vec<(u64, u64)> = base
+        .iter()
+        .copied()
+        .chain(points.iter().map(|p| (p.source_branch, p.source_version)))
+        .collect();
+    let _pin = super::Pin::new(ci.id(), &reads);
+    let now = store
+        .registry()
+        .get(ci.id())
+        .ok_or_else(|| ReplicaError::NoContainer(ci.rec.name.clone()))?;
+    for &(b, v) in &reads {
+        if !readable(store, &now, b, v)? {
+            return Err(ReplicaError::Refused(format!(
+                "version {v} of '{}' was pruned by retention while this run planned; run \
+                 again",
+                ci.rec.name
+            )));
+        }
+    }
     rep.base = base.map(|(_, v)| format!("version {v}"));
     link.send(&Msg::Plan {
         plan_id,
