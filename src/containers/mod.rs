@@ -170,13 +170,31 @@ pub fn create_in(
     settings: ContainerSettings,
     owner: RootOwner,
 ) -> Result<ContainerRecord, ContainerError> {
+    create_at(c, name, settings, owner, None)
+}
+
+/// Like [`create_in`], with the root directory at inode `root` when given (a replica keeps
+/// its source's numbers; the allocator is raised past it) instead of a new number.
+pub fn create_at(
+    c: &mut Commit<'_>,
+    name: &str,
+    settings: ContainerSettings,
+    owner: RootOwner,
+    root: Option<Ino>,
+) -> Result<ContainerRecord, ContainerError> {
     validate_name(name)?;
     let id = c.alloc_container();
     if id.0 > MAX_CONTAINERS {
         return Err(ContainerError::TooMany(MAX_CONTAINERS));
     }
     let branch = c.alloc_branch();
-    let root = c.alloc_ino();
+    let root = match root {
+        Some(r) => {
+            c.reserve_inos_through(r);
+            r
+        }
+        None => c.alloc_ino(),
+    };
     let now = c.time;
     let rec = ContainerRecord {
         id: id.0,

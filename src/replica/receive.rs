@@ -641,52 +641,19 @@ fn create_replica(
     source_container: &str,
     root: Ino,
 ) -> Result<ContainerRecord> {
-    containers::validate_name(name)?;
-    let id = c.alloc_container();
-    let branch = c.alloc_branch();
-    c.reserve_inos_through(root);
-    let now = c.time;
-    let rec = ContainerRecord {
-        id: id.0,
-        name: name.to_string(),
-        root: root.0,
-        head: branch.0,
-        created: now.sec,
-        created_version: c.version.0,
-        settings: Default::default(),
-        deleting: false,
-        prev_heads: Vec::new(),
-        history_floor: 0,
-        history_floor_time: 0,
-        live_view: 0,
-        kept_points: Vec::new(),
-        replica: Some(ReplicaInfo {
-            source_store: source_store.into(),
-            source_container: source_container.into(),
-            last: None,
-        }),
-        promoted_from: None,
-    };
+    let mut rec = containers::create_at(
+        c,
+        name,
+        Default::default(),
+        containers::RootOwner::default(),
+        Some(root),
+    )?;
+    rec.replica = Some(ReplicaInfo {
+        source_store: source_store.into(),
+        source_container: source_container.into(),
+        last: None,
+    });
     containers::put_container(c, &rec);
-    containers::put_branch(c, &containers::head_branch_record(&rec));
-    let owner = containers::RootOwner::default();
-    let v = c.version;
-    mvcc::put(
-        &mut c.txn,
-        Cf::Inodes,
-        &ReadPoint::single(branch, Version::LATEST),
-        root,
-        &[],
-        v,
-        Some(&containers::new_dir_inode(owner, containers::ROOT_INO, now).encode()),
-    );
-    let mut r = containers::root_inode(c)?;
-    r.size += 1;
-    r.nlink += 1;
-    r.mtime = now;
-    r.ctime = now;
-    containers::put_root_inode(c, &r);
-    c.container_counters(id);
     Ok(rec)
 }
 

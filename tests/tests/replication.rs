@@ -31,6 +31,16 @@ fn remount(t: &mut TestStore) {
     t.mount("gc_idle=0,prune_interval=0");
 }
 
+/// The replica `c` of unmounted `dst` reads as the source's `c` (mounted `src`, read as
+/// committed); both are unmounted after.
+fn replica_matches(src: &mut TestStore, dst: &mut TestStore, c: &Path) {
+    remount(src);
+    dst.mount("ro");
+    same_tree(c, &dst.path("c"));
+    dst.umount();
+    src.umount();
+}
+
 fn same_tree(a: &Path, b: &Path) {
     let (x, y) = (sig(a), sig(b));
     if x != y {
@@ -208,11 +218,7 @@ fn a_dead_receiver_costs_the_run_not_the_mount_and_big_files_fit_in_frames() {
     let mut dst = TestStore::new_with(&["--like", src.store.to_str().unwrap()]);
     let v = replicate(&src, "c", &dst.store, &[]);
     assert_eq!(n(&v, "chunk_bytes_sent"), 75_497_472, "{v}");
-    remount(&mut src);
-    dst.mount("ro");
-    same_tree(&c, &dst.path("c"));
-    dst.umount();
-    src.umount();
+    replica_matches(&mut src, &mut dst, &c);
 }
 
 #[test]
@@ -392,11 +398,7 @@ fn a_chunk_damaged_in_transit_is_rejected_and_sent_again() {
     let v = json(&out);
     assert_eq!(n(&v, "chunks_resent"), 2, "{v}");
     assert_eq!(n(&v["receiver"], "chunks_rejected"), 2, "{v}");
-    remount(&mut src);
-    dst.mount("ro");
-    same_tree(&c, &dst.path("c"));
-    dst.umount();
-    src.umount();
+    replica_matches(&mut src, &mut dst, &c);
 }
 
 #[test]
@@ -505,10 +507,6 @@ StrictModes no\\nUsePAM no\\n' > sshd_config",
         .unwrap();
     let v = json(&out);
     assert!(n(&v, "chunks_sent") > 0, "{v}");
-    remount(&mut src);
     let mut dst = dst;
-    dst.mount("ro");
-    same_tree(&c, &dst.path("c"));
-    dst.umount();
-    src.umount();
+    replica_matches(&mut src, &mut dst, &c);
 }
