@@ -323,6 +323,12 @@ pub enum MetaKey {
     },
     /// A receive in progress into a replica container (its staging state).
     ReplicaStaging(ContainerId),
+    /// A pack whose upload to the remote pack store succeeded (its size and when).
+    PackUploaded(PackId),
+    /// Pack ids below this were handed out already (remote stores never reuse an id).
+    PackFloor,
+    /// The last metadata checkpoint uploaded to the remote pack store.
+    LastCheckpoint,
 }
 
 const K_CONTAINER_COUNTERS: &[u8] = b"counters/c/";
@@ -330,6 +336,7 @@ const K_CONDEMNED: &[u8] = b"gc/condemned/";
 const K_REPLICA_PAIR: &[u8] = b"replica/pair/";
 const K_WIRE_CHUNK: &[u8] = b"replica/wire/";
 const K_REPLICA_STAGING: &[u8] = b"replica/staging/";
+const K_PACK_UPLOADED: &[u8] = b"remote/uploaded/";
 
 impl MetaKey {
     pub fn encode(self) -> Vec<u8> {
@@ -356,6 +363,9 @@ impl MetaKey {
                 .bytes(&wire)
                 .finish(),
             MetaKey::ReplicaStaging(c) => Enc::new().bytes(K_REPLICA_STAGING).u32(c.0).finish(),
+            MetaKey::PackUploaded(p) => Enc::new().bytes(K_PACK_UPLOADED).u32(p.0).finish(),
+            MetaKey::PackFloor => b"remote/pack_floor".to_vec(),
+            MetaKey::LastCheckpoint => b"remote/last_checkpoint".to_vec(),
         }
     }
 
@@ -378,6 +388,20 @@ impl MetaKey {
         let lo = K_CONDEMNED.to_vec();
         let hi = prefix_successor(&lo).unwrap_or_else(|| vec![0xff]);
         (lo, hi)
+    }
+
+    /// Every uploaded-pack key.
+    pub fn pack_uploaded_range() -> (Vec<u8>, Vec<u8>) {
+        let lo = K_PACK_UPLOADED.to_vec();
+        let hi = prefix_successor(&lo).unwrap_or_else(|| vec![0xff]);
+        (lo, hi)
+    }
+
+    pub fn pack_uploaded_from(key: &[u8]) -> Result<PackId, CodecError> {
+        let rest = key
+            .strip_prefix(K_PACK_UPLOADED)
+            .ok_or_else(|| CodecError::new("uploaded pack key", "wrong prefix"))?;
+        Ok(PackId(u32::from_be_bytes(arr(rest, "uploaded pack key")?)))
     }
 
     pub fn condemned_from(key: &[u8]) -> Result<PackId, CodecError> {
@@ -443,6 +467,10 @@ mod tests {
         assert_eq!(
             MetaKey::condemned_from(&MetaKey::Condemned(PackId(42)).encode()).unwrap(),
             PackId(42)
+        );
+        assert_eq!(
+            MetaKey::pack_uploaded_from(&MetaKey::PackUploaded(PackId(7)).encode()).unwrap(),
+            PackId(7)
         );
         assert_eq!(
             MetaKey::container_counters_from(&MetaKey::ContainerCounters(ContainerId(5)).encode())

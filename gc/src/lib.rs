@@ -57,10 +57,3 @@ pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, Option<u64>);
 
 /// Index entries read per page by scans (bounds their memory).
 pub(crate) const PAGE: usize = 16_384;
-
-pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> GcError + '_ {
-    move |source| GcError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}

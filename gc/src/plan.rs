@@ -10,11 +10,11 @@
 //! otherwise it is kept. The pack being written and packs already condemned are left alone.
 
 use crate::state::{self, Condemned};
-use crate::{io_err, Progress, Result, PAGE};
+use crate::{Progress, Result, PAGE};
 use dedupfs_core::containers::lock::{self, LockWindow};
 use dedupfs_core::ids::{ChunkId, ContainerId, PackId};
-use dedupfs_core::pack::{self, PACK_HEADER_LEN};
-use dedupfs_core::store::{Store, PACKS_DIR};
+use dedupfs_core::pack::PACK_HEADER_LEN;
+use dedupfs_core::store::Store;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
@@ -131,8 +131,11 @@ struct Tally {
 
 /// Builds the plan from the current index and pack files.
 pub fn build(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Plan> {
-    let dir = store.root().join(PACKS_DIR);
-    let on_disk = pack::list_packs(&dir).map_err(io_err(&dir))?;
+    let on_disk: Vec<(PackId, u64)> = store
+        .pack_listing()?
+        .into_iter()
+        .map(|p| (p.id, p.size))
+        .collect();
     let condemned = state::condemned(store)?;
     let condemned_ids: HashSet<u32> = condemned.iter().map(|c| c.pack).collect();
     let current = store.chunks.writer().current();

@@ -9,7 +9,7 @@
 
 use crate::plan::{self, Action, Options, Plan};
 use crate::state::{self, Condemned};
-use crate::{io_err, GcError, Progress, Result, PAGE};
+use crate::{GcError, Progress, Result, PAGE};
 use dedupfs_core::chunks::ChunkError;
 use dedupfs_core::ids::{ChunkId, PackId};
 use dedupfs_core::pack;
@@ -163,12 +163,7 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
         }
     }
     delete_expired(store, opts, &mut r, progress)?;
-    let dir = store.root().join(PACKS_DIR);
-    r.pack_bytes_after = pack::list_packs(&dir)
-        .map_err(io_err(&dir))?
-        .iter()
-        .map(|(_, n)| n)
-        .sum();
+    r.pack_bytes_after = store.pack_usage()?.0;
     r.reclaimed_bytes = r.deleted_bytes.saturating_sub(r.bytes_copied);
     r.plan = plan;
     r.duration_ms = t0.elapsed().as_millis() as u64;
@@ -338,6 +333,7 @@ fn rewrite_group(
                     pack: pack.0,
                     since,
                     size,
+                    version: 0,
                 },
             );
             Ok::<_, StoreError>(())
@@ -380,8 +376,31 @@ fn delete_expired(
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
     let now = state::now();
-    let (expired, waiting): (Vec<Condemned>, Vec<Condemned>) =
-        condemned.drain(..).partition(|c| c.since + grace <= now);
+    // With packs in a bucket, a pack also waits for a checkpoint taken after it was
+    // condemned: until then the newest checkpoint may still name it, and a recovery from
+    // the bucket would miss it.
+    let checkpoint = match store.tier() {
+        None => None,
+        Some(_) => Some(dedupfs_core::store::checkpoint::last(store)?),
+    };
+    // A checkpoint at the condemning commit's version or later no longer names the pack
+    // (records from before format 7 carry no version: their time decides).
+    let covered = |c: &Condemned| match &checkpoint {
+        None => true,
+        Some(None) => false,
+        Some(Some(k)) if c.version > 0 => c.version <= k.version,
+        Some(Some(k)) => c.since < k.at,
+    };
+    let (expired, waiting): (Vec<Condemned>, Vec<Condemned>) = condemned
+        .drain(..)
+        .partition(|c| c.since + grace <= now && covered(c));
+    let uncovered = waiting.iter().filter(|c| !covered(c)).count();
+    if uncovered > 0 {
+        r.skipped.push(format!(
+            "{uncovered} condemned packs wait for a metadata checkpoint newer than their \
+             condemnation (taken on schedule, at unmount, or by `dedupfs checkpoint`)"
+        ));
+    }
     r.waiting = waiting.iter().map(|c| c.pack).collect();
     if expired.is_empty() {
         return Ok(());
@@ -412,18 +431,12 @@ fn delete_expired(
     let dir = store.root().join(PACKS_DIR);
     let mut gone = Vec::new();
     let mut shards = HashSet::new();
+    let sizes: HashMap<PackId, u64> = expired.iter().map(|c| (PackId(c.pack), c.size)).collect();
     for (i, p) in doomed.iter().enumerate() {
         let path = pack::pack_path(&dir, *p);
-        let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-        match std::fs::remove_file(&path) {
-            Ok(()) => {
-                r.packs_deleted += 1;
-                r.deleted_bytes += size;
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err(&path)(e)),
-        }
-        store.chunks.reader().forget(*p);
+        store.delete_pack(*p)?;
+        r.packs_deleted += 1;
+        r.deleted_bytes += sizes.get(p).copied().unwrap_or(0);
         if let Some(parent) = path.parent() {
             shards.insert(parent.to_path_buf());
         }

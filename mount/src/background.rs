@@ -68,6 +68,19 @@ impl Background {
                 Err(e) => log::error!("clock thread not started: {e}"),
             }
         }
+        // Packs in a bucket: seal a pack left idle (so it is uploaded) and upload metadata
+        // checkpoints on schedule.
+        if store.tier().is_some() && !opts.read_only {
+            let (st, stop) = (store.clone(), stop.clone());
+            let (every, wait) = (opts.checkpoint_interval, opts.upload_wait);
+            match std::thread::Builder::new()
+                .name("remote".into())
+                .spawn(move || remote_upkeep(&st, every, wait, &stop))
+            {
+                Ok(t) => threads.push(t),
+                Err(e) => log::error!("remote upkeep thread not started: {e}"),
+            }
+        }
         // The cleaner: garbage collection once the store has been idle for gc_idle.
         if !opts.gc_idle.is_zero() && !opts.read_only {
             let (st, idle, grace) = (store.clone(), opts.gc_idle, opts.gc_grace);
@@ -110,6 +123,45 @@ impl Background {
             .store(true, std::sync::atomic::Ordering::Release);
         for t in self.threads {
             let _ = t.join();
+        }
+    }
+}
+
+/// A pack that saw no append for this long is sealed and uploaded.
+const SEAL_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Seals idle packs (every few seconds) and uploads a checkpoint every `every` when the
+/// store changed since the last one. Returns when asked to stop.
+fn remote_upkeep(
+    store: &Store,
+    every: std::time::Duration,
+    wait: std::time::Duration,
+    stop: &(parking_lot::Mutex<bool>, parking_lot::Condvar),
+) {
+    let mut last = std::time::Instant::now();
+    loop {
+        if Background::wait(stop, std::time::Duration::from_secs(5)) {
+            return;
+        }
+        if let Err(e) = store.seal_idle_pack(SEAL_IDLE) {
+            log::warn!("sealing the idle pack for upload: {e}");
+        }
+        if every.is_zero() || last.elapsed() < every {
+            continue;
+        }
+        last = std::time::Instant::now();
+        let changed = match dedupfs_core::store::checkpoint::last(store) {
+            Ok(Some(c)) => c.version != store.committer.head().0,
+            Ok(None) => true,
+            Err(e) => {
+                log::warn!("checkpoint: {e}");
+                true
+            }
+        };
+        if changed {
+            if let Err(e) = dedupfs_core::store::checkpoint::take(store, wait) {
+                log::error!("scheduled checkpoint failed (retried next interval): {e}");
+            }
         }
     }
 }

@@ -197,6 +197,15 @@ pub enum Cmd {
     /// Commit every buffered write and make all of it durable (pack data, then the
     /// metadata log); fails if any of it cannot be written
     Sync,
+    /// Upload a metadata checkpoint to the store's bucket now (stores with packs in
+    /// object storage): seals the current pack, waits for every pack to be uploaded, then
+    /// uploads a compressed copy of the metadata. `init --recover-from` starts from the
+    /// newest one. Also done every checkpoint_interval and at unmount
+    Checkpoint {
+        /// Wait at most this many seconds for pending uploads
+        #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
+        wait: f64,
+    },
     /// List mounted stores: mount points and views, options, daemon health
     ///
     /// Every mounted store this user can see, or only the one --store names. Exits 1 when
@@ -351,7 +360,15 @@ Mount options (-o, comma-separated, repeatable):
   relatime, strictatime, noatime  when reads move atime (default relatime)
   source=STORE           the store (for mount -t fuse.dedupfs and fstab)
   threads=N              FUSE worker threads
-  cache_size=SIZE        decompressed chunk cache (default 32M)
+  chunk_cache=SIZE       in-memory cache of decompressed chunks (default 32M)
+  cache_size=SIZE        packs in object storage: local disk cache of pack bytes
+                         (default 1G); on a local store, the same as chunk_cache=
+  upload_backlog=SIZE    packs in object storage: writers wait while more sealed pack
+                         bytes than this await upload (default 4G) ...
+  upload_wait=S          ... and fail with EIO after S seconds (default 600)
+  remote_timeout=S       one request to the bucket, retries included (default 60)
+  checkpoint_interval=S  upload a metadata checkpoint every S seconds and at unmount
+                         (default 3600; 0: only at unmount)
   dirty_limit=SIZE       buffered writes before writers wait (default 48M)
   no_writeback_cache     disable the kernel writeback cache
   no_readdirplus         list directories without attributes (a LOOKUP per entry)
@@ -398,6 +415,22 @@ pub struct InitArgs {
     /// for a replication target, so data it stores itself dedupes with what it receives
     #[arg(long, value_name = "SOURCE", conflicts_with_all = ["chunk_min", "chunk_avg", "chunk_max"])]
     pub like: Option<PathBuf>,
+    /// Keep packs in S3-compatible object storage at s3://BUCKET/PREFIX (sealed packs are
+    /// uploaded; metadata stays local, checkpointed to the bucket). Credentials come from
+    /// AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or ~/.aws/credentials (AWS_PROFILE)
+    #[arg(long, value_name = "URL")]
+    pub packs: Option<String>,
+    /// S3 endpoint for --packs/--recover-from, e.g. http://127.0.0.1:8333 (default:
+    /// AWS_ENDPOINT_URL, else AWS). Requests are path-style
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region (default: AWS_REGION, the profile's, else us-east-1)
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Rebuild a store from its bucket alone (disaster recovery), up to the newest
+    /// metadata checkpoint there; prints that checkpoint's time
+    #[arg(long, value_name = "URL", conflicts_with_all = ["packs", "like", "chunk_min", "chunk_avg", "chunk_max", "pack_size", "verify_dedup"])]
+    pub recover_from: Option<String>,
 }
 
 #[derive(Args, Debug)]

@@ -316,6 +316,36 @@ fn tune_allocator() {
     }
 }
 
+/// How the daemon opens its store: `cache_size=` bounds the local pack cache of a store
+/// with packs in a bucket, and is the chunk cache's older name on a local store.
+pub fn store_open_options(
+    store_path: &Path,
+    opts: &MountOpts,
+    purpose: String,
+) -> Result<OpenOptions, CliError> {
+    let remote = Store::read_config(store_path)
+        .map_err(CliError::from_store)?
+        .packs
+        .is_some();
+    let mut open = OpenOptions {
+        lock_wait: opts.lock_wait,
+        purpose,
+        cache_bytes: opts.chunk_cache.unwrap_or(32 << 20),
+        ..Default::default()
+    };
+    match (remote, opts.cache_size) {
+        (true, Some(n)) => open.tier.cache_size = n,
+        (false, Some(n)) if opts.chunk_cache.is_none() => open.cache_bytes = n as usize,
+        _ => {}
+    }
+    if let Some(n) = opts.upload_backlog {
+        open.tier.backlog = n;
+    }
+    open.tier.wait = opts.upload_wait;
+    open.remote.retry_timeout = opts.remote_timeout;
+    Ok(open)
+}
+
 fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError> {
     tune_allocator();
     let sigset = block_signals();
@@ -323,12 +353,7 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
     check_fuse()?;
     // Before anything is opened or mounted: the control socket's directory must be ours.
     let run_dir = locate::ensure_run_dir().map_err(mount_err)?;
-    let open = OpenOptions {
-        lock_wait: opts.lock_wait,
-        purpose: format!("mounted at {}", mnt.display()),
-        cache_bytes: opts.cache_size.unwrap_or(32 << 20),
-        ..Default::default()
-    };
+    let open = store_open_options(store_path, opts, format!("mounted at {}", mnt.display()))?;
     let store = Arc::new(Store::open(store_path, &open).map_err(CliError::from_store)?);
     let store_root = store.root().to_path_buf();
     // Before anything is mounted: a port already in use fails the mount loudly, rather
@@ -537,6 +562,19 @@ fn serve(store_path: &Path, mnt: &Path, opts: &MountOpts) -> Result<(), CliError
         }
     }
     drop(fs);
+    // Packs in a bucket: seal, upload and checkpoint, so the bucket alone holds this
+    // state. An outage does not fail the unmount (everything is on local disk and the next
+    // mount uploads it); the log says what is not in the bucket yet.
+    if store.tier().is_some() && !opts.read_only && problems.is_empty() {
+        let wait = opts.upload_wait.min(std::time::Duration::from_secs(300));
+        match dedupfs_core::store::checkpoint::take(&store, wait) {
+            Ok(c) => log::info!("unmount checkpoint {} uploaded", c.key),
+            Err(e) => log::error!(
+                "unmount checkpoint not uploaded (the data is safe on local disk and goes up \
+                 at the next mount): {e}"
+            ),
+        }
+    }
     match Arc::try_unwrap(store) {
         Ok(s) => drop(s),
         Err(s) => {

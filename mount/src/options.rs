@@ -33,7 +33,20 @@ pub struct MountOpts {
     /// The store (for `mount -t fuse.dedupfs SOURCE DIR -o source=STORE`).
     pub source: Option<PathBuf>,
     pub threads: Option<usize>,
-    pub cache_size: Option<usize>,
+    /// Stores with packs in object storage: the local cache of pack bytes. On a local
+    /// store, the chunk cache (its name before `chunk_cache=`).
+    pub cache_size: Option<u64>,
+    /// The in-memory cache of decompressed chunks.
+    pub chunk_cache: Option<usize>,
+    /// Stores with packs in object storage: writers wait while more sealed bytes than this
+    /// await upload ...
+    pub upload_backlog: Option<u64>,
+    /// ... for at most this long, then fail with EIO.
+    pub upload_wait: Duration,
+    /// One request to the bucket, with its retries, gives up after this long.
+    pub remote_timeout: Duration,
+    /// Upload a metadata checkpoint this often (and at unmount); 0: only at unmount.
+    pub checkpoint_interval: Duration,
     pub dirty_limit: Option<usize>,
     pub writeback: bool,
     /// Answer READDIRPLUS (listings with attributes); `no_readdirplus` turns it off.
@@ -75,6 +88,11 @@ impl Default for MountOpts {
             source: None,
             threads: None,
             cache_size: None,
+            chunk_cache: None,
+            upload_backlog: None,
+            upload_wait: Duration::from_secs(600),
+            remote_timeout: Duration::from_secs(60),
+            checkpoint_interval: Duration::from_secs(3600),
             dirty_limit: None,
             writeback: true,
             readdirplus: true,
@@ -220,10 +238,30 @@ impl MountOpts {
             "cache_size" => {
                 self.cache_size = Some(
                     parse_size(need(key, val)?)
-                        .map_err(|e| format!("mount option cache_size: {e}"))?
+                        .map_err(|e| format!("mount option cache_size: {e}"))?,
+                )
+            }
+            "chunk_cache" => {
+                self.chunk_cache = Some(
+                    parse_size(need(key, val)?)
+                        .map_err(|e| format!("mount option chunk_cache: {e}"))?
                         as usize,
                 )
             }
+            "upload_backlog" => {
+                self.upload_backlog = Some(
+                    parse_size(need(key, val)?)
+                        .map_err(|e| format!("mount option upload_backlog: {e}"))?,
+                )
+            }
+            "upload_wait" => self.upload_wait = parse_secs(key, need(key, val)?)?,
+            "remote_timeout" => {
+                self.remote_timeout = parse_secs(key, need(key, val)?)?;
+                if self.remote_timeout.is_zero() {
+                    return Err("mount option remote_timeout must be more than 0".into());
+                }
+            }
+            "checkpoint_interval" => self.checkpoint_interval = parse_secs(key, need(key, val)?)?,
             "dirty_limit" => {
                 let n = parse_size(need(key, val)?)
                     .map_err(|e| format!("mount option dirty_limit: {e}"))?;

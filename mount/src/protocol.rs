@@ -307,6 +307,7 @@ mod tests {
                 pack: 3,
                 since: 1_700_000_000,
                 size: 7,
+                version: 0,
             }],
             history_held_bytes: 9,
             history_held: vec![("c".into(), 9)],

@@ -349,3 +349,22 @@ impl ChunkStore {
         Ok(out)
     }
 }
+
+/// Every pack the chunk index names (disaster recovery checks them against a bucket).
+pub fn packs_named(
+    kv: &dyn crate::kv::Kv,
+) -> Result<std::collections::BTreeSet<PackId>, ChunkError> {
+    let mut it = kv.iter(Cf::Chunks, None, None);
+    it.seek(&[]);
+    let mut out = std::collections::BTreeSet::new();
+    while it.valid() {
+        let rec = ChunkRec::decode(it.value()).map_err(|e| ChunkError::BadIndex {
+            chunk: keys::chunk_from(it.key()).unwrap_or(ChunkId(0)),
+            reason: e.to_string(),
+        })?;
+        out.insert(rec.pack);
+        it.next();
+    }
+    it.status()?;
+    Ok(out)
+}

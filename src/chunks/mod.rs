@@ -96,7 +96,7 @@ mod prepare;
 mod read;
 
 pub use compression::Compression;
-pub use maintenance::{Move, Placement};
+pub use maintenance::{packs_named, Move, Placement};
 pub use pending::PendingClaim;
 pub use prepare::NewChunk;
 

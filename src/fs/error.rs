@@ -97,7 +97,18 @@ impl From<PackError> for FsError {
             PackError::Corrupt { .. } | PackError::Missing { .. } => {
                 FsError::Corrupt(e.to_string())
             }
-            PackError::Io { .. } | PackError::SyncFailed { .. } => FsError::Io(e.to_string()),
+            PackError::Remote { ref source, .. }
+                if source.kind() == crate::pack::remote::RemoteErrorKind::NotFound =>
+            {
+                FsError::Corrupt(e.to_string())
+            }
+            // An outage, refused credentials, a throttled server, a backlog that did not
+            // drain in time: the operation failed, the store is intact (EIO).
+            PackError::Io { .. }
+            | PackError::SyncFailed { .. }
+            | PackError::Remote { .. }
+            | PackError::Backlog { .. }
+            | PackError::Meta(_) => FsError::Io(e.to_string()),
         }
     }
 }

@@ -231,7 +231,7 @@ impl Real {
                         chunking: PARAMS,
                         pack_target_size: 1 << 16,
                         verify_dedup: true,
-                        gear_seed: None,
+                        ..Default::default()
                     },
                 )
                 .unwrap();

@@ -186,6 +186,14 @@ pub trait Kv: Send + Sync {
     fn iter(&self, cf: Cf, lower: Option<Vec<u8>>, upper: Option<Vec<u8>>) -> Box<dyn KvIter + '_>;
     /// Makes every write so far durable.
     fn sync(&self) -> Result<(), KvError>;
+    /// Writes a consistent point-in-time copy of the whole database into `dir` (which
+    /// must not exist), openable as a database of its own. For disaster-recovery uploads.
+    fn checkpoint(&self, dir: &std::path::Path) -> Result<(), KvError> {
+        Err(KvError::Backend(format!(
+            "this metadata backend cannot make checkpoints ({})",
+            dir.display()
+        )))
+    }
 }
 
 /// A key and its value.

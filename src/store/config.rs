@@ -10,7 +10,12 @@ use serde::{Deserialize, Serialize};
 /// - 1: the first format.
 /// - 2: live-file counters are versioned per branch (`tree_counters` family), so a
 ///   rollback or a snapshot has its own counts; stores of format 1 are upgraded at open.
-pub const FORMAT_VERSION: u32 = 6;
+/// - 3 to 6: see ARCHITECTURE.md "On-disk format".
+/// - 7: packs may live in object storage (`packs` here; upload records, the pack-id floor
+///   and the last checkpoint in the meta family). A format-6 build would look for such a
+///   store's packs on local disk only, so it must refuse it; stores of format 6 open as
+///   they are (nothing to convert).
+pub const FORMAT_VERSION: u32 = 7;
 pub const CONFIG_FILE: &str = "dedupfs.json";
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -31,6 +36,9 @@ pub struct StoreConfig {
     /// Compare bytes when a chunk matches an existing one (costs a read per duplicate).
     #[serde(default)]
     pub verify_dedup: bool,
+    /// Where sealed packs are uploaded (`init --packs s3://…`); `None`: local disk only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packs: Option<crate::pack::remote::RemoteSpec>,
 }
 
 pub fn to_hex(b: &[u8]) -> String {

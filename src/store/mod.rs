@@ -16,6 +16,7 @@
 //! with 0644 minus the umask (its own option for this is not wired up), so the `dedupfs`
 //! binary runs with umask 077 and the 0700 directory keeps them private in any case.
 
+pub mod checkpoint;
 pub mod config;
 pub mod lock;
 mod migrate;
@@ -60,6 +61,11 @@ pub enum StoreError {
     NotEmpty { path: PathBuf },
     #[error("{path} is already a dedupfs store")]
     AlreadyAStore { path: PathBuf },
+    #[error(
+        "{url} already holds a dedupfs store; `dedupfs init DIR --recover-from {url}` brings \
+         it back, or choose another prefix"
+    )]
+    BucketTaken { url: String },
     #[error("{path} uses store format {found}, newer than this dedupfs supports ({supported}); upgrade dedupfs")]
     NewerFormat {
         path: PathBuf,
@@ -81,6 +87,9 @@ pub enum StoreError {
     NotPermitted { path: PathBuf, owner: u32 },
     #[error(transparent)]
     Pack(#[from] PackError),
+    /// Object storage (the bucket of a store with packs there) refused or failed a request.
+    #[error(transparent)]
+    Remote(#[from] crate::pack::remote::RemoteError),
     #[error(transparent)]
     Container(#[from] ContainerError),
     #[error(transparent)]
@@ -106,6 +115,8 @@ pub struct InitOptions {
     /// source's seed and chunk sizes (`init --like`) cuts the same bytes into the same
     /// chunks, so what it stores itself dedupes with what it receives.
     pub gear_seed: Option<u64>,
+    /// Upload sealed packs to this bucket and prefix (`None`: packs stay on local disk).
+    pub packs: Option<crate::pack::remote::RemoteSpec>,
 }
 
 impl Default for InitOptions {
@@ -115,8 +126,18 @@ impl Default for InitOptions {
             pack_target_size: 64 << 20,
             verify_dedup: false,
             gear_seed: None,
+            packs: None,
         }
     }
+}
+
+/// Where one pack is (see [`Store::pack_listing`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PackPlace {
+    pub id: crate::ids::PackId,
+    pub size: u64,
+    pub local: bool,
+    pub remote: bool,
 }
 
 /// How `open` behaves.
@@ -131,6 +152,10 @@ pub struct OpenOptions {
     pub tuning: RocksTuning,
     /// The wall and monotonic clocks (the system's; tests fake them).
     pub time: Arc<dyn TimeSource>,
+    /// The remote tier's cache, upload backlog and wait (stores with packs in a bucket).
+    pub tier: crate::pack::tier::TierOptions,
+    /// How long one request to the bucket may take with its retries.
+    pub remote: crate::pack::remote::RemoteTuning,
 }
 
 impl std::fmt::Debug for OpenOptions {
@@ -151,6 +176,8 @@ impl Default for OpenOptions {
             cache_bytes: 32 << 20,
             tuning: RocksTuning::default(),
             time: Arc::new(SystemTime::default()),
+            tier: Default::default(),
+            remote: Default::default(),
         }
     }
 }
@@ -166,6 +193,18 @@ pub struct Store {
     registry: RegistryCell,
     /// The store lock file. Protects: the holder note. Lock order: a leaf.
     lock: parking_lot::Mutex<Option<StoreLock>>,
+    /// The remote tier (stores with packs in object storage).
+    tier: Option<Arc<crate::pack::tier::RemoteTier>>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        // Stops the uploader after its upload in flight; queued packs stay local and are
+        // queued again at the next open.
+        if let Some(t) = &self.tier {
+            t.stop();
+        }
+    }
 }
 
 fn random_bytes(n: usize) -> std::io::Result<Vec<u8>> {
@@ -188,6 +227,8 @@ fn fsync_dir(p: &Path) -> std::io::Result<()> {
 impl Store {
     /// Creates a new store at `path` (a missing or empty directory).
     pub fn init(path: &Path, opts: &InitOptions) -> Result<StoreConfig, StoreError> {
+        // Removed again if the bucket refuses the new store.
+        let created = !path.exists();
         opts.chunking
             .validate()
             .map_err(|reason| StoreError::BadConfig {
@@ -230,7 +271,18 @@ impl Store {
             secret: to_hex(&rnd[..192]),
             pack_target_size: opts.pack_target_size,
             verify_dedup: opts.verify_dedup,
+            packs: opts.packs.clone(),
         };
+        // The bucket first: an unreachable endpoint, refused credentials or a prefix that
+        // holds a store already leave nothing behind locally.
+        if let Some(spec) = &opts.packs {
+            if let Err(e) = checkpoint::claim_bucket(spec, &config) {
+                if created {
+                    let _ = std::fs::remove_dir(path);
+                }
+                return Err(e);
+            }
+        }
         perms::create_private_dir(&path.join(PACKS_DIR)).map_err(io_err(path))?;
         perms::create_private_dir(&path.join(META_DIR)).map_err(io_err(path))?;
         let kv =
@@ -417,6 +469,7 @@ impl Store {
             secret: to_hex(&(0..192u32).map(|i| (i * 31 + 7) as u8).collect::<Vec<u8>>()),
             pack_target_size: 8 << 20,
             verify_dedup: true,
+            packs: None,
         };
         std::fs::create_dir_all(dir.join(PACKS_DIR)).map_err(io_err(dir))?;
         if mvcc::get(
@@ -444,11 +497,26 @@ impl Store {
         lock: Option<StoreLock>,
     ) -> Result<Store, StoreError> {
         let packs = root.join(PACKS_DIR);
-        let next_pack = pack::list_packs(&packs)
+        let tier = match &config.packs {
+            None => None,
+            Some(spec) => {
+                let remote = crate::pack::remote::Remote::connect(spec, opts.remote)?;
+                Some(crate::pack::tier::RemoteTier::open(
+                    remote,
+                    &root,
+                    kv.clone(),
+                    opts.tier,
+                )?)
+            }
+        };
+        let mut next_pack = pack::list_packs(&packs)
             .map_err(io_err(&packs))?
             .last()
             .map(|(id, _)| id.0 + 1)
             .unwrap_or(1);
+        if let Some(t) = &tier {
+            next_pack = next_pack.max(t.id_floor()?);
+        }
         let secret = config.secret_bytes().unwrap_or_default();
         let hasher = ChunkHasher::new(secret).ok_or_else(|| StoreError::BadConfig {
             path: root.join(CONFIG_FILE),
@@ -473,6 +541,11 @@ impl Store {
                 path: root.clone(),
                 source: e,
             })?;
+        if let Some(t) = &tier {
+            chunks.writer().set_tier(t.clone());
+            chunks.reader().set_tier(t.clone());
+            t.start();
+        }
         let registry = Registry::load(&*kv)?;
         let chunker = Chunker::new(config.chunking, config.gear_seed);
         let store = Store {
@@ -484,6 +557,7 @@ impl Store {
             chunker,
             registry: RegistryCell::new(registry),
             lock: parking_lot::Mutex::new(lock),
+            tier,
         };
         Ok(store)
     }
@@ -503,6 +577,86 @@ impl Store {
 
     pub fn config(&self) -> &StoreConfig {
         &self.config
+    }
+
+    /// The remote tier, for stores whose packs live in object storage.
+    pub fn tier(&self) -> Option<&Arc<crate::pack::tier::RemoteTier>> {
+        self.tier.as_ref()
+    }
+
+    /// Seals the current pack if it went `idle` without an append, so that it is uploaded
+    /// (a store with packs in a bucket; a local store never needs to).
+    pub fn seal_idle_pack(&self, idle: Duration) -> Result<bool, StoreError> {
+        if self.tier.is_none() || self.chunks.writer().idle_for().is_none_or(|d| d < idle) {
+            return Ok(false);
+        }
+        self.seal_current_pack()?;
+        Ok(true)
+    }
+
+    /// Closes the pack being written and makes it durable, so that (with packs in a
+    /// bucket) it is queued for upload. The pack sync runs even when no commit is waiting
+    /// (the committer's sync would skip it).
+    pub fn seal_current_pack(&self) -> Result<(), StoreError> {
+        self.chunks.writer().roll()?;
+        match self.chunks.writer().sync() {
+            Err(e @ PackError::SyncFailed { .. }) => {
+                self.committer.halt(e.to_string());
+                return Err(StoreError::from(e));
+            }
+            other => other?,
+        }
+        self.sync()
+    }
+
+    /// Every pack of the store with its size and where it is: on local disk (written, not
+    /// yet uploaded, or a local store's), in the bucket, or both.
+    pub fn pack_listing(&self) -> Result<Vec<PackPlace>, StoreError> {
+        let dir = self.root.join(PACKS_DIR);
+        let mut out: std::collections::BTreeMap<crate::ids::PackId, PackPlace> =
+            std::collections::BTreeMap::new();
+        for (id, size) in pack::list_packs(&dir).map_err(io_err(&dir))? {
+            out.insert(
+                id,
+                PackPlace {
+                    id,
+                    size,
+                    local: true,
+                    remote: false,
+                },
+            );
+        }
+        if let Some(t) = &self.tier {
+            let listed = t.list_remote()?;
+            for (id, size) in listed {
+                let e = out.entry(id).or_insert(PackPlace {
+                    id,
+                    size,
+                    local: false,
+                    remote: true,
+                });
+                e.remote = true;
+                e.size = size;
+            }
+        }
+        Ok(out.into_values().collect())
+    }
+
+    /// Deletes a pack wherever it is (GC and fsck's repair, after their checks).
+    pub fn delete_pack(&self, id: crate::ids::PackId) -> Result<(), StoreError> {
+        match &self.tier {
+            Some(t) => t.delete(id)?,
+            None => {
+                let path = pack::pack_path(&self.root.join(PACKS_DIR), id);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&path)(e)),
+                }
+            }
+        }
+        self.chunks.reader().forget(id);
+        Ok(())
     }
 
     pub(crate) fn kv(&self) -> &Arc<dyn Kv> {
@@ -556,11 +710,22 @@ impl Store {
         })
     }
 
-    /// Bytes of pack files on disk and their count.
+    /// Bytes of pack files and their count (local, plus uploaded ones as recorded).
     pub fn pack_usage(&self) -> Result<(u64, u64), StoreError> {
         let dir = self.root.join(PACKS_DIR);
         let packs = pack::list_packs(&dir).map_err(io_err(&dir))?;
-        Ok((packs.iter().map(|(_, n)| n).sum(), packs.len() as u64))
+        let mut bytes: u64 = packs.iter().map(|(_, n)| n).sum();
+        let mut count = packs.len() as u64;
+        if self.tier.is_some() {
+            let local: std::collections::HashSet<_> = packs.iter().map(|(p, _)| *p).collect();
+            for (id, u) in crate::pack::tier::load_uploaded(&*self.kv)? {
+                if !local.contains(&id) {
+                    bytes += u.size;
+                    count += 1;
+                }
+            }
+        }
+        Ok((bytes, count))
     }
 
     /// Runs interrupted container deletes to completion.

@@ -24,11 +24,32 @@ pub fn bin() -> PathBuf {
 
 /// Runs `dedupfs ARGS` and returns its output.
 pub fn dedupfs(args: &[&str]) -> Output {
+    dedupfs_env(args, &[])
+}
+
+/// Runs `dedupfs ARGS` with extra environment variables (an S3 server's credentials).
+pub fn dedupfs_env(args: &[&str], env: &[(String, String)]) -> Output {
     Command::new(bin())
         .args(args)
         .env("RUST_LOG", "warn")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
         .output()
         .expect("run dedupfs")
+}
+
+/// `DEDUPFS_TEST_PACKS=s3://BUCKET[/PREFIX]`: every test store is made with its packs in
+/// that bucket (each under its own prefix), so the end-to-end suite runs against object
+/// storage (`tests/s3-suite.sh`; endpoint and credentials from the AWS_* variables).
+pub fn test_packs_url(store_dir: &Path) -> Option<String> {
+    let base = std::env::var("DEDUPFS_TEST_PACKS")
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    let name = store_dir
+        .parent()
+        .and_then(|p| p.file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    Some(format!("{}/{name}", base.trim_end_matches('/')))
 }
 
 /// Runs a shell command, panicking with its output if it fails.
@@ -76,11 +97,18 @@ pub struct TestStore {
     pub store: PathBuf,
     pub mnt: PathBuf,
     mounted: bool,
+    /// Extra environment for every command (an S3 server's credentials and endpoint).
+    pub env: Vec<(String, String)>,
 }
 
 impl TestStore {
     /// A new store (with `init_args`), not mounted.
     pub fn new_with(init_args: &[&str]) -> TestStore {
+        Self::new_env(init_args, Vec::new())
+    }
+
+    /// A new store made with `init_args` and `env` (kept for every later command).
+    pub fn new_env(init_args: &[&str], env: Vec<(String, String)>) -> TestStore {
         let dir = tempfile::Builder::new()
             .prefix("dedupfs-test-")
             .tempdir_in(test_root())
@@ -90,13 +118,28 @@ impl TestStore {
         std::fs::create_dir(&mnt).expect("mkdir mnt");
         let mut args = vec!["init", store.to_str().expect("utf8")];
         args.extend_from_slice(init_args);
-        ok(&dedupfs(&args));
+        let url = test_packs_url(&store);
+        if let Some(u) = &url {
+            if !init_args
+                .iter()
+                .any(|a| *a == "--packs" || *a == "--recover-from")
+            {
+                args.extend_from_slice(&["--packs", u]);
+            }
+        }
+        ok(&dedupfs_env(&args, &env));
         TestStore {
             dir,
             store,
             mnt,
             mounted: false,
+            env,
         }
+    }
+
+    /// `dedupfs ARGS` with this store's environment.
+    pub fn run(&self, args: &[&str]) -> Output {
+        dedupfs_env(args, &self.env)
     }
 
     pub fn new() -> TestStore {
@@ -116,7 +159,7 @@ impl TestStore {
         } else {
             format!("allow_other,{opts}")
         };
-        ok(&dedupfs(&[
+        ok(&self.run(&[
             "mount",
             self.store.to_str().unwrap(),
             self.mnt.to_str().unwrap(),
@@ -136,7 +179,7 @@ impl TestStore {
     }
 
     pub fn umount(&mut self) {
-        ok(&dedupfs(&["umount", self.mnt.to_str().unwrap()]));
+        ok(&self.run(&["umount", self.mnt.to_str().unwrap()]));
         self.mounted = false;
     }
 
@@ -167,7 +210,7 @@ impl TestStore {
     pub fn cli(&self, args: &[&str]) -> Output {
         let mut a = vec!["--store", self.store.to_str().unwrap()];
         a.extend_from_slice(args);
-        dedupfs(&a)
+        self.run(&a)
     }
 
     pub fn stats(&self) -> serde_json::Value {
@@ -196,9 +239,7 @@ impl Drop for TestStore {
             }
         }
         if self.mounted {
-            let _ = Command::new(bin())
-                .args(["umount", self.mnt.to_str().unwrap()])
-                .output();
+            let _ = self.run(&["umount", self.mnt.to_str().unwrap()]);
             if is_mounted(&self.mnt) {
                 let _ = Command::new("umount").arg("-l").arg(&self.mnt).output();
             }
@@ -352,3 +393,5 @@ pub fn mount_dev(p: &Path) -> Option<String> {
         .rfind(|l| l.split(' ').nth(4) == canon.to_str())
         .and_then(|l| l.split(' ').nth(2).map(str::to_string))
 }
+
+pub mod s3;

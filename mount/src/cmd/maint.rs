@@ -63,6 +63,33 @@ pub fn sync(store: Option<PathBuf>, json: bool) -> Result<(), CliError> {
     Ok(())
 }
 
+pub fn checkpoint(store: Option<PathBuf>, wait: f64, json: bool) -> Result<(), CliError> {
+    if !(wait.is_finite() && wait >= 0.0) {
+        return Err(CliError::usage(format!("--wait {wait}: expected seconds")));
+    }
+    let store = resolve_store(store)?;
+    sync_mount(&store);
+    let v = store_cmd(
+        &store,
+        Request::Checkpoint { wait_secs: wait },
+        "checkpoint",
+    )?;
+    show_as(
+        v,
+        "checkpoint",
+        json,
+        |c: &dedupfs_core::store::checkpoint::CheckpointRecord| {
+            println!(
+                "checkpoint {} uploaded: store version {}, {} compressed, taken {}",
+                c.key,
+                c.version,
+                crate::output::size(c.bytes),
+                dedupfs_core::points::format_time(c.at)
+            )
+        },
+    )
+}
+
 pub fn stats(
     store: Option<PathBuf>,
     container: Option<String>,

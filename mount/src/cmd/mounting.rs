@@ -11,6 +11,7 @@ use crate::cli::{InitArgs, MountArgs};
 use crate::options::{parse_size, MountOpts};
 use crate::{daemon, install, locate, mountpoint, output, status, CliError, ExitKind};
 use dedupfs_core::chunker::ChunkParams;
+use dedupfs_core::pack::remote::RemoteSpec;
 use dedupfs_core::store::{InitOptions, Store, StoreError};
 use std::path::PathBuf;
 
@@ -19,8 +20,69 @@ fn chunk_size(name: &str, v: &str) -> Result<u32, CliError> {
     u32::try_from(n).map_err(|_| CliError::usage(format!("--{name}: {v} is too large")))
 }
 
+fn remote_spec(url: &str, a: &InitArgs) -> Result<RemoteSpec, CliError> {
+    let endpoint = a.s3_endpoint.clone().or_else(|| {
+        std::env::var("AWS_ENDPOINT_URL")
+            .ok()
+            .filter(|s| !s.is_empty())
+    });
+    let spec = RemoteSpec {
+        url: url.to_string(),
+        endpoint,
+        region: a.s3_region.clone(),
+    };
+    spec.bucket_and_prefix()
+        .map_err(|e| CliError::usage(e.to_string()))?;
+    Ok(spec)
+}
+
+/// `dedupfs init --recover-from URL`.
+fn recover(a: &InitArgs, url: &str, json: bool) -> Result<(), CliError> {
+    let spec = remote_spec(url, a)?;
+    let r =
+        dedupfs_core::store::checkpoint::recover(&a.store, &spec).map_err(CliError::from_store)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&serde_json::json!({ "store": a.store, "recovered": r }))
+                .unwrap_or_default()
+        );
+    } else {
+        println!(
+            "recovered store {} from {url}: metadata as of {} (store version {}), {} packs ({}) in the bucket",
+            a.store.display(),
+            dedupfs_core::points::format_time(r.checkpoint.at),
+            r.checkpoint.version,
+            r.packs_in_bucket,
+            output::size(r.bytes_in_bucket)
+        );
+        println!(
+            "  changes made after {} are not in this copy",
+            dedupfs_core::points::format_time(r.checkpoint.at)
+        );
+    }
+    if !r.missing_packs.is_empty() {
+        return Err(CliError::new(
+            ExitKind::Store,
+            format!(
+                "the recovered metadata names {} packs the bucket does not hold ({:?});                  `dedupfs fsck` lists the files affected",
+                r.missing_packs.len(),
+                r.missing_packs
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// `dedupfs init`.
 pub fn init(a: InitArgs, json: bool) -> Result<(), CliError> {
+    if let Some(url) = a.recover_from.clone() {
+        return recover(&a, &url, json);
+    }
+    let packs = match &a.packs {
+        None => None,
+        Some(url) => Some(remote_spec(url, &a)?),
+    };
     let like = match &a.like {
         None => None,
         Some(src) => Some(Store::read_config(src).map_err(CliError::from_store)?),
@@ -35,6 +97,7 @@ pub fn init(a: InitArgs, json: bool) -> Result<(), CliError> {
             .map_err(|e| CliError::usage(format!("--pack-size: {e}")))?,
         verify_dedup: a.verify_dedup,
         gear_seed: None,
+        packs,
     };
     if let Some(src) = like {
         opts.chunking = src.chunking;
@@ -47,7 +110,8 @@ pub fn init(a: InitArgs, json: bool) -> Result<(), CliError> {
     if json {
         println!(
             "{}",
-            serde_json::json!({ "store": a.store, "format": cfg.format, "chunking": cfg.chunking })
+            serde_json::json!({ "store": a.store, "format": cfg.format, "chunking": cfg.chunking,
+                "packs": cfg.packs.as_ref().map(|p| &p.url) })
         );
     } else {
         println!(
@@ -57,6 +121,12 @@ pub fn init(a: InitArgs, json: bool) -> Result<(), CliError> {
             output::size(cfg.chunking.avg as u64),
             output::size(cfg.chunking.max as u64)
         );
+        if let Some(p) = &cfg.packs {
+            println!(
+                "  packs go to {} once sealed; metadata stays here, checkpointed there",
+                p.url
+            );
+        }
     }
     Ok(())
 }

@@ -6,6 +6,8 @@
 //! (`protocol::PROTOCOL_VERSION`): a change of it is a protocol change.
 
 use dedupfs_core::containers::ContainerError;
+use dedupfs_core::pack::remote::{RemoteError, RemoteErrorKind};
+use dedupfs_core::pack::PackError;
 use dedupfs_core::store::StoreError;
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +54,17 @@ impl std::fmt::Display for OpError {
     }
 }
 
+fn remote_kind(r: &RemoteError) -> ErrorKind {
+    match r {
+        RemoteError::BadUrl { .. } | RemoteError::Config { .. } => ErrorKind::Invalid,
+        r => match r.kind() {
+            RemoteErrorKind::Auth => ErrorKind::Denied,
+            RemoteErrorKind::NoBucket | RemoteErrorKind::NotFound => ErrorKind::NotFound,
+            _ => ErrorKind::Io,
+        },
+    }
+}
+
 impl From<StoreError> for OpError {
     fn from(e: StoreError) -> Self {
         let kind = match &e {
@@ -68,8 +81,14 @@ impl From<StoreError> for OpError {
             | StoreError::BadConfig { .. }
             | StoreError::NotEmpty { .. }
             | StoreError::AlreadyAStore { .. }
+            | StoreError::BucketTaken { .. }
             | StoreError::Locked { .. } => ErrorKind::Store,
             StoreError::NotPermitted { .. } => ErrorKind::Denied,
+            // Object storage: refused credentials are a denial (exit 6), a missing bucket
+            // a missing thing (exit 5), a bad URL bad input (exit 2); an outage or
+            // throttling stays a failure (exit 1), to be retried.
+            StoreError::Pack(PackError::Remote { source, .. }) => remote_kind(source),
+            StoreError::Remote(r) => remote_kind(r),
             _ => ErrorKind::Io,
         };
         OpError {

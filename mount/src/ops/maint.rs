@@ -32,6 +32,15 @@ pub fn sync(ctx: &Ctx) -> Result<serde_json::Value, OpError> {
     Ok(serde_json::json!({}))
 }
 
+pub fn checkpoint(ctx: &Ctx, wait_secs: f64) -> Result<serde_json::Value, OpError> {
+    if let Some(fs) = &ctx.fs {
+        fs.flush_all().map_err(|e| OpError::io(e.to_string()))?;
+    }
+    let wait = std::time::Duration::from_secs_f64(wait_secs.clamp(0.0, 86_400.0));
+    let rec = dedupfs_core::store::checkpoint::take(&ctx.store, wait)?;
+    serde_json::to_value(rec).map_err(|e| OpError::io(e.to_string()))
+}
+
 pub fn stats(
     ctx: &Ctx,
     container: Option<String>,

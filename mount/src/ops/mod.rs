@@ -120,6 +120,9 @@ pub enum Request {
         bypass_governance: bool,
     },
     Sync,
+    Checkpoint {
+        wait_secs: f64,
+    },
     Gc {
         dry_run: bool,
         grace_secs: f64,
@@ -325,6 +328,7 @@ pub fn execute(
         Request::ReplicaAbort { name } => replicate::abort(ctx, &name),
         Request::Ping => Ok(maint::ping(ctx)),
         Request::Sync => maint::sync(ctx),
+        Request::Checkpoint { wait_secs } => maint::checkpoint(ctx, wait_secs),
         Request::Stats {
             container,
             no_flush,

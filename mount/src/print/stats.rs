@@ -189,6 +189,43 @@ pub fn store(r: &StoreReport) {
         "reclaimable",
         size(s.reclaimable_bytes)
     );
+    if let Some(r) = &s.remote {
+        let t = &r.tier;
+        println!(
+            "{:<PAD$}{}: {} packs uploaded this session ({}), {} waiting ({})",
+            "packs in",
+            t.url,
+            t.uploaded_packs,
+            size(t.uploaded_bytes),
+            t.pending_packs,
+            size(t.pending_bytes)
+        );
+        if let Some(e) = &t.last_error {
+            println!("{:<PAD$}uploads failing, retried: {e}", "UPLOADS");
+        }
+        println!(
+            "{:<PAD$}{} of {} used; {} hits, {} fetches ({})",
+            "cache",
+            size(t.cache.used),
+            size(t.cache.budget),
+            t.cache.hits,
+            t.cache.misses,
+            size(t.cache.fetched_bytes)
+        );
+        match &r.last_checkpoint {
+            Some(c) => println!(
+                "{:<PAD$}{} (store version {}, {})",
+                "checkpoint",
+                dedupfs_core::points::format_time(c.at),
+                c.version,
+                size(c.bytes)
+            ),
+            None => println!(
+                "{:<PAD$}none yet: the bucket alone cannot restore this store",
+                "checkpoint"
+            ),
+        }
+    }
     for l in ingest_lines(&s.ingest, PAD) {
         println!("{l}");
     }

@@ -16,10 +16,16 @@
 //!   8 MiB and 1 GiB): writers get ENOSPC while the metadata database still has room to
 //!   record deletes, pruning and GC — which is how a full store is brought back.
 
+pub mod cache;
+mod read;
+pub mod remote;
+pub mod tier;
+
+pub use read::PackReader;
+
 use crate::codec::{Dec, Enc};
 use crate::ids::{ChunkId, PackId};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -60,10 +66,30 @@ pub enum PackError {
         pack: PackId,
         source: std::io::Error,
     },
+    /// A request to the remote pack store failed after its retries.
+    #[error("pack {pack}: {source}")]
+    Remote {
+        pack: PackId,
+        #[source]
+        source: Box<remote::RemoteError>,
+    },
+    /// Writers waited for uploads to catch up and gave up (the mount answers EIO).
+    #[error(
+        "{bytes} bytes of sealed packs wait for upload (limit {limit}); waited {waited:?}: {cause}"
+    )]
+    Backlog {
+        bytes: u64,
+        limit: u64,
+        waited: std::time::Duration,
+        cause: String,
+    },
+    /// Reading or writing the remote tier's records in the metadata database failed.
+    #[error("remote pack records: {0}")]
+    Meta(String),
 }
 
 impl PackError {
-    fn io(pack: PackId, offset: u64, e: std::io::Error) -> PackError {
+    pub(crate) fn io(pack: PackId, offset: u64, e: std::io::Error) -> PackError {
         if e.raw_os_error() == Some(libc::ENOSPC) || e.raw_os_error() == Some(libc::EDQUOT) {
             PackError::NoSpace { pack }
         } else {
@@ -168,6 +194,8 @@ struct WriterState {
     /// `entries_synced` had their directories fsync'ed.
     new_entries: u64,
     entries_synced: u64,
+    /// When the last record was appended (an idle current pack is sealed for upload).
+    last_append: Option<std::time::Instant>,
 }
 
 /// A hook run before each pack fdatasync; an error it returns is that sync's error.
@@ -189,6 +217,8 @@ pub struct PackWriter {
     sync_hook: Mutex<Option<SyncHook>>,
     /// GC copies in progress (see [`PackWriter::reserve_relief`]).
     relief: std::sync::atomic::AtomicUsize,
+    /// The remote tier sealed packs go to (stores with packs in object storage).
+    tier: std::sync::OnceLock<Arc<tier::RemoteTier>>,
 }
 
 /// While alive, pack writes may use half the space reserve.
@@ -218,10 +248,24 @@ impl PackWriter {
                 unsynced: Vec::new(),
                 new_entries: 0,
                 entries_synced: 0,
+                last_append: None,
             }),
             sync_hook: Mutex::new(None),
             relief: std::sync::atomic::AtomicUsize::new(0),
+            tier: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Sends sealed packs to `tier` from now on.
+    pub fn set_tier(&self, tier: Arc<tier::RemoteTier>) {
+        let _ = self.tier.set(tier);
+    }
+
+    /// How long the current pack has gone without an append (`None`: no current pack).
+    pub fn idle_for(&self) -> Option<std::time::Duration> {
+        let st = self.st.lock();
+        st.cur.as_ref()?;
+        st.last_append.map(|t| t.elapsed())
     }
 
     /// Installs a hook run before each fdatasync (fault-injection tests).
@@ -318,7 +362,13 @@ impl PackWriter {
         raw_len: u32,
         stored: &[u8],
     ) -> Result<(RecordLoc, u64), PackError> {
+        // Outside the writer lock: a writer held up by the upload backlog must not stop a
+        // sync of what was already written.
+        if let Some(t) = self.tier.get() {
+            t.wait_backlog()?;
+        }
         let mut st = self.st.lock();
+        st.last_append = Some(std::time::Instant::now());
         let rec_len = RECORD_HEADER_LEN + stored.len() as u64;
         let need_new = match &st.cur {
             None => true,
@@ -414,6 +464,15 @@ impl PackWriter {
         if let Some(n) = dirs {
             st.entries_synced = st.entries_synced.max(n);
         }
+        drop(st);
+        // Sealed and durable here: now they may go to the remote tier.
+        if let Some(t) = self.tier.get() {
+            let sealed: Vec<(PackId, u64)> = closed
+                .iter()
+                .map(|(id, f)| (*id, f.metadata().map(|m| m.len()).unwrap_or(0)))
+                .collect();
+            t.enqueue(&sealed);
+        }
         Ok(())
     }
 
@@ -427,6 +486,12 @@ impl PackWriter {
             st.unsynced.push((old.id, old.file));
         }
         Ok(())
+    }
+
+    /// The highest pack id handed out so far, if any.
+    pub fn last_allocated(&self) -> Option<PackId> {
+        let st = self.st.lock();
+        (st.next_id > 1).then(|| PackId(st.next_id - 1))
     }
 
     /// The pack currently being appended to, if any.
@@ -457,187 +522,6 @@ fn sync_dir_tree(dir: &Path) -> std::io::Result<()> {
         }
     }
     File::open(dir)?.sync_all()
-}
-
-/// Reads and verifies records, caching open pack handles.
-pub struct PackReader {
-    dir: PathBuf,
-    /// Open pack handles. Protects: the map (reads use the `Arc`s after releasing it).
-    /// Lock order: a leaf.
-    files: Mutex<HashMap<PackId, Arc<File>>>,
-}
-
-impl PackReader {
-    pub fn new(dir: &Path) -> PackReader {
-        PackReader {
-            dir: dir.to_path_buf(),
-            files: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn file(&self, id: PackId) -> Result<Arc<File>, PackError> {
-        if let Some(f) = self.files.lock().get(&id) {
-            return Ok(f.clone());
-        }
-        let path = pack_path(&self.dir, id);
-        let f = match File::open(&path) {
-            Ok(f) => Arc::new(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(PackError::Missing { pack: id, path })
-            }
-            Err(e) => return Err(PackError::io(id, 0, e)),
-        };
-        let mut files = self.files.lock();
-        if files.len() >= MAX_OPEN_PACKS {
-            files.clear();
-        }
-        files.insert(id, f.clone());
-        Ok(f)
-    }
-
-    /// Forgets a cached handle (after a pack is deleted or rewritten).
-    pub fn forget(&self, id: PackId) {
-        self.files.lock().remove(&id);
-    }
-
-    /// Reads the record at `loc`, whose payload is `stored_len` bytes, and checks its header
-    /// (magic and lengths). The payload checksum is left to [`Record::verify`]: the chunk
-    /// store verifies the decoded content itself, which is stronger.
-    pub fn read(&self, loc: RecordLoc, stored_len: u32) -> Result<Record, PackError> {
-        let f = self.file(loc.pack)?;
-        let mut header = [0u8; RECORD_HEADER_LEN as usize];
-        let mut payload: Vec<u8> = Vec::with_capacity(stored_len as usize);
-        let want = header.len() + stored_len as usize;
-        let got = read_record_at(
-            &f,
-            loc.offset,
-            &mut header,
-            &mut payload,
-            stored_len as usize,
-        )
-        .map_err(|e| PackError::io(loc.pack, loc.offset, e))?;
-        if got < want {
-            return Err(PackError::Corrupt {
-                pack: loc.pack,
-                offset: loc.offset,
-                reason: format!("record truncated: {got} of {want} bytes present"),
-            });
-        }
-        let h = parse_header(&header, loc)?;
-        if h.stored_len != stored_len {
-            return Err(PackError::Corrupt {
-                pack: loc.pack,
-                offset: loc.offset,
-                reason: format!(
-                    "record holds {} bytes, index says {}",
-                    h.stored_len, stored_len
-                ),
-            });
-        }
-        Ok(Record {
-            chunk: h.chunk,
-            encoding: h.encoding,
-            raw_len: h.raw_len,
-            stored: payload,
-            sum: h.sum,
-            loc,
-        })
-    }
-}
-
-impl PackReader {
-    /// Checks that the record at `loc` is present, whole, and names `chunk` (unless `None`:
-    /// a frame's header names its first member only) with `stored_len` payload bytes,
-    /// reading only its header (fsck without scrub).
-    pub fn check_header(
-        &self,
-        loc: RecordLoc,
-        chunk: Option<ChunkId>,
-        stored_len: u32,
-    ) -> Result<(), PackError> {
-        let f = self.file(loc.pack)?;
-        let size = f
-            .metadata()
-            .map_err(|e| PackError::io(loc.pack, 0, e))?
-            .len();
-        let corrupt = |reason: String| PackError::Corrupt {
-            pack: loc.pack,
-            offset: loc.offset,
-            reason,
-        };
-        let end = loc.offset + RECORD_HEADER_LEN + stored_len as u64;
-        if end > size {
-            return Err(corrupt(format!(
-                "record ends at {end}, past the end of the pack ({size} bytes)"
-            )));
-        }
-        let mut header = [0u8; RECORD_HEADER_LEN as usize];
-        f.read_exact_at(&mut header, loc.offset)
-            .map_err(|e| PackError::io(loc.pack, loc.offset, e))?;
-        let h = parse_header(&header, loc)?;
-        if chunk.is_some_and(|c| c != h.chunk) {
-            return Err(corrupt(format!("record holds chunk {}", h.chunk)));
-        }
-        if h.stored_len != stored_len {
-            return Err(corrupt(format!(
-                "record holds {} bytes, index says {stored_len}",
-                h.stored_len
-            )));
-        }
-        Ok(())
-    }
-}
-
-/// Reads a record's header and `n` payload bytes with one `preadv` (retrying short reads);
-/// returns how many bytes were read in all.
-fn read_record_at(
-    f: &File,
-    off: u64,
-    header: &mut [u8; RECORD_HEADER_LEN as usize],
-    payload: &mut Vec<u8>,
-    n: usize,
-) -> std::io::Result<usize> {
-    use std::os::fd::AsRawFd;
-    let spare = payload.spare_capacity_mut();
-    let iov = [
-        libc::iovec {
-            iov_base: header.as_mut_ptr().cast(),
-            iov_len: header.len(),
-        },
-        libc::iovec {
-            iov_base: spare.as_mut_ptr().cast(),
-            iov_len: n.min(spare.len()),
-        },
-    ];
-    let got = loop {
-        // SAFETY: both iovecs point at writable memory we own for their full length (the
-        // payload's spare capacity is at least n bytes); the kernel writes at most that much.
-        let r = unsafe { libc::preadv(f.as_raw_fd(), iov.as_ptr(), 2, off as libc::off_t) };
-        if r >= 0 {
-            break r as usize;
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    };
-    let mut in_payload = got.saturating_sub(header.len());
-    // SAFETY: the kernel initialised the first `in_payload` bytes of the spare capacity.
-    unsafe { payload.set_len(in_payload) };
-    if got < header.len() {
-        return Ok(got);
-    }
-    // A short read (rare: signals, page-cache pressure) continues with plain reads.
-    while in_payload < n {
-        let mut more = vec![0u8; n - in_payload];
-        let k = f.read_at(&mut more, off + (header.len() + in_payload) as u64)?;
-        if k == 0 {
-            break;
-        }
-        payload.extend_from_slice(&more[..k]);
-        in_payload += k;
-    }
-    Ok(header.len() + in_payload)
 }
 
 struct Header {

@@ -1,0 +1,508 @@
+//! The remote tier of a store whose packs live in object storage: sealed packs are
+//! uploaded by a background thread, and packs that left the local disk are read back
+//! through the byte-range cache.
+//!
+//! A pack's life: written locally in `packs/` while open (fsync makes it durable there, as
+//! for a local store) → sealed (rolled over, then synced) and queued → uploaded
+//! create-if-absent → recorded as uploaded (`MetaKey::PackUploaded`, synced) → moved into
+//! the cache (`cache/`), from where LRU eviction may delete it.
+//!
+//! Invariants:
+//! - A local pack file is removed only after its upload is recorded durably, so every pack
+//!   is at every moment in `packs/`, or in the bucket with a durable record, or both. A
+//!   crash between upload and record leaves the local file; the next open queues it again
+//!   and the create-if-absent upload accepts the identical object already there.
+//! - Pack ids are never reused: `MetaKey::PackFloor` is raised past every uploaded id (GC
+//!   deletes only uploaded packs, so every deleted id is below the floor).
+//! - Writers wait while sealed-but-unuploaded bytes exceed `backlog`; after `wait` they fail
+//!   with [`PackError::Backlog`] (EIO), naming the upload error that holds things up.
+//!   Acknowledged data is never dropped: a failed upload is retried until it succeeds.
+
+use super::cache::{CacheStats, RangeCache};
+use super::remote::{Remote, RemoteError};
+use super::{pack_path, PackError};
+use crate::ids::PackId;
+use crate::keys::MetaKey;
+use crate::kv::{Batch, Cf, Kv, KvError};
+use parking_lot::{Condvar, Mutex};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The record of an uploaded pack.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Uploaded {
+    pub size: u64,
+    /// Unix seconds of the upload.
+    pub at: i64,
+}
+
+/// How the tier behaves.
+#[derive(Clone, Copy, Debug)]
+pub struct TierOptions {
+    /// Budget of `cache/`.
+    pub cache_size: u64,
+    /// Writers wait while more than this many sealed bytes await upload.
+    pub backlog: u64,
+    /// ... for at most this long, then fail with EIO.
+    pub wait: Duration,
+}
+
+impl Default for TierOptions {
+    fn default() -> Self {
+        TierOptions {
+            cache_size: 1 << 30,
+            backlog: 4 << 30,
+            wait: Duration::from_secs(600),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Sealed packs awaiting upload, with their sizes.
+    pending: BTreeMap<PackId, u64>,
+    in_flight: Option<(PackId, u64)>,
+    /// The last upload failure, cleared by the next success.
+    last_error: Option<String>,
+    stop: bool,
+    /// A writer is waiting on the backlog: retry a failed upload now rather than at the
+    /// end of its backoff (the endpoint may be back).
+    nudged: bool,
+    uploaded_packs: u64,
+    uploaded_bytes: u64,
+}
+
+impl Queue {
+    fn backlog(&self) -> u64 {
+        self.pending.values().sum::<u64>() + self.in_flight.map(|(_, n)| n).unwrap_or(0)
+    }
+}
+
+/// What `stats` shows of the tier.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TierStats {
+    pub url: String,
+    pub pending_packs: u64,
+    pub pending_bytes: u64,
+    pub uploaded_packs: u64,
+    pub uploaded_bytes: u64,
+    pub last_error: Option<String>,
+    pub cache: CacheStats,
+}
+
+pub struct RemoteTier {
+    remote: Remote,
+    cache: RangeCache,
+    local_dir: PathBuf,
+    kv: Arc<dyn Kv>,
+    opts: TierOptions,
+    /// Uploaded packs and their sizes. Protects: the map. Lock order: a leaf.
+    uploaded: Mutex<HashMap<PackId, u64>>,
+    /// The upload queue. Protects: `Queue`. Lock order: a leaf; never held across an
+    /// upload or a metadata write. `cv` wakes the uploader and waiting writers.
+    queue: Mutex<Queue>,
+    cv: Condvar,
+    /// The uploader thread. Protects: the handle. Lock order: a leaf.
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// The shortest pause between two attempts to upload after a failure.
+const RETRY_MIN: Duration = Duration::from_millis(500);
+
+fn now() -> i64 {
+    crate::records::Timestamp::now().sec
+}
+
+impl RemoteTier {
+    /// Opens the tier: loads the upload records, opens the cache (keeping whole entries
+    /// of uploaded packs) and queues every local pack not yet uploaded except `current`
+    /// (none at open). Call [`RemoteTier::start`] to begin uploading.
+    pub fn open(
+        remote: Remote,
+        store_root: &Path,
+        kv: Arc<dyn Kv>,
+        opts: TierOptions,
+    ) -> Result<Arc<RemoteTier>, PackError> {
+        let uploaded = load_uploaded(&*kv).map_err(|e| PackError::Meta(e.to_string()))?;
+        let sizes: HashMap<PackId, u64> = uploaded.iter().map(|(p, u)| (*p, u.size)).collect();
+        let cache_dir = store_root.join("cache");
+        let cache = RangeCache::open(&cache_dir, opts.cache_size, |id, n| {
+            sizes.get(&id) == Some(&n)
+        })
+        .map_err(|e| PackError::io(PackId(0), 0, e))?;
+        let local_dir = store_root.join(super::super::store::PACKS_DIR);
+        let tier = Arc::new(RemoteTier {
+            remote,
+            cache,
+            local_dir: local_dir.clone(),
+            kv,
+            opts,
+            uploaded: Mutex::new(sizes),
+            queue: Mutex::new(Queue::default()),
+            cv: Condvar::new(),
+            thread: Mutex::new(None),
+        });
+        let local = super::list_packs(&local_dir).map_err(|e| PackError::io(PackId(0), 0, e))?;
+        for (id, size) in local {
+            if tier.is_uploaded(id) {
+                // Uploaded and recorded, then a crash before it moved: move it now.
+                tier.adopt(id);
+            } else {
+                tier.queue.lock().pending.insert(id, size);
+            }
+        }
+        Ok(tier)
+    }
+
+    /// Starts the uploader thread.
+    pub fn start(self: &Arc<Self>) {
+        let me = self.clone();
+        let h = std::thread::Builder::new()
+            .name("dedupfs-upload".into())
+            .spawn(move || me.run());
+        match h {
+            Ok(h) => *self.thread.lock() = Some(h),
+            Err(e) => log::error!("could not start the pack uploader: {e}"),
+        }
+    }
+
+    /// Stops the uploader after the upload in flight (packs still queued stay local and are
+    /// queued again at the next open).
+    pub fn stop(&self) {
+        self.queue.lock().stop = true;
+        self.cv.notify_all();
+        if let Some(h) = self.thread.lock().take() {
+            let _ = h.join();
+        }
+    }
+
+    pub fn remote(&self) -> &Remote {
+        &self.remote
+    }
+
+    pub fn is_uploaded(&self, id: PackId) -> bool {
+        self.uploaded.lock().contains_key(&id)
+    }
+
+    pub fn uploaded_size(&self, id: PackId) -> Option<u64> {
+        self.uploaded.lock().get(&id).copied()
+    }
+
+    /// The highest pack id known uploaded, and the never-reuse floor.
+    pub fn id_floor(&self) -> Result<u32, PackError> {
+        let floor = match self
+            .kv
+            .get(Cf::Meta, &MetaKey::PackFloor.encode())
+            .map_err(|e| PackError::Meta(e.to_string()))?
+        {
+            Some(v) if v.len() == 4 => u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
+            Some(v) => {
+                return Err(PackError::Meta(format!(
+                    "pack id floor record is {} bytes, not 4",
+                    v.len()
+                )))
+            }
+            None => 0,
+        };
+        let max = self
+            .uploaded
+            .lock()
+            .keys()
+            .map(|p| p.0 + 1)
+            .max()
+            .unwrap_or(0);
+        Ok(floor.max(max))
+    }
+
+    /// Queues sealed, locally durable packs for upload.
+    pub fn enqueue(&self, packs: &[(PackId, u64)]) {
+        if packs.is_empty() {
+            return;
+        }
+        let mut q = self.queue.lock();
+        for (id, size) in packs {
+            q.pending.insert(*id, *size);
+        }
+        drop(q);
+        self.cv.notify_all();
+    }
+
+    /// Blocks a writer while the upload backlog is over its limit; after the wait limit,
+    /// fails naming what holds uploads up.
+    pub fn wait_backlog(&self) -> Result<(), PackError> {
+        let mut q = self.queue.lock();
+        if q.backlog() <= self.opts.backlog {
+            return Ok(());
+        }
+        q.nudged = true;
+        self.cv.notify_all();
+        let deadline = Instant::now() + self.opts.wait;
+        while q.backlog() > self.opts.backlog && !q.stop {
+            if self.cv.wait_until(&mut q, deadline).timed_out() {
+                return Err(PackError::Backlog {
+                    bytes: q.backlog(),
+                    limit: self.opts.backlog,
+                    waited: self.opts.wait,
+                    cause: q
+                        .last_error
+                        .clone()
+                        .unwrap_or_else(|| "uploads are slower than writes".into()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until every pack up to `upto` that was queued has been uploaded, for at most
+    /// `timeout`; returns what is still pending.
+    pub fn wait_uploaded(&self, upto: Option<PackId>, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let mut q = self.queue.lock();
+        loop {
+            let left = q
+                .pending
+                .keys()
+                .chain(q.in_flight.iter().map(|(p, _)| p))
+                .filter(|p| upto.is_none_or(|u| **p <= u))
+                .count();
+            if left == 0 {
+                return Ok(());
+            }
+            if q.stop || self.cv.wait_until(&mut q, deadline).timed_out() {
+                return Err(format!(
+                    "{left} packs still wait for upload to {}{}",
+                    self.remote.url(),
+                    q.last_error
+                        .as_ref()
+                        .map(|e| format!(" (last error: {e})"))
+                        .unwrap_or_default()
+                ));
+            }
+        }
+    }
+
+    pub fn stats(&self) -> TierStats {
+        let q = self.queue.lock();
+        TierStats {
+            url: self.remote.url().to_string(),
+            pending_packs: q.pending.len() as u64 + q.in_flight.is_some() as u64,
+            pending_bytes: q.backlog(),
+            uploaded_packs: q.uploaded_packs,
+            uploaded_bytes: q.uploaded_bytes,
+            last_error: q.last_error.clone(),
+            cache: self.cache.stats(),
+        }
+    }
+
+    fn run(&self) {
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            let (id, size) = {
+                let mut q = self.queue.lock();
+                loop {
+                    if q.stop {
+                        return;
+                    }
+                    if let Some((id, size)) = q.pending.pop_first() {
+                        q.in_flight = Some((id, size));
+                        break (id, size);
+                    }
+                    self.cv.wait(&mut q);
+                }
+            };
+            match self.upload_one(id) {
+                Ok(n) => {
+                    backoff = Duration::from_millis(500);
+                    let mut q = self.queue.lock();
+                    q.in_flight = None;
+                    q.last_error = None;
+                    q.uploaded_packs += 1;
+                    q.uploaded_bytes += n;
+                    drop(q);
+                    self.cv.notify_all();
+                }
+                Err(e) => {
+                    log::warn!(
+                        "upload of pack {id} failed (kept locally, retried in {:?}): {e}",
+                        backoff
+                    );
+                    let mut q = self.queue.lock();
+                    q.in_flight = None;
+                    q.pending.insert(id, size);
+                    q.last_error = Some(e.to_string());
+                    self.cv.notify_all();
+                    // At least RETRY_MIN between attempts; then the backoff, cut short by
+                    // a writer waiting on the backlog.
+                    let start = Instant::now();
+                    let (min_until, until) = (start + RETRY_MIN, start + backoff);
+                    q.nudged = false;
+                    while !q.stop
+                        && Instant::now() < until
+                        && !(q.nudged && Instant::now() >= min_until)
+                    {
+                        let wake = if q.nudged { min_until } else { until };
+                        let _ = self.cv.wait_until(&mut q, wake);
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Uploads one pack, records it, and moves the local file into the cache.
+    fn upload_one(&self, id: PackId) -> Result<u64, UploadError> {
+        let path = pack_path(&self.local_dir, id);
+        if test_hold_uploads() {
+            return Err(UploadError::Held);
+        }
+        let size = self.remote.upload_pack(id, &path)?;
+        self.record(id, size)?;
+        self.uploaded.lock().insert(id, size);
+        self.adopt(id);
+        Ok(size)
+    }
+
+    /// Records an upload durably, raising the id floor.
+    fn record(&self, id: PackId, size: u64) -> Result<(), KvError> {
+        let floor = self
+            .id_floor()
+            .map_err(|e| KvError::Corrupt(e.to_string()))?;
+        let mut b = Batch::new();
+        let rec = Uploaded { size, at: now() };
+        b.put(
+            Cf::Meta,
+            MetaKey::PackUploaded(id).encode(),
+            serde_json::to_vec(&rec).unwrap_or_default(),
+        );
+        b.put(
+            Cf::Meta,
+            MetaKey::PackFloor.encode(),
+            floor.max(id.0 + 1).to_be_bytes().to_vec(),
+        );
+        self.kv.write(b, true)
+    }
+
+    /// Moves an uploaded local pack into the cache (or deletes it if that fails: it is in
+    /// the bucket and recorded).
+    fn adopt(&self, id: PackId) {
+        let path = pack_path(&self.local_dir, id);
+        if let Err(e) = self.cache.adopt(id, &path) {
+            log::warn!("pack {id}: could not move it into the cache ({e}); removing it");
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+
+    /// Reads `len` bytes at `off` of an uploaded pack, through the cache.
+    pub fn read(&self, id: PackId, off: u64, len: u64) -> Result<Vec<u8>, PackError> {
+        let size = self.uploaded_size(id).ok_or(PackError::Missing {
+            pack: id,
+            path: PathBuf::from(self.remote.location(&Remote::pack_key(id))),
+        })?;
+        let key = Remote::pack_key(id);
+        self.cache.read(id, size, off, len, &|range| {
+            self.remote
+                .get_range(&key, range.clone())
+                .map_err(|e| PackError::Remote {
+                    pack: id,
+                    source: Box::new(e),
+                })
+        })
+    }
+
+    /// Deletes a pack everywhere (GC, after its grace period): the object, the local file
+    /// if any, its cache entry, then its record.
+    pub fn delete(&self, id: PackId) -> Result<(), PackError> {
+        self.remote
+            .delete(&Remote::pack_key(id))
+            .map_err(|e| PackError::Remote {
+                pack: id,
+                source: Box::new(e),
+            })?;
+        let _ = std::fs::remove_file(pack_path(&self.local_dir, id));
+        self.cache.forget(id);
+        let mut b = Batch::new();
+        b.delete(Cf::Meta, MetaKey::PackUploaded(id).encode());
+        self.kv
+            .write(b, true)
+            .map_err(|e| PackError::Meta(e.to_string()))?;
+        self.uploaded.lock().remove(&id);
+        self.queue.lock().pending.remove(&id);
+        Ok(())
+    }
+
+    /// Every pack in the bucket, with its size.
+    pub fn list_remote(&self) -> Result<Vec<(PackId, u64)>, RemoteError> {
+        self.remote.list_packs()
+    }
+
+    /// Records packs found in the bucket as uploaded (recovery from a checkpoint older than
+    /// the last uploads).
+    pub fn adopt_listing(&self, packs: &[(PackId, u64)]) -> Result<(), KvError> {
+        let mut b = Batch::new();
+        let mut floor = self
+            .id_floor()
+            .map_err(|e| KvError::Corrupt(e.to_string()))?;
+        let mut up = self.uploaded.lock();
+        for (id, size) in packs {
+            let rec = Uploaded {
+                size: *size,
+                at: now(),
+            };
+            b.put(
+                Cf::Meta,
+                MetaKey::PackUploaded(*id).encode(),
+                serde_json::to_vec(&rec).unwrap_or_default(),
+            );
+            up.insert(*id, *size);
+            floor = floor.max(id.0 + 1);
+        }
+        drop(up);
+        b.put(
+            Cf::Meta,
+            MetaKey::PackFloor.encode(),
+            floor.to_be_bytes().to_vec(),
+        );
+        self.kv.write(b, true)
+    }
+}
+
+impl Drop for RemoteTier {
+    fn drop(&mut self) {
+        self.queue.get_mut().stop = true;
+    }
+}
+
+/// Every upload record.
+pub fn load_uploaded(kv: &dyn Kv) -> Result<Vec<(PackId, Uploaded)>, KvError> {
+    let (lo, hi) = MetaKey::pack_uploaded_range();
+    crate::kv::collect_range(kv, Cf::Meta, lo, Some(hi))?
+        .iter()
+        .map(|(k, v)| {
+            let id = MetaKey::pack_uploaded_from(k)
+                .map_err(|e| KvError::Corrupt(format!("uploaded-pack record key: {e}")))?;
+            let u: Uploaded = serde_json::from_slice(v)
+                .map_err(|e| KvError::Corrupt(format!("uploaded-pack record of pack {id}: {e}")))?;
+            Ok((id, u))
+        })
+        .collect()
+}
+
+/// `DEDUPFS_TEST_HOLD_UPLOADS=1` keeps every upload failing (crash tests: a kill -9
+/// between the local write and the upload). Read once.
+fn test_hold_uploads() -> bool {
+    static HOLD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HOLD.get_or_init(|| std::env::var_os("DEDUPFS_TEST_HOLD_UPLOADS").is_some_and(|v| v == "1"))
+}
+
+#[derive(Debug, thiserror::Error)]
+enum UploadError {
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
+    #[error("recording the upload: {0}")]
+    Meta(#[from] KvError),
+    #[error("uploads held by DEDUPFS_TEST_HOLD_UPLOADS")]
+    Held,
+}
