@@ -15,6 +15,8 @@ cargo clippy --release --workspace --all-targets -- -D warnings
 echo "== tests"
 # End-to-end tests mount real filesystems; two at a time suit a 2-core machine.
 RUST_TEST_THREADS="${RUST_TEST_THREADS:-2}" cargo test --release --workspace
+echo "== the core end-to-end suites again, with packs in S3-compatible object storage"
+bash tests/s3-suite.sh
 echo "== systemd units (systemd-analyze verify)"
 bash tests/systemd-units.sh
 echo "== lock protocols under shuttle's randomized scheduler"

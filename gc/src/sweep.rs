@@ -22,6 +22,8 @@ use std::time::Instant;
 
 /// Dead index entries dropped per commit.
 const BATCH: usize = 4096;
+/// How long GC's own checkpoint waits for pending uploads.
+const CHECKPOINT_WAIT: std::time::Duration = std::time::Duration::from_secs(600);
 /// Packs whose chunks one index scan collects (bounds memory: their live entries).
 const GROUP: usize = 64;
 
@@ -76,6 +78,10 @@ pub struct Report {
     pub waiting: Vec<u32>,
     /// Packs left alone this time, and why.
     pub skipped: Vec<String>,
+    /// With packs in a bucket: the checkpoint this run uploaded so that condemned packs
+    /// the previous one still named could be deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
     pub duration_ms: u64,
 }
 
@@ -379,10 +385,34 @@ fn delete_expired(
     // With packs in a bucket, a pack also waits for a checkpoint taken after it was
     // condemned: until then the newest checkpoint may still name it, and a recovery from
     // the bucket would miss it.
-    let checkpoint = match store.tier() {
+    let mut checkpoint = match store.tier() {
         None => None,
         Some(_) => Some(dedupfs_core::store::checkpoint::last(store)?),
     };
+    // Packs past their grace period that the newest checkpoint may still name: take a
+    // checkpoint now (the commits that condemned them are in it), so that space comes back
+    // in this run rather than after the next scheduled one.
+    let stale = |c: &Condemned, k: &Option<dedupfs_core::store::checkpoint::CheckpointRecord>| {
+        c.since + grace <= now
+            && match k {
+                None => true,
+                Some(k) if c.version > 0 => c.version > k.version,
+                Some(k) => c.since >= k.at,
+            }
+    };
+    if let Some(k) = &checkpoint {
+        if condemned.iter().any(|c| stale(c, k)) {
+            match dedupfs_core::store::checkpoint::take(store, CHECKPOINT_WAIT) {
+                Ok(rec) => {
+                    r.checkpoint = Some(rec.key.clone());
+                    checkpoint = Some(Some(rec));
+                }
+                Err(e) => r.skipped.push(format!(
+                    "the checkpoint that would let condemned packs go failed: {e}"
+                )),
+            }
+        }
+    }
     // A checkpoint at the condemning commit's version or later no longer names the pack
     // (records from before format 7 carry no version: their time decides).
     let covered = |c: &Condemned| match &checkpoint {

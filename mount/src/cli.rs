@@ -202,6 +202,9 @@ pub enum Cmd {
     /// uploads a compressed copy of the metadata. `init --recover-from` starts from the
     /// newest one. Also done every checkpoint_interval and at unmount
     Checkpoint {
+        /// The store (or its mount point) [default: --store, $DEDUPFS_STORE, the only mount]
+        #[arg(value_name = "STORE")]
+        path: Option<PathBuf>,
         /// Wait at most this many seconds for pending uploads
         #[arg(long, default_value_t = 600.0, value_name = "SECONDS")]
         wait: f64,

@@ -34,6 +34,8 @@ struct Entry {
     path: PathBuf,
     /// `None`: whole.
     present: Option<Vec<bool>>,
+    /// Blocks a reader is fetching now (others wait for them instead of fetching again).
+    fetching: Vec<bool>,
     used: u64,
     last_use: u64,
     /// Where the last read ended (`None`: no read yet), and the current read-ahead.
@@ -62,8 +64,10 @@ pub struct RangeCache {
     dir: PathBuf,
     budget: u64,
     /// Entries and their accounting. Protects: `State`. Lock order: a leaf; never held
-    /// across a fetch or a file write (see the module invariants).
+    /// across a fetch or a file write (see the module invariants). `fetched` wakes readers
+    /// waiting for a block another reader is fetching.
     st: Mutex<State>,
+    fetched: parking_lot::Condvar,
     /// Protects: the counters. Lock order: a leaf.
     stats: Mutex<CacheStats>,
 }
@@ -87,6 +91,7 @@ impl RangeCache {
             dir: dir.to_path_buf(),
             budget,
             st: Mutex::new(State::default()),
+            fetched: parking_lot::Condvar::new(),
             stats: Mutex::new(CacheStats {
                 budget,
                 ..Default::default()
@@ -114,6 +119,7 @@ impl RangeCache {
                             file,
                             path,
                             present: None,
+                            fetching: Vec::new(),
                             used: size,
                             last_use: tick,
                             last_end: None,
@@ -160,6 +166,7 @@ impl RangeCache {
                     file,
                     path,
                     present: None,
+                    fetching: Vec::new(),
                     used: size,
                     last_use: tick,
                     last_end: None,
@@ -212,13 +219,63 @@ impl RangeCache {
         if off >= end {
             return Ok(Vec::new());
         }
+        let mut first_pass = true;
+        loop {
+            match self.plan(id, size, off, end, first_pass)? {
+                Plan::Hit(file) => {
+                    self.stats.lock().hits += 1;
+                    let mut buf = vec![0u8; (end - off) as usize];
+                    file.read_exact_at(&mut buf, off)
+                        .map_err(|e| super::PackError::io(id, off, e))?;
+                    return Ok(buf);
+                }
+                Plan::Fetch(file, from, to) => {
+                    let range = from * BLOCK..(to * BLOCK).min(size);
+                    let want = range.end - range.start;
+                    let got = fetch(range.clone()).and_then(|b| {
+                        if b.len() as u64 == want {
+                            Ok(b)
+                        } else {
+                            Err(super::PackError::Corrupt {
+                                pack: id,
+                                offset: range.start,
+                                reason: format!(
+                                    "object storage returned {} bytes for a {want}-byte range",
+                                    b.len()
+                                ),
+                            })
+                        }
+                    });
+                    let bytes = self.fill(id, &file, from, to, got)?;
+                    if range.start <= off && end <= range.end {
+                        // Served from the fetched bytes (the usual case).
+                        let a = (off - range.start) as usize;
+                        return Ok(bytes[a..a + (end - off) as usize].to_vec());
+                    }
+                    // The read spans more than this fetch: plan again.
+                }
+            }
+            first_pass = false;
+        }
+    }
+
+    /// Under the lock: the file to read if every block of [off, end) is present, else the
+    /// blocks to fetch (marked as being fetched). Waits for blocks other readers fetch.
+    fn plan(
+        &self,
+        id: PackId,
+        size: u64,
+        off: u64,
+        end: u64,
+        first_pass: bool,
+    ) -> Result<Plan, super::PackError> {
         let io = |e: std::io::Error| super::PackError::io(id, off, e);
-        // Plan under the lock: which blocks to fetch (with read-ahead), or read in place.
-        let plan = {
-            let mut st = self.st.lock();
-            st.tick += 1;
-            let tick = st.tick;
-            if !st.entries.contains_key(&id) {
+        let mut st = self.st.lock();
+        st.tick += 1;
+        let tick = st.tick;
+        let mut counted = !first_pass;
+        loop {
+            if let std::collections::hash_map::Entry::Vacant(slot) = st.entries.entry(id) {
                 let path = self.dir.join(name(id, false));
                 let file = OpenOptions::new()
                     .create(true)
@@ -229,18 +286,16 @@ impl RangeCache {
                     .open(&path)
                     .map_err(io)?;
                 let blocks = size.div_ceil(BLOCK) as usize;
-                st.entries.insert(
-                    id,
-                    Entry {
-                        file: Arc::new(file),
-                        path,
-                        present: Some(vec![false; blocks]),
-                        used: 0,
-                        last_use: tick,
-                        last_end: None,
-                        ahead: BLOCK,
-                    },
-                );
+                slot.insert(Entry {
+                    file: Arc::new(file),
+                    path,
+                    present: Some(vec![false; blocks]),
+                    fetching: vec![false; blocks],
+                    used: 0,
+                    last_use: tick,
+                    last_end: None,
+                    ahead: BLOCK,
+                });
             }
             let Some(e) = st.entries.get_mut(&id) else {
                 return Err(io(std::io::Error::other("cache entry vanished")));
@@ -249,90 +304,106 @@ impl RangeCache {
             let sequential = e
                 .last_end
                 .is_some_and(|l| off >= l.saturating_sub(BLOCK) && off <= l + BLOCK);
-            if !sequential {
-                e.ahead = BLOCK;
+            if !counted {
+                // Once per read, not per wait.
+                counted = true;
+                if !sequential {
+                    e.ahead = BLOCK;
+                }
+                e.last_end = Some(end);
             }
-            e.last_end = Some(end);
             let first = off / BLOCK;
             let last = (end - 1) / BLOCK;
             let missing = match &e.present {
                 None => None,
                 Some(p) => (first..=last).find(|b| !p[*b as usize]),
             };
-            match missing {
-                None => Ok(e.file.clone()),
-                Some(m) => {
-                    let p = e.present.as_ref().map(|p| p.len() as u64).unwrap_or(0);
-                    // Fetch from the first missing block to the end of the read plus the
-                    // read-ahead, stopping at the first block already present after it.
-                    let want_end =
-                        ((end + if sequential { e.ahead } else { 0 }).div_ceil(BLOCK)).min(p);
-                    // The read-ahead grows with each fetch of a sequential reader.
-                    if sequential {
-                        e.ahead = (e.ahead * 2).min(MAX_AHEAD);
-                    }
-                    let mut stop = m + 1;
-                    while stop < want_end && !e.present.as_ref().is_some_and(|p| p[stop as usize]) {
-                        stop += 1;
-                    }
-                    Err((e.file.clone(), m, stop))
-                }
+            let Some(m) = missing else {
+                return Ok(Plan::Hit(e.file.clone()));
+            };
+            if e.fetching[m as usize] {
+                // Another reader is fetching it: wait for that instead of fetching twice.
+                self.fetched.wait(&mut st);
+                continue;
             }
-        };
-        let file = match plan {
-            Ok(file) => {
-                self.stats.lock().hits += 1;
-                file
+            let blocks = e.fetching.len() as u64;
+            // From the first missing block to the end of the read plus the read-ahead,
+            // stopping at the first block present or being fetched.
+            let want_end =
+                ((end + if sequential { e.ahead } else { 0 }).div_ceil(BLOCK)).min(blocks);
+            // The read-ahead grows with each fetch of a sequential reader.
+            if sequential {
+                e.ahead = (e.ahead * 2).min(MAX_AHEAD);
             }
-            Err((file, from, to)) => {
-                let range = from * BLOCK..(to * BLOCK).min(size);
-                let bytes = fetch(range.clone())?;
-                if (bytes.len() as u64) != range.end - range.start {
-                    return Err(super::PackError::Corrupt {
-                        pack: id,
-                        offset: range.start,
-                        reason: format!(
-                            "object storage returned {} bytes for a {}-byte range",
-                            bytes.len(),
-                            range.end - range.start
-                        ),
-                    });
-                }
-                file.write_all_at(&bytes, range.start).map_err(io)?;
-                {
-                    let mut s = self.stats.lock();
-                    s.misses += 1;
-                    s.fetched_bytes += bytes.len() as u64;
-                }
-                {
-                    let mut st = self.st.lock();
-                    let mut added = 0;
-                    if let Some(e) = st.entries.get_mut(&id) {
-                        if let Some(p) = e.present.as_mut() {
-                            for b in from..to {
-                                if !p[b as usize] {
-                                    p[b as usize] = true;
-                                    added += BLOCK;
-                                }
-                            }
-                        }
-                        e.used += added;
-                    }
-                    st.used += added;
-                }
-                self.evict(Some(id));
-                // Served from the fetched bytes when they cover the read (the usual case).
-                if range.start <= off && end <= range.end {
-                    let a = (off - range.start) as usize;
-                    return Ok(bytes[a..a + (end - off) as usize].to_vec());
-                }
-                file
+            let mut stop = m + 1;
+            while stop < want_end
+                && !e.present.as_ref().is_some_and(|p| p[stop as usize])
+                && !e.fetching[stop as usize]
+            {
+                stop += 1;
             }
-        };
-        let mut buf = vec![0u8; (end - off) as usize];
-        file.read_exact_at(&mut buf, off).map_err(io)?;
-        Ok(buf)
+            for b in m..stop {
+                e.fetching[b as usize] = true;
+            }
+            return Ok(Plan::Fetch(e.file.clone(), m, stop));
+        }
     }
+
+    /// Writes fetched blocks [from, to) into the entry's file and marks them present (if
+    /// the entry is still the one they were fetched for); on any failure only clears the
+    /// marks. Wakes readers waiting for them either way.
+    fn fill(
+        &self,
+        id: PackId,
+        file: &Arc<File>,
+        from: u64,
+        to: u64,
+        got: Result<Vec<u8>, super::PackError>,
+    ) -> Result<Vec<u8>, super::PackError> {
+        let start = from * BLOCK;
+        let written = got.and_then(|bytes| {
+            file.write_all_at(&bytes, start)
+                .map_err(|e| super::PackError::io(id, start, e))?;
+            Ok(bytes)
+        });
+        let mut st = self.st.lock();
+        let mut added = 0;
+        if let Some(e) = st.entries.get_mut(&id) {
+            // An entry evicted and made again meanwhile has another file: not ours to mark.
+            if Arc::ptr_eq(&e.file, file) {
+                for b in from..to {
+                    if let Some(f) = e.fetching.get_mut(b as usize) {
+                        *f = false;
+                    }
+                }
+                if let (true, Some(p)) = (written.is_ok(), e.present.as_mut()) {
+                    for b in from..to {
+                        if !p[b as usize] {
+                            p[b as usize] = true;
+                            added += BLOCK;
+                        }
+                    }
+                }
+                e.used += added;
+            }
+        }
+        st.used += added;
+        drop(st);
+        self.fetched.notify_all();
+        let bytes = written?;
+        {
+            let mut s = self.stats.lock();
+            s.misses += 1;
+            s.fetched_bytes += bytes.len() as u64;
+        }
+        self.evict(Some(id));
+        Ok(bytes)
+    }
+}
+
+enum Plan {
+    Hit(Arc<File>),
+    Fetch(Arc<File>, u64, u64),
 }
 
 #[cfg(test)]
@@ -391,8 +462,45 @@ mod tests {
             cache.read(other, size, b * BLOCK, 10, &fetch).unwrap();
         }
         assert!(cache.stats().used <= 4 * BLOCK, "{:?}", cache.stats());
-        // a short answer from the server is an error, not data
+        // a short answer from the server is an error, not data (and nothing is cached)
         let short = |_r: std::ops::Range<u64>| Ok(vec![0u8; 3]);
         assert!(cache.read(PackId(11), size, 0, 10, &short).is_err());
+        assert_eq!(
+            cache.read(PackId(11), size, 0, 10, &fetch).unwrap(),
+            &object[..10],
+            "a failed fetch leaves the block to be fetched again"
+        );
+    }
+
+    #[test]
+    fn readers_of_the_same_blocks_at_once_fetch_them_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = RangeCache::open(&dir.path().join("c"), 64 * BLOCK, |_, _| false).unwrap();
+        let size = 8 * BLOCK;
+        let object: Vec<u8> = (0..size).map(|i| (i % 253) as u8).collect();
+        let fetched = AtomicU64::new(0);
+        let fetch = |r: std::ops::Range<u64>| {
+            // Slow enough that the other readers arrive while it is in flight.
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            fetched.fetch_add(r.end - r.start, Ordering::Relaxed);
+            Ok(object[r.start as usize..r.end as usize].to_vec())
+        };
+        std::thread::scope(|s| {
+            for t in 0..8u64 {
+                let (cache, fetch, object) = (&cache, &fetch, &object);
+                s.spawn(move || {
+                    for b in 0..8u64 {
+                        let off = b * BLOCK + t * 1000;
+                        let got = cache.read(PackId(1), size, off, 5000, fetch).unwrap();
+                        assert_eq!(got, &object[off as usize..off as usize + 5000]);
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            fetched.load(Ordering::Relaxed),
+            size,
+            "every block fetched exactly once"
+        );
     }
 }

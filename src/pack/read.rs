@@ -9,6 +9,11 @@ use super::*;
 use std::collections::HashMap;
 use std::os::unix::fs::FileExt;
 
+enum Source<'a> {
+    Local(Arc<File>),
+    Remote(&'a Arc<RemoteTier>),
+}
+
 /// Reads and verifies records, caching open pack handles.
 pub struct PackReader {
     dir: PathBuf,
@@ -45,6 +50,26 @@ impl PackReader {
         }
     }
 
+    /// Where to read pack `id`: the tier if it was uploaded, else the local file. A local
+    /// file that vanished because its upload finished meanwhile (the uploader records the
+    /// upload before it moves the file) is read from the tier.
+    fn source(&self, id: PackId) -> Result<Source<'_>, PackError> {
+        if let Some(t) = self.remote_for(id) {
+            return Ok(Source::Remote(t));
+        }
+        match self.file(id) {
+            Ok(f) => Ok(Source::Local(f)),
+            Err(PackError::Missing { .. }) if self.remote_for(id).is_some() => self
+                .remote_for(id)
+                .map(Source::Remote)
+                .ok_or(PackError::Missing {
+                    pack: id,
+                    path: pack_path(&self.dir, id),
+                }),
+            Err(e) => Err(e),
+        }
+    }
+
     fn file(&self, id: PackId) -> Result<Arc<File>, PackError> {
         if let Some(f) = self.files.lock().get(&id) {
             return Ok(f.clone());
@@ -74,45 +99,53 @@ impl PackReader {
     /// (magic and lengths). The payload checksum is left to [`Record::verify`]: the chunk
     /// store verifies the decoded content itself, which is stronger.
     pub fn read(&self, loc: RecordLoc, stored_len: u32) -> Result<Record, PackError> {
-        if let Some(t) = self.remote_for(loc.pack) {
-            let want = RECORD_HEADER_LEN + stored_len as u64;
-            let bytes = t.read(loc.pack, loc.offset, want)?;
-            if (bytes.len() as u64) < want {
-                return Err(PackError::Corrupt {
-                    pack: loc.pack,
-                    offset: loc.offset,
-                    reason: format!(
-                        "record truncated: {} of {want} bytes present in the uploaded pack",
-                        bytes.len()
-                    ),
-                });
-            }
-            let h = parse_header(&bytes[..RECORD_HEADER_LEN as usize], loc)?;
-            if h.stored_len != stored_len {
-                return Err(PackError::Corrupt {
-                    pack: loc.pack,
-                    offset: loc.offset,
-                    reason: format!(
-                        "record holds {} bytes, index says {}",
-                        h.stored_len, stored_len
-                    ),
-                });
-            }
-            return Ok(Record {
-                chunk: h.chunk,
-                encoding: h.encoding,
-                raw_len: h.raw_len,
-                stored: bytes[RECORD_HEADER_LEN as usize..].to_vec(),
-                sum: h.sum,
-                loc,
+        let f = match self.source(loc.pack)? {
+            Source::Local(f) => f,
+            Source::Remote(t) => return Self::read_remote(t, loc, stored_len),
+        };
+        self.read_local(&f, loc, stored_len)
+    }
+
+    fn read_remote(t: &RemoteTier, loc: RecordLoc, stored_len: u32) -> Result<Record, PackError> {
+        let want = RECORD_HEADER_LEN + stored_len as u64;
+        let bytes = t.read(loc.pack, loc.offset, want)?;
+        if (bytes.len() as u64) < want {
+            return Err(PackError::Corrupt {
+                pack: loc.pack,
+                offset: loc.offset,
+                reason: format!(
+                    "record truncated: {} of {want} bytes present in the uploaded pack",
+                    bytes.len()
+                ),
             });
         }
-        let f = self.file(loc.pack)?;
+        let h = parse_header(&bytes[..RECORD_HEADER_LEN as usize], loc)?;
+        if h.stored_len != stored_len {
+            return Err(PackError::Corrupt {
+                pack: loc.pack,
+                offset: loc.offset,
+                reason: format!(
+                    "record holds {} bytes, index says {}",
+                    h.stored_len, stored_len
+                ),
+            });
+        }
+        Ok(Record {
+            chunk: h.chunk,
+            encoding: h.encoding,
+            raw_len: h.raw_len,
+            stored: bytes[RECORD_HEADER_LEN as usize..].to_vec(),
+            sum: h.sum,
+            loc,
+        })
+    }
+
+    fn read_local(&self, f: &File, loc: RecordLoc, stored_len: u32) -> Result<Record, PackError> {
         let mut header = [0u8; RECORD_HEADER_LEN as usize];
         let mut payload: Vec<u8> = Vec::with_capacity(stored_len as usize);
         let want = header.len() + stored_len as usize;
         let got = read_record_at(
-            &f,
+            f,
             loc.offset,
             &mut header,
             &mut payload,
@@ -158,10 +191,9 @@ impl PackReader {
         chunk: Option<ChunkId>,
         stored_len: u32,
     ) -> Result<(), PackError> {
-        let remote = self.remote_for(loc.pack);
-        let local = match remote {
-            Some(_) => None,
-            None => Some(self.file(loc.pack)?),
+        let (local, remote) = match self.source(loc.pack)? {
+            Source::Local(f) => (Some(f), None),
+            Source::Remote(t) => (None, Some(t)),
         };
         let size = match (&local, remote) {
             (Some(f), _) => f

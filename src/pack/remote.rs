@@ -119,7 +119,7 @@ pub enum RemoteError {
         location: String,
         kind: RemoteErrorKind,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("{location}: {source}")]
     LocalIo {
@@ -381,7 +381,7 @@ impl Remote {
             op,
             location: self.location(key),
             kind: classify(&e),
-            source: e,
+            source: Box::new(e),
         }
     }
 
@@ -606,6 +606,41 @@ mod tests {
             Some("A")
         );
         assert_eq!(ini_value(ini, "none", "aws_access_key_id"), None);
+    }
+
+    #[test]
+    fn errors_are_classified_by_what_the_server_said() {
+        let generic = |msg: &str| object_store::Error::Generic {
+            store: "S3",
+            source: msg.to_string().into(),
+        };
+        let k = |msg: &str| classify(&generic(msg));
+        assert_eq!(
+            k("Server returned 503 Service Unavailable: <Code>SlowDown</Code>"),
+            RemoteErrorKind::Throttled
+        );
+        assert_eq!(k("429 Too Many Requests"), RemoteErrorKind::Throttled);
+        assert_eq!(k("<Code>NoSuchBucket</Code>"), RemoteErrorKind::NoBucket);
+        assert_eq!(k("<Code>InvalidAccessKeyId</Code>"), RemoteErrorKind::Auth);
+        assert_eq!(
+            k("<Code>SignatureDoesNotMatch</Code>"),
+            RemoteErrorKind::Auth
+        );
+        assert_eq!(
+            k("HTTP error: error sending request"),
+            RemoteErrorKind::Unreachable
+        );
+        assert_eq!(k("something else"), RemoteErrorKind::Other);
+        let nf = object_store::Error::NotFound {
+            path: "x".into(),
+            source: "404 <Code>NoSuchKey</Code>".to_string().into(),
+        };
+        assert_eq!(classify(&nf), RemoteErrorKind::NotFound);
+        let nb = object_store::Error::NotFound {
+            path: "x".into(),
+            source: "404 <Code>NoSuchBucket</Code>".to_string().into(),
+        };
+        assert_eq!(classify(&nb), RemoteErrorKind::NoBucket);
     }
 
     #[test]

@@ -25,15 +25,14 @@ fn weed() -> PathBuf {
         .unwrap_or_else(|| crate::venv_python().with_file_name("weed"))
 }
 
-/// A base port: every port it uses (base .. base+8 and base+10008) is free now.
+/// A base port (base .. base+8 and base+10008 are used); a busy one makes the start fail
+/// at once and another is tried.
 fn pick_base(attempt: u32) -> u16 {
-    let seed = std::process::id() as u64 * 7919 + attempt as u64 * 104_729 + {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u64)
-            .unwrap_or(0);
-        t
-    };
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    let seed = std::process::id() as u64 * 7919 + attempt as u64 * 104_729 + nanos;
     20_000 + ((seed % 270) * 10) as u16
 }
 

@@ -189,12 +189,28 @@ fn an_outage_makes_writers_fail_with_eio_after_upload_wait_and_then_recovers() {
     let mut s3 = S3Server::start();
     s3.create_bucket("ddb");
     let mut t = new_store(&s3, "ddb", "three", &["--pack-size", "1M"]);
-    t.mount("upload_backlog=2M,upload_wait=3,remote_timeout=2");
+    // A cache of one pack and (almost) no chunk cache: reads of older data need the server.
+    t.mount("upload_backlog=2M,upload_wait=3,remote_timeout=2,cache_size=1M,chunk_cache=4K");
     let c = t.path("c");
     std::fs::create_dir(&c).unwrap();
     std::fs::write(c.join("before"), pseudo_random(1 << 20, 5)).unwrap();
-    ok(&t.cli(&["sync"]));
+    for i in 0..3 {
+        std::fs::write(c.join(format!("filler{i}")), pseudo_random(1 << 20, 7 + i)).unwrap();
+    }
+    ok(&t.cli(&["checkpoint"]));
+    sh("echo 3 > /proc/sys/vm/drop_caches");
     s3.kill();
+    // A read that needs the bucket fails with EIO (after remote_timeout), not wrong data.
+    let out = std::process::Command::new("cat")
+        .arg(c.join("before"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Input/output error"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // More than the backlog: the writer waits 3 s, then gets EIO.
     let t0 = Instant::now();
     let out = std::process::Command::new("bash")
@@ -306,18 +322,19 @@ fn gc_deletes_remote_packs_after_the_grace_period_and_a_newer_checkpoint() {
     std::fs::write(t.path("c/gone"), pseudo_random(6 << 20, 51)).unwrap();
     ok(&t.cli(&["checkpoint"]));
     let before = pack_objects(&s3, "ddb", "five").len();
+    assert_eq!(s3.list("ddb", "five/checkpoints/").len(), 1);
     std::fs::remove_file(t.path("c/gone")).unwrap();
     ok(&t.cli(&["container", "set", "c", "--retention", "all=1s"]));
     // Retention counts whole seconds: the deleted file's versions leave the window.
     std::thread::sleep(Duration::from_secs(2));
     ok(&t.cli(&["retention", "prune", "c"]));
     ok(&t.cli(&["sync"]));
-    // Condemned now, but the newest checkpoint still names them: kept.
+    // The newest checkpoint still names the condemned packs, so GC uploads a newer one
+    // before it deletes them.
     let out = ok(&t.cli(&["gc", "--grace", "0", "--json"]));
-    assert!(out.contains("wait for a metadata checkpoint"), "{out}");
-    assert_eq!(pack_objects(&s3, "ddb", "five").len(), before);
-    ok(&t.cli(&["checkpoint"]));
-    ok(&t.cli(&["gc", "--grace", "0"]));
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(r["checkpoint"].is_string(), "{out}");
+    assert_eq!(s3.list("ddb", "five/checkpoints/").len(), 2);
     let after = pack_objects(&s3, "ddb", "five").len();
     assert!(
         after + 5 <= before,
@@ -329,7 +346,24 @@ fn gc_deletes_remote_packs_after_the_grace_period_and_a_newer_checkpoint() {
         "{}",
         String::from_utf8_lossy(&fsck.stdout)
     );
+    // The bucket alone still holds everything live: recover from it after the deletes.
+    t.umount();
+    sh(&format!("rm -rf {}", t.store.display()));
+    ok(&t.run(&[
+        "init",
+        t.store.to_str().unwrap(),
+        "--recover-from",
+        "s3://ddb/five",
+    ]));
+    t.mount("gc_idle=0");
     assert_eq!(std::fs::read(&keep).unwrap(), pseudo_random(1 << 20, 50));
+    assert!(!t.path("c/gone").exists());
+    let fsck = t.cli(&["fsck", "--scrub"]);
+    assert!(
+        fsck.status.success(),
+        "{}",
+        String::from_utf8_lossy(&fsck.stdout)
+    );
 }
 
 #[test]

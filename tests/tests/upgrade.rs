@@ -56,6 +56,11 @@ fn a_format_5_store_opens_upgrades_and_reads_back_exactly() {
     old_store_opens_upgrades_and_reads_back(5);
 }
 
+#[test]
+fn a_format_6_store_opens_upgrades_and_reads_back_exactly() {
+    old_store_opens_upgrades_and_reads_back(6);
+}
+
 fn old_store_opens_upgrades_and_reads_back(format: u64) {
     let fixture = manifest_dir().join(format!("fixtures/store-format{format}.tar.gz"));
     let t = TestStore::new();

@@ -105,7 +105,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
             repair,
         } => maint::fsck(path.or(store), scrub, repair, json),
         Cmd::Sync => maint::sync(store, json),
-        Cmd::Checkpoint { wait } => maint::checkpoint(store, wait, json),
+        Cmd::Checkpoint { path, wait } => maint::checkpoint(path.or(store), wait, json),
         Cmd::Stats { container, watch } => maint::stats(store, container, watch, json),
     }
 }
