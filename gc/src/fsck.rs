@@ -292,17 +292,44 @@ pub fn run(store: &Store, opts: &Options, progress: Progress<'_>) -> Result<Repo
         if opts.repair {
             let _gate = store.chunks.gc_gate();
             let busy = store.chunks.packs_with_pending();
-            let mut removed = 0;
-            for (p, _) in &orphans {
-                if busy.contains(p) {
-                    continue;
+            let free: Vec<(PackId, u64)> = orphans
+                .iter()
+                .filter(|(p, _)| !busy.contains(p))
+                .copied()
+                .collect();
+            if store.tier().is_some() {
+                // In a bucket, the newest checkpoint may still name them (a GC cut short
+                // between dropping their index entries and condemning them): condemned,
+                // so GC deletes them once a newer checkpoint is up.
+                let since = state::now();
+                store.committer.commit(|c| {
+                    for (p, n) in &free {
+                        dedupfs_core::reclaim::condemn(
+                            c,
+                            state::Condemned {
+                                pack: p.0,
+                                since,
+                                size: *n,
+                                version: 0,
+                            },
+                        );
+                    }
+                    Ok::<_, GcError>(())
+                })?;
+                r.notes.push(format!(
+                    "condemned {} orphan packs ({bytes} bytes) that no chunk named; `dedupfs gc` \
+                     deletes them from the bucket after a newer checkpoint",
+                    free.len()
+                ));
+            } else {
+                for (p, _) in &free {
+                    store.delete_pack(*p)?;
                 }
-                store.delete_pack(*p)?;
-                removed += 1;
+                r.notes.push(format!(
+                    "removed {} orphan pack files ({bytes} bytes) that no chunk named",
+                    free.len()
+                ));
             }
-            r.notes.push(format!(
-                "removed {removed} orphan pack files ({bytes} bytes) that no chunk named"
-            ));
         } else {
             r.notes.push(format!(
                 "{} pack files ({bytes} bytes) hold no indexed chunk (left by a crash or an interrupted GC); `dedupfs gc` or `fsck --repair` removes them",

@@ -402,7 +402,11 @@ fn delete_expired(
     };
     if let Some(k) = &checkpoint {
         if condemned.iter().any(|c| stale(c, k)) {
-            match dedupfs_core::store::checkpoint::take(store, CHECKPOINT_WAIT) {
+            match dedupfs_core::store::checkpoint::take_until(
+                store,
+                CHECKPOINT_WAIT,
+                opts.cancel.as_deref(),
+            ) {
                 Ok(rec) => {
                     r.checkpoint = Some(rec.key.clone());
                     checkpoint = Some(Some(rec));

@@ -71,11 +71,11 @@ impl Background {
         // Packs in a bucket: seal a pack left idle (so it is uploaded) and upload metadata
         // checkpoints on schedule.
         if store.tier().is_some() && !opts.read_only {
-            let (st, stop) = (store.clone(), stop.clone());
+            let (st, stop, cancel) = (store.clone(), stop.clone(), cancel.clone());
             let (every, wait) = (opts.checkpoint_interval, opts.upload_wait);
             match std::thread::Builder::new()
                 .name("remote".into())
-                .spawn(move || remote_upkeep(&st, every, wait, &stop))
+                .spawn(move || remote_upkeep(&st, every, wait, &stop, &cancel))
             {
                 Ok(t) => threads.push(t),
                 Err(e) => log::error!("remote upkeep thread not started: {e}"),
@@ -137,6 +137,7 @@ fn remote_upkeep(
     every: std::time::Duration,
     wait: std::time::Duration,
     stop: &(parking_lot::Mutex<bool>, parking_lot::Condvar),
+    cancel: &std::sync::atomic::AtomicBool,
 ) {
     let mut last = std::time::Instant::now();
     loop {
@@ -159,7 +160,8 @@ fn remote_upkeep(
             }
         };
         if changed {
-            if let Err(e) = dedupfs_core::store::checkpoint::take(store, wait) {
+            // Given up at once when the daemon stops (the unmount takes its own).
+            if let Err(e) = dedupfs_core::store::checkpoint::take_until(store, wait, Some(cancel)) {
                 log::error!("scheduled checkpoint failed (retried next interval): {e}");
             }
         }

@@ -187,6 +187,54 @@ pub fn render(store: &Store) -> String {
                 &[],
                 s.reclaimable_bytes as f64,
             );
+            if let Some(r) = &s.remote {
+                let t = &r.tier;
+                e.gauge(
+                    "dedupfs_remote_pending_packs",
+                    "Sealed packs waiting for upload to object storage.",
+                    &[],
+                    t.pending_packs as f64,
+                );
+                e.gauge(
+                    "dedupfs_remote_pending_bytes",
+                    "Bytes of sealed packs waiting for upload to object storage.",
+                    &[],
+                    t.pending_bytes as f64,
+                );
+                e.counter(
+                    "dedupfs_remote_uploaded_bytes_total",
+                    "Pack bytes uploaded to object storage since the daemon started.",
+                    &[],
+                    t.uploaded_bytes,
+                );
+                e.gauge(
+                    "dedupfs_remote_upload_failing",
+                    "1 while uploads to object storage fail (retried), else 0.",
+                    &[],
+                    if t.last_error.is_some() { 1.0 } else { 0.0 },
+                );
+                e.gauge(
+                    "dedupfs_remote_cache_bytes",
+                    "Bytes in the local cache of pack bytes from object storage.",
+                    &[],
+                    t.cache.used as f64,
+                );
+                e.counter(
+                    "dedupfs_remote_fetched_bytes_total",
+                    "Bytes fetched from object storage by reads since the daemon started.",
+                    &[],
+                    t.cache.fetched_bytes,
+                );
+                e.gauge(
+                    "dedupfs_remote_last_checkpoint_timestamp_seconds",
+                    "When the newest metadata checkpoint in object storage was taken (0: none).",
+                    &[],
+                    r.last_checkpoint
+                        .as_ref()
+                        .map(|c| c.at as f64)
+                        .unwrap_or(0.0),
+                );
+            }
         }
         Err(err) => {
             log::warn!("metrics: store statistics: {err}");

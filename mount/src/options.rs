@@ -137,7 +137,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 fn parse_secs(opt: &str, v: &str) -> Result<Duration, String> {
     v.parse::<f64>()
         .ok()
-        .filter(|x| x.is_finite() && *x >= 0.0)
+        // At most ten years: Instant arithmetic must not overflow.
+        .filter(|x| x.is_finite() && *x >= 0.0 && *x <= 315_360_000.0)
         .map(Duration::from_secs_f64)
         .ok_or_else(|| format!("mount option {opt}={v}: expected a number of seconds"))
 }

@@ -114,6 +114,9 @@ impl ChunkStore {
         compression: Compression,
         threads: usize,
     ) -> Result<PendingClaim, ChunkError> {
+        // Before the GC gate: a writer held up by the upload backlog must not stall GC,
+        // nor (behind GC's queued exclusive request) every other writer.
+        self.writer.wait_backlog()?;
         let mut claim = PendingClaim::default();
         let mut to_store: Vec<NewChunk<'_>> = Vec::new();
         let mut seen = std::collections::HashSet::new();

@@ -261,6 +261,16 @@ impl PackWriter {
         let _ = self.tier.set(tier);
     }
 
+    /// With packs in a bucket: waits while too much awaits upload (see
+    /// [`tier::RemoteTier::wait_backlog`]). Called by writers before they take any lock a
+    /// sync or GC needs (the GC gate, this writer's lock).
+    pub fn wait_backlog(&self) -> Result<(), PackError> {
+        match self.tier.get() {
+            Some(t) => t.wait_backlog(),
+            None => Ok(()),
+        }
+    }
+
     /// How long the current pack has gone without an append (`None`: no current pack).
     pub fn idle_for(&self) -> Option<std::time::Duration> {
         let st = self.st.lock();
@@ -362,11 +372,6 @@ impl PackWriter {
         raw_len: u32,
         stored: &[u8],
     ) -> Result<(RecordLoc, u64), PackError> {
-        // Outside the writer lock: a writer held up by the upload backlog must not stop a
-        // sync of what was already written.
-        if let Some(t) = self.tier.get() {
-            t.wait_backlog()?;
-        }
         let mut st = self.st.lock();
         st.last_append = Some(std::time::Instant::now());
         let rec_len = RECORD_HEADER_LEN + stored.len() as u64;
@@ -459,19 +464,34 @@ impl PackWriter {
                 .map_err(|source| PackError::SyncFailed { pack: id, source })?;
         }
         let mut st = self.st.lock();
-        st.unsynced
-            .retain(|(id, _)| !closed.iter().any(|(done, _)| done == id));
+        // Only the packs this sync takes off the list are sealed by it (a concurrent sync
+        // may have taken some already); they go to the remote tier before the writer lock
+        // is released, so a checkpoint that syncs after this one finds them queued.
+        let mut sealed = Vec::new();
+        st.unsynced.retain(|(id, f)| {
+            let done = closed.iter().any(|(d, _)| d == id);
+            if done {
+                sealed.push((*id, f.clone()));
+            }
+            !done
+        });
         if let Some(n) = dirs {
             st.entries_synced = st.entries_synced.max(n);
         }
-        drop(st);
-        // Sealed and durable here: now they may go to the remote tier.
         if let Some(t) = self.tier.get() {
-            let sealed: Vec<(PackId, u64)> = closed
-                .iter()
-                .map(|(id, f)| (*id, f.metadata().map(|m| m.len()).unwrap_or(0)))
-                .collect();
-            t.enqueue(&sealed);
+            let mut packs = Vec::with_capacity(sealed.len());
+            for (id, f) in &sealed {
+                let len = f
+                    .metadata()
+                    .map_err(|source| PackError::Io {
+                        pack: *id,
+                        offset: 0,
+                        source,
+                    })?
+                    .len();
+                packs.push((*id, len));
+            }
+            t.enqueue(&packs);
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! Owns the bucket layout under the store's prefix:
 //! - `dedupfs.json`: the store's identity (written once at `init`, create-if-absent);
 //! - `packs/SSSSS/IIIIIIII.pack`: sealed packs, named as in the local `packs/` directory;
-//! - `checkpoints/TTTTTTTTTTTT-VVVVVVVVVVVVVVVV.ckpt`: metadata checkpoints (time, version).
+//! - `checkpoints/VVVVVVVVVVVVVVVV-TTTTTTTTTTTT.ckpt`: metadata checkpoints (version, time).
 //!
 //! Invariants:
 //! - `object_store` is async; it runs on one private tokio runtime per process and every call
@@ -183,7 +183,7 @@ fn classify(e: &object_store::Error) -> RemoteErrorKind {
         || has("403 Forbidden")
     {
         RemoteErrorKind::Auth
-    } else if has("SlowDown") || has("429") || has("503 Service Unavailable") {
+    } else if has("SlowDown") || has("429 Too Many") || has("503 Service Unavailable") {
         RemoteErrorKind::Throttled
     } else if has("error sending request")
         || has("onnection refused")
@@ -538,7 +538,9 @@ impl Remote {
             .filter_map(|(k, n)| {
                 let name = k.rsplit('/').next()?;
                 let hex = name.strip_suffix(".pack")?;
-                Some((PackId(u32::from_str_radix(hex, 16).ok()?), n))
+                let id = PackId(u32::from_str_radix(hex, 16).ok()?);
+                // Only the key this id is stored under (a copy elsewhere is not ours).
+                (k == Self::pack_key(id)).then_some((id, n))
             })
             .collect();
         out.sort();

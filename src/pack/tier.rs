@@ -69,8 +69,13 @@ struct Queue {
     last_error: Option<String>,
     stop: bool,
     /// A writer is waiting on the backlog: retry a failed upload now rather than at the
-    /// end of its backoff (the endpoint may be back).
+    /// end of its backoff (the endpoint may be back). Cleared when a retry starts.
     nudged: bool,
+    /// Failed packs and when each may be tried again; others go first meanwhile, so one
+    /// pack that keeps failing never holds up the rest.
+    retry_at: HashMap<PackId, Instant>,
+    /// Packs GC deleted this session: never queued again.
+    deleted: std::collections::HashSet<PackId>,
     uploaded_packs: u64,
     uploaded_bytes: u64,
 }
@@ -158,15 +163,14 @@ impl RemoteTier {
     }
 
     /// Starts the uploader thread.
-    pub fn start(self: &Arc<Self>) {
+    pub fn start(self: &Arc<Self>) -> Result<(), PackError> {
         let me = self.clone();
         let h = std::thread::Builder::new()
             .name("dedupfs-upload".into())
-            .spawn(move || me.run());
-        match h {
-            Ok(h) => *self.thread.lock() = Some(h),
-            Err(e) => log::error!("could not start the pack uploader: {e}"),
-        }
+            .spawn(move || me.run())
+            .map_err(|e| PackError::io(PackId(0), 0, e))?;
+        *self.thread.lock() = Some(h);
+        Ok(())
     }
 
     /// Stops the uploader after the upload in flight (packs still queued stay local and are
@@ -175,7 +179,11 @@ impl RemoteTier {
         self.queue.lock().stop = true;
         self.cv.notify_all();
         if let Some(h) = self.thread.lock().take() {
-            let _ = h.join();
+            if h.join().is_err() {
+                log::error!(
+                    "the pack uploader panicked; queued packs are uploaded at the next open"
+                );
+            }
         }
     }
 
@@ -222,8 +230,16 @@ impl RemoteTier {
         if packs.is_empty() {
             return;
         }
+        let uploaded = self.uploaded.lock().clone();
         let mut q = self.queue.lock();
         for (id, size) in packs {
+            // Already uploaded (a second sync saw it sealed) or deleted: nothing to do.
+            if uploaded.contains_key(id)
+                || q.deleted.contains(id)
+                || q.in_flight.is_some_and(|f| f.0 == *id)
+            {
+                continue;
+            }
             q.pending.insert(*id, *size);
         }
         drop(q);
@@ -239,8 +255,11 @@ impl RemoteTier {
         }
         q.nudged = true;
         self.cv.notify_all();
-        let deadline = Instant::now() + self.opts.wait;
+        let deadline = Instant::now()
+            .checked_add(self.opts.wait)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         while q.backlog() > self.opts.backlog && !q.stop {
+            q.nudged = true;
             if self.cv.wait_until(&mut q, deadline).timed_out() {
                 return Err(PackError::Backlog {
                     bytes: q.backlog(),
@@ -258,8 +277,15 @@ impl RemoteTier {
 
     /// Waits until every pack up to `upto` that was queued has been uploaded, for at most
     /// `timeout`; returns what is still pending.
-    pub fn wait_uploaded(&self, upto: Option<PackId>, timeout: Duration) -> Result<(), String> {
-        let deadline = Instant::now() + timeout;
+    pub fn wait_uploaded(
+        &self,
+        upto: Option<PackId>,
+        timeout: Duration,
+        cancel: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<(), String> {
+        let deadline = Instant::now()
+            .checked_add(timeout)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         let mut q = self.queue.lock();
         loop {
             let left = q
@@ -271,7 +297,8 @@ impl RemoteTier {
             if left == 0 {
                 return Ok(());
             }
-            if q.stop || self.cv.wait_until(&mut q, deadline).timed_out() {
+            let cancelled = cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Acquire));
+            if q.stop || cancelled || Instant::now() >= deadline {
                 return Err(format!(
                     "{left} packs still wait for upload to {}{}",
                     self.remote.url(),
@@ -281,6 +308,9 @@ impl RemoteTier {
                         .unwrap_or_default()
                 ));
             }
+            // Woken by uploads, and every 250 ms to look at `cancel`.
+            let wake = deadline.min(Instant::now() + Duration::from_millis(250));
+            let _ = self.cv.wait_until(&mut q, wake);
         }
     }
 
@@ -298,7 +328,10 @@ impl RemoteTier {
     }
 
     fn run(&self) {
-        let mut backoff = Duration::from_millis(500);
+        // Consecutive failures, for the backoff (0.5 s doubling to 30 s).
+        let mut failures = 0u32;
+        // When the last attempt began: a nudge never retries sooner than RETRY_MIN after it.
+        let mut last_attempt: Option<Instant> = None;
         loop {
             let (id, size) = {
                 let mut q = self.queue.lock();
@@ -306,59 +339,94 @@ impl RemoteTier {
                     if q.stop {
                         return;
                     }
-                    if let Some((id, size)) = q.pending.pop_first() {
+                    let now = Instant::now();
+                    let ready = q
+                        .pending
+                        .keys()
+                        .find(|p| q.retry_at.get(p).is_none_or(|t| *t <= now))
+                        .copied();
+                    // A writer waiting on the backlog: retry the first failed pack early.
+                    let nudge_at = last_attempt.map(|t| t + RETRY_MIN);
+                    let nudge_ok = q.nudged && nudge_at.is_none_or(|t| t <= now);
+                    let ready = ready
+                        .or_else(|| nudge_ok.then(|| q.pending.keys().next().copied()).flatten());
+                    if let Some(id) = ready {
+                        let size = q.pending.remove(&id).unwrap_or(0);
+                        q.retry_at.remove(&id);
+                        q.nudged = false;
                         q.in_flight = Some((id, size));
                         break (id, size);
                     }
-                    self.cv.wait(&mut q);
+                    let mut wake = q.retry_at.values().min().copied();
+                    if q.nudged {
+                        wake = match (wake, nudge_at) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                    match wake {
+                        Some(t) if !q.pending.is_empty() => {
+                            let _ = self.cv.wait_until(&mut q, t);
+                        }
+                        _ => self.cv.wait(&mut q),
+                    }
                 }
             };
-            match self.upload_one(id) {
+            last_attempt = Some(Instant::now());
+            let result = self.upload_one(id);
+            let mut q = self.queue.lock();
+            q.in_flight = None;
+            match result {
                 Ok(n) => {
-                    backoff = Duration::from_millis(500);
-                    let mut q = self.queue.lock();
-                    q.in_flight = None;
+                    failures = 0;
                     q.last_error = None;
                     q.uploaded_packs += 1;
                     q.uploaded_bytes += n;
-                    drop(q);
-                    self.cv.notify_all();
+                }
+                Err(UploadError::Gone) => {
+                    // Deleted by GC while it waited or was in flight: nothing to upload.
                 }
                 Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let backoff = RETRY_MIN
+                        .saturating_mul(1 << failures.min(6))
+                        .min(Duration::from_secs(30));
                     log::warn!(
-                        "upload of pack {id} failed (kept locally, retried in {:?}): {e}",
-                        backoff
+                        "upload of pack {id} failed (kept locally, retried in {backoff:?}): {e}"
                     );
-                    let mut q = self.queue.lock();
-                    q.in_flight = None;
-                    q.pending.insert(id, size);
-                    q.last_error = Some(e.to_string());
-                    self.cv.notify_all();
-                    // At least RETRY_MIN between attempts; then the backoff, cut short by
-                    // a writer waiting on the backlog.
-                    let start = Instant::now();
-                    let (min_until, until) = (start + RETRY_MIN, start + backoff);
-                    q.nudged = false;
-                    while !q.stop
-                        && Instant::now() < until
-                        && !(q.nudged && Instant::now() >= min_until)
-                    {
-                        let wake = if q.nudged { min_until } else { until };
-                        let _ = self.cv.wait_until(&mut q, wake);
+                    if !q.deleted.contains(&id) {
+                        q.pending.insert(id, size);
+                        q.retry_at.insert(id, Instant::now() + backoff);
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    q.last_error = Some(e.to_string());
                 }
             }
+            drop(q);
+            self.cv.notify_all();
         }
     }
 
     /// Uploads one pack, records it, and moves the local file into the cache.
     fn upload_one(&self, id: PackId) -> Result<u64, UploadError> {
         let path = pack_path(&self.local_dir, id);
+        if self.is_uploaded(id) {
+            // Queued twice; the first upload already moved it.
+            return Ok(0);
+        }
         if test_hold_uploads() {
             return Err(UploadError::Held);
         }
+        if self.queue.lock().deleted.contains(&id) {
+            return Err(UploadError::Gone);
+        }
         let size = self.remote.upload_pack(id, &path)?;
+        // GC may have deleted it while it was being sent: then the object goes too, and
+        // nothing is recorded. `delete` waits for an upload in flight, so from here on it
+        // sees the record.
+        if self.queue.lock().deleted.contains(&id) {
+            self.remote.delete(&Remote::pack_key(id))?;
+            return Err(UploadError::Gone);
+        }
         self.record(id, size)?;
         self.uploaded.lock().insert(id, size);
         self.adopt(id);
@@ -415,13 +483,30 @@ impl RemoteTier {
     /// Deletes a pack everywhere (GC, after its grace period): the object, the local file
     /// if any, its cache entry, then its record.
     pub fn delete(&self, id: PackId) -> Result<(), PackError> {
+        {
+            // Never queued again; an upload in flight finishes (or notices) first.
+            let mut q = self.queue.lock();
+            q.deleted.insert(id);
+            q.pending.remove(&id);
+            q.retry_at.remove(&id);
+            while q.in_flight.is_some_and(|f| f.0 == id) {
+                self.cv.wait(&mut q);
+            }
+        }
+        self.cv.notify_all();
         self.remote
             .delete(&Remote::pack_key(id))
             .map_err(|e| PackError::Remote {
                 pack: id,
                 source: Box::new(e),
             })?;
-        let _ = std::fs::remove_file(pack_path(&self.local_dir, id));
+        let local = pack_path(&self.local_dir, id);
+        match std::fs::remove_file(&local) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            // Left in place, it would be uploaded again at the next open.
+            Err(e) => return Err(PackError::io(id, 0, e)),
+        }
         self.cache.forget(id);
         let mut b = Batch::new();
         b.delete(Cf::Meta, MetaKey::PackUploaded(id).encode());
@@ -429,7 +514,6 @@ impl RemoteTier {
             .write(b, true)
             .map_err(|e| PackError::Meta(e.to_string()))?;
         self.uploaded.lock().remove(&id);
-        self.queue.lock().pending.remove(&id);
         Ok(())
     }
 
@@ -505,4 +589,6 @@ enum UploadError {
     Meta(#[from] KvError),
     #[error("uploads held by DEDUPFS_TEST_HOLD_UPLOADS")]
     Held,
+    #[error("deleted by GC")]
+    Gone,
 }

@@ -2,8 +2,9 @@
 //! uploaded to the bucket, and a store rebuilt from the bucket alone.
 //!
 //! A checkpoint is a RocksDB checkpoint of `meta/`, archived (name, size, bytes per file)
-//! and zstd-compressed, stored as `checkpoints/TTTTTTTTTTTT-VVVVVVVVVVVVVVVV.ckpt` (Unix
-//! seconds and store version when it was taken).
+//! and zstd-compressed, stored as `checkpoints/VVVVVVVVVVVVVVVV-TTTTTTTTTTTT.ckpt` (the store
+//! version and Unix seconds when it was taken; named by version first, so the newest sorts
+//! last whatever the wall clock did).
 //!
 //! Invariants:
 //! - A checkpoint is uploaded only after every pack its metadata can name is in the bucket:
@@ -96,6 +97,12 @@ pub fn claim_bucket(spec: &RemoteSpec, config: &StoreConfig) -> Result<(), Store
     remote.put_new(CONFIG_FILE, json).map_err(remote_err)
 }
 
+/// Gives back a prefix claimed by [`claim_bucket`] (an `init` that failed after it).
+pub fn unclaim_bucket(spec: &RemoteSpec) -> Result<(), StoreError> {
+    let remote = Remote::connect(spec, RemoteTuning::default()).map_err(remote_err)?;
+    remote.delete(CONFIG_FILE).map_err(remote_err)
+}
+
 fn archive(src: &Path, out: &Path) -> std::io::Result<u64> {
     let f = std::fs::File::create(out)?;
     let mut z = zstd::stream::write::Encoder::new(f, 3)?;
@@ -154,6 +161,16 @@ fn unarchive(file: &Path, dst: &Path) -> std::io::Result<()> {
 /// Takes a checkpoint and uploads it (see the module invariants for the order). Waits up
 /// to `upload_wait` for the packs it names to reach the bucket.
 pub fn take(store: &Store, upload_wait: Duration) -> Result<CheckpointRecord, StoreError> {
+    take_until(store, upload_wait, None)
+}
+
+/// [`take`], giving up early when `cancel` is set (the daemon stopping).
+pub fn take_until(
+    store: &Store,
+    upload_wait: Duration,
+    cancel: Option<&std::sync::atomic::AtomicBool>,
+) -> Result<CheckpointRecord, StoreError> {
+    let _one_at_a_time = store.checkpoint_lock();
     let Some(tier) = store.tier() else {
         return Err(StoreError::BadConfig {
             path: store.root.clone(),
@@ -173,18 +190,36 @@ pub fn take(store: &Store, upload_wait: Duration) -> Result<CheckpointRecord, St
         // written, and wait for all of them.
         store.seal_current_pack()?;
         let upto = store.chunks.writer().last_allocated();
-        tier.wait_uploaded(upto, upload_wait)
+        tier.wait_uploaded(upto, upload_wait, cancel)
             .map_err(|reason| StoreError::BadConfig {
                 path: PathBuf::from(tier.remote().url()),
                 reason: format!("checkpoint not uploaded: {reason}"),
             })?;
+        // Not only the queue's word for it: every local pack the copy can name has an
+        // upload record.
+        let dir = store.root.join(PACKS_DIR);
+        let local = crate::pack::list_packs(&dir).map_err(io_err(&dir))?;
+        if let Some((p, _)) = local
+            .iter()
+            .find(|(p, _)| upto.is_some_and(|u| *p <= u) && !tier.is_uploaded(*p))
+        {
+            return Err(StoreError::BadConfig {
+                path: PathBuf::from(tier.remote().url()),
+                reason: format!("checkpoint not uploaded: pack {p} is not in the bucket yet"),
+            });
+        }
         let file = tmp.join("ckpt");
         let bytes = archive(&tmp.join("db"), &file).map_err(io_err(&file))?;
-        let key = format!("{DIR}/{at:012}-{version:016x}.ckpt");
+        // Named by version first: the newest checkpoint sorts last whatever the wall clock
+        // did.
+        let key = format!("{DIR}/{version:016x}-{at:012}.ckpt");
         let remote = tier.remote();
         remote.put_file(&key, &file).map_err(remote_err)?;
         // The identity file follows format upgrades.
-        let json = serde_json::to_vec_pretty(&store.config).unwrap_or_default();
+        let json = serde_json::to_vec_pretty(&store.config).map_err(|e| StoreError::BadConfig {
+            path: store.root.join(CONFIG_FILE),
+            reason: e.to_string(),
+        })?;
         remote.put(CONFIG_FILE, json).map_err(remote_err)?;
         let rec = CheckpointRecord {
             at,
@@ -200,7 +235,8 @@ pub fn take(store: &Store, upload_wait: Duration) -> Result<CheckpointRecord, St
         );
         store.kv.write(b, true)?;
         let mut all = remote.list(DIR).map_err(remote_err)?;
-        all.retain(|(k, _)| k.ends_with(".ckpt"));
+        all.retain(|(k, _)| parse_key(k).is_some());
+        all.sort_by_key(|(k, _)| parse_key(k));
         if all.len() > KEEP {
             for (k, _) in &all[..all.len() - KEEP] {
                 if let Err(e) = remote.delete(k) {
@@ -221,10 +257,11 @@ pub fn take(store: &Store, upload_wait: Duration) -> Result<CheckpointRecord, St
     Ok(rec)
 }
 
-fn parse_key(key: &str) -> Option<(i64, u64)> {
+/// (version, time) of a checkpoint's key.
+fn parse_key(key: &str) -> Option<(u64, i64)> {
     let name = key.rsplit('/').next()?.strip_suffix(".ckpt")?;
-    let (t, v) = name.split_once('-')?;
-    Some((t.parse().ok()?, u64::from_str_radix(v, 16).ok()?))
+    let (v, t) = name.split_once('-')?;
+    Some((u64::from_str_radix(v, 16).ok()?, t.parse().ok()?))
 }
 
 /// Rebuilds a store at `path` (new or empty) from the bucket alone, up to its newest
@@ -262,33 +299,57 @@ pub fn recover(path: &Path, spec: &RemoteSpec) -> Result<Recovered, StoreError> 
             supported: FORMAT_VERSION,
         });
     }
-    let mut ckpts: Vec<(i64, u64, String, u64)> = remote
+    let mut ckpts: Vec<(u64, i64, String, u64)> = remote
         .list(DIR)
         .map_err(remote_err)?
         .into_iter()
-        .filter_map(|(k, n)| parse_key(&k).map(|(t, v)| (t, v, k, n)))
+        .filter_map(|(k, n)| parse_key(&k).map(|(v, t)| (v, t, k, n)))
         .collect();
     ckpts.sort();
-    let Some((at, version, key, bytes)) = ckpts.pop() else {
+    if ckpts.is_empty() {
         return Err(StoreError::BadConfig {
             path: PathBuf::from(remote.location(DIR)),
             reason: "the bucket holds this store's packs but no metadata checkpoint yet \
                      (one is uploaded at every unmount and on the checkpoint schedule)"
                 .into(),
         });
-    };
+    }
     std::fs::create_dir_all(path).map_err(io_err(path))?;
     perms::make_private_dir(path).map_err(io_err(path))?;
     let meta = path.join(META_DIR);
-    perms::create_private_dir(&meta).map_err(io_err(path))?;
     perms::create_private_dir(&path.join(PACKS_DIR)).map_err(io_err(path))?;
     let file = path.join("checkpoint.download");
-    remote.get_to_file(&key, &file).map_err(remote_err)?;
-    unarchive(&file, &meta).map_err(|e| StoreError::BadConfig {
-        path: PathBuf::from(remote.location(&key)),
-        reason: format!("damaged checkpoint: {e}"),
-    })?;
-    let _ = std::fs::remove_file(&file);
+    // The newest that downloads and unpacks whole; a damaged one is reported and the one
+    // before it tried.
+    let mut chosen = None;
+    let mut damaged = Vec::new();
+    while let Some((version, at, key, bytes)) = ckpts.pop() {
+        if meta.exists() {
+            std::fs::remove_dir_all(&meta).map_err(io_err(&meta))?;
+        }
+        perms::create_private_dir(&meta).map_err(io_err(path))?;
+        let got = remote
+            .get_to_file(&key, &file)
+            .map_err(|e| e.to_string())
+            .and_then(|_| unarchive(&file, &meta).map_err(|e| e.to_string()));
+        let _ = std::fs::remove_file(&file);
+        match got {
+            Ok(()) => {
+                chosen = Some((at, version, key, bytes));
+                break;
+            }
+            Err(e) => {
+                log::error!("checkpoint {key} is damaged ({e}); trying the one before it");
+                damaged.push(format!("{key}: {e}"));
+            }
+        }
+    }
+    let Some((at, version, key, bytes)) = chosen else {
+        return Err(StoreError::BadConfig {
+            path: PathBuf::from(remote.location(DIR)),
+            reason: format!("every checkpoint is damaged: {}", damaged.join("; ")),
+        });
+    };
     // The packs uploaded after the checkpoint was taken are in the bucket too: record
     // every pack there as uploaded, and find what the metadata names but the bucket lacks.
     let listed = remote.list_packs().map_err(remote_err)?;
@@ -388,8 +449,8 @@ mod tests {
         std::fs::create_dir(&dst2).unwrap();
         assert!(unarchive(&a, &dst2).is_err());
         assert_eq!(
-            parse_key("checkpoints/000000000123-00000000000000ff.ckpt"),
-            Some((123, 255))
+            parse_key("checkpoints/00000000000000ff-000000000123.ckpt"),
+            Some((255, 123))
         );
         assert_eq!(parse_key("checkpoints/junk.ckpt"), None);
     }

@@ -195,6 +195,11 @@ pub struct Store {
     lock: parking_lot::Mutex<Option<StoreLock>>,
     /// The remote tier (stores with packs in object storage).
     tier: Option<Arc<crate::pack::tier::RemoteTier>>,
+    /// One checkpoint at a time (the schedule, GC, `dedupfs checkpoint`). Protects: the
+    /// checkpoint's temporary directory and its order of steps. Lock order: taken before
+    /// any other; held across the whole checkpoint, uploads included (a background task,
+    /// never on a read or write path).
+    checkpoint_lock: parking_lot::Mutex<()>,
 }
 
 impl Drop for Store {
@@ -282,7 +287,23 @@ impl Store {
                 }
                 return Err(e);
             }
+            // The prefix is claimed now: a later failure gives it back.
+            return Self::init_local(path, &config).inspect_err(|_| {
+                if let Err(e) = checkpoint::unclaim_bucket(spec) {
+                    log::error!(
+                        "{}: init failed and the store's identity could not be removed from \
+                         the bucket ({e}); delete {}/dedupfs.json by hand",
+                        path.display(),
+                        spec.url
+                    );
+                }
+            });
         }
+        Self::init_local(path, &config)
+    }
+
+    /// The local half of `init`: directories, the metadata database, then the config file.
+    fn init_local(path: &Path, config: &StoreConfig) -> Result<StoreConfig, StoreError> {
         perms::create_private_dir(&path.join(PACKS_DIR)).map_err(io_err(path))?;
         perms::create_private_dir(&path.join(META_DIR)).map_err(io_err(path))?;
         let kv =
@@ -297,11 +318,11 @@ impl Store {
         kv.sync()?;
         drop(kv);
         // The config file goes last: a directory with it is a complete store.
-        config::write(path, &config).map_err(io_err(path))?;
+        config::write(path, config).map_err(io_err(path))?;
         // RocksDB made its files under the caller's umask.
         perms::tighten(path).map_err(io_err(path))?;
         fsync_dir(path).map_err(io_err(path))?;
-        Ok(config)
+        Ok(config.clone())
     }
 
     fn write_root(kv: &Arc<dyn Kv>, time: Arc<dyn TimeSource>) -> Result<(), StoreError> {
@@ -544,7 +565,6 @@ impl Store {
         if let Some(t) = &tier {
             chunks.writer().set_tier(t.clone());
             chunks.reader().set_tier(t.clone());
-            t.start();
         }
         let registry = Registry::load(&*kv)?;
         let chunker = Chunker::new(config.chunking, config.gear_seed);
@@ -558,7 +578,12 @@ impl Store {
             registry: RegistryCell::new(registry),
             lock: parking_lot::Mutex::new(lock),
             tier,
+            checkpoint_lock: parking_lot::Mutex::new(()),
         };
+        // Last: a failed open leaves no uploader running without a store to stop it.
+        if let Some(t) = &store.tier {
+            t.start()?;
+        }
         Ok(store)
     }
 
@@ -582,6 +607,10 @@ impl Store {
     /// The remote tier, for stores whose packs live in object storage.
     pub fn tier(&self) -> Option<&Arc<crate::pack::tier::RemoteTier>> {
         self.tier.as_ref()
+    }
+
+    pub(crate) fn checkpoint_lock(&self) -> parking_lot::MutexGuard<'_, ()> {
+        self.checkpoint_lock.lock()
     }
 
     /// Seals the current pack if it went `idle` without an append, so that it is uploaded

@@ -202,6 +202,19 @@ impl S3Server {
         out
     }
 
+    pub fn put(&self, bucket: &str, key: &str, data: &str) {
+        // `-T FILE` (curl signs an upload's body; `--data-binary` gets a form content type
+        // that breaks the signature).
+        let f = self.dir.path().join("put.tmp");
+        std::fs::write(&f, data).expect("temp object");
+        let (code, body) = self.curl(&[
+            "-T",
+            f.to_str().expect("utf8"),
+            &format!("{}/{bucket}/{key}", self.endpoint()),
+        ]);
+        assert_eq!(code, 200, "put {key}: {body}");
+    }
+
     pub fn delete(&self, bucket: &str, key: &str) {
         let (code, body) = self.curl(&[
             "-X",

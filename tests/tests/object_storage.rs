@@ -66,7 +66,12 @@ fn packs_go_to_the_bucket_and_read_back_through_a_bounded_cache() {
     let s3 = S3Server::start();
     s3.create_bucket("ddb");
     let mut t = new_store(&s3, "ddb", "one", &["--pack-size", "4M"]);
-    t.mount("cache_size=8M");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    t.mount(&format!("cache_size=8M,metrics=127.0.0.1:{port}"));
     let c = t.path("backups");
     write_files(&c, 3, 6, 1);
     sh(&format!(
@@ -84,6 +89,16 @@ fn packs_go_to_the_bucket_and_read_back_through_a_bounded_cache() {
     );
     let st = stats(&t);
     assert_eq!(st["remote"]["pending_packs"], 0, "{st}");
+    // Prometheus sees the tier too.
+    let scrape = sh(&format!("curl -sf http://127.0.0.1:{port}/metrics"));
+    for m in [
+        "dedupfs_remote_pending_bytes 0",
+        "dedupfs_remote_upload_failing 0",
+        "dedupfs_remote_uploaded_bytes_total ",
+        "dedupfs_remote_last_checkpoint_timestamp_seconds ",
+    ] {
+        assert!(scrape.contains(m), "{m} missing from:\n{scrape}");
+    }
     let objects = pack_objects(&s3, "ddb", "one");
     assert!(
         objects.len() >= 5,
@@ -364,6 +379,15 @@ fn gc_deletes_remote_packs_after_the_grace_period_and_a_newer_checkpoint() {
         "{}",
         String::from_utf8_lossy(&fsck.stdout)
     );
+    // A pack in the bucket that nothing names: `fsck --repair` condemns it (the newest
+    // checkpoint could name it) rather than deleting it; GC deletes it.
+    let orphan = "five/packs/0003f/0000fff0.pack";
+    s3.put("ddb", orphan, "not really a pack");
+    let out = ok(&t.cli(&["fsck", "--repair"]));
+    assert!(out.contains("condemned 1 orphan"), "{out}");
+    assert_eq!(s3.list("ddb", orphan).len(), 1, "still there after fsck");
+    let out = ok(&t.cli(&["gc", "--grace", "0", "--json"]));
+    assert!(s3.list("ddb", orphan).is_empty(), "deleted by gc: {out}");
 }
 
 #[test]
@@ -392,6 +416,31 @@ fn bad_endpoint_credentials_bucket_and_prefix_are_clear_errors() {
     let (code, text) = init("s3://ddb/x", &dead);
     assert_eq!(code, Some(1), "{text}");
     assert!(text.contains("unreachable"), "{text}");
+    // Credentials from a shared credentials file and a named profile instead of the
+    // environment.
+    let creds = root.path().join("credentials");
+    std::fs::write(
+        &creds,
+        format!(
+            "[default]\naws_access_key_id = nobody\naws_secret_access_key = nothing\n\n\
+             [backup]\naws_access_key_id = {}\naws_secret_access_key = {}\n",
+            dedupfs_tests::s3::KEY,
+            dedupfs_tests::s3::SECRET
+        ),
+    )
+    .unwrap();
+    let profile_env: Vec<(String, String)> = vec![
+        ("AWS_ACCESS_KEY_ID".into(), String::new()),
+        ("AWS_SECRET_ACCESS_KEY".into(), String::new()),
+        (
+            "AWS_SHARED_CREDENTIALS_FILE".into(),
+            creds.display().to_string(),
+        ),
+        ("AWS_PROFILE".into(), "backup".into()),
+        ("AWS_ENDPOINT_URL".into(), s3.endpoint()),
+    ];
+    let (code, text) = init("s3://ddb/profile", &profile_env);
+    assert_eq!(code, Some(0), "{text}");
     let (code, text) = init("http://dd/x", &s3.env());
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("s3://"), "{text}");

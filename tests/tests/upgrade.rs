@@ -4,7 +4,7 @@
 //! current build upgrades it at open (format 2: versioned tree counters; format 3:
 //! compression frames; format 4: ingest figures, counted from the first write after the
 //! upgrade; format 5: the compliance clock and retention locks; format 6: replica
-//! containers and replication keys) and reads every file of the live tree, of the
+//! containers and replication keys; format 7: packs in object storage) and reads every file of the live tree, of the
 //! bookmark and of the snapshot exactly as the old build wrote them; compressible data
 //! written after the upgrade reads back and the store, holding old and new records,
 //! scrubs clean.
@@ -29,7 +29,7 @@ fn check_sums(dir: &std::path::Path, list: &std::path::Path) {
 }
 
 /// The format this build writes.
-const CURRENT_FORMAT: u64 = 6;
+const CURRENT_FORMAT: u64 = 7;
 
 #[test]
 fn a_format_1_store_opens_upgrades_and_reads_back_exactly() {
