@@ -14,6 +14,7 @@
 //!   index entry naming it. A crash between any two steps leaves a store that reads
 //!   correctly; the next run finishes the job.
 
+mod damage;
 pub mod fsck;
 pub mod plan;
 pub mod state;

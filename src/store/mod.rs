@@ -18,19 +18,21 @@
 
 pub mod checkpoint;
 pub mod config;
+mod create;
 pub mod lock;
 mod migrate;
+mod packs;
 pub mod perms;
 pub mod usage;
+
+pub use packs::PackPlace;
 
 use crate::chunker::{ChunkHasher, ChunkParams, Chunker};
 use crate::chunks::{ChunkError, ChunkStore};
 use crate::clock::{SystemTime, TimeSource};
 use crate::commit::Commit;
 use crate::commit::Committer;
-use crate::containers::{
-    self, ContainerError, Registry, RegistryCell, RootOwner, ROOT_BRANCH, ROOT_INO,
-};
+use crate::containers::{self, ContainerError, Registry, RegistryCell, ROOT_BRANCH, ROOT_INO};
 use crate::ids::{ContainerId, Version};
 use crate::kv::rocks::{RocksKv, RocksTuning};
 use crate::kv::{mem::MemKv, Cf, Kv, KvError};
@@ -131,15 +133,6 @@ impl Default for InitOptions {
     }
 }
 
-/// Where one pack is (see [`Store::pack_listing`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PackPlace {
-    pub id: crate::ids::PackId,
-    pub size: u64,
-    pub local: bool,
-    pub remote: bool,
-}
-
 /// How `open` behaves.
 #[derive(Clone)]
 pub struct OpenOptions {
@@ -230,120 +223,6 @@ fn fsync_dir(p: &Path) -> std::io::Result<()> {
 }
 
 impl Store {
-    /// Creates a new store at `path` (a missing or empty directory).
-    pub fn init(path: &Path, opts: &InitOptions) -> Result<StoreConfig, StoreError> {
-        // Removed again if the bucket refuses the new store.
-        let created = !path.exists();
-        opts.chunking
-            .validate()
-            .map_err(|reason| StoreError::BadConfig {
-                path: path.to_path_buf(),
-                reason,
-            })?;
-        if path.join(CONFIG_FILE).exists() {
-            return Err(StoreError::AlreadyAStore {
-                path: path.to_path_buf(),
-            });
-        }
-        if path.exists() {
-            if !path.is_dir() {
-                return Err(StoreError::NotEmpty {
-                    path: path.to_path_buf(),
-                });
-            }
-            if std::fs::read_dir(path)
-                .map_err(io_err(path))?
-                .next()
-                .is_some()
-            {
-                return Err(StoreError::NotEmpty {
-                    path: path.to_path_buf(),
-                });
-            }
-        } else {
-            std::fs::create_dir_all(path).map_err(io_err(path))?;
-        }
-        perms::make_private_dir(path).map_err(io_err(path))?;
-        let rnd = random_bytes(192 + 16 + 8).map_err(io_err(Path::new("/dev/urandom")))?;
-        let mut seed = [0u8; 8];
-        seed.copy_from_slice(&rnd[208..216]);
-        let config = StoreConfig {
-            format: FORMAT_VERSION,
-            store_id: to_hex(&rnd[192..208]),
-            created: crate::records::Timestamp::now().sec,
-            chunking: opts.chunking,
-            gear_seed: opts.gear_seed.unwrap_or(u64::from_le_bytes(seed)),
-            secret: to_hex(&rnd[..192]),
-            pack_target_size: opts.pack_target_size,
-            verify_dedup: opts.verify_dedup,
-            packs: opts.packs.clone(),
-        };
-        // The bucket first: an unreachable endpoint, refused credentials or a prefix that
-        // holds a store already leave nothing behind locally.
-        if let Some(spec) = &opts.packs {
-            if let Err(e) = checkpoint::claim_bucket(spec, &config) {
-                if created {
-                    let _ = std::fs::remove_dir(path);
-                }
-                return Err(e);
-            }
-            // The prefix is claimed now: a later failure gives it back.
-            return Self::init_local(path, &config).inspect_err(|_| {
-                if let Err(e) = checkpoint::unclaim_bucket(spec) {
-                    log::error!(
-                        "{}: init failed and the store's identity could not be removed from \
-                         the bucket ({e}); delete {}/dedupfs.json by hand",
-                        path.display(),
-                        spec.url
-                    );
-                }
-            });
-        }
-        Self::init_local(path, &config)
-    }
-
-    /// The local half of `init`: directories, the metadata database, then the config file.
-    fn init_local(path: &Path, config: &StoreConfig) -> Result<StoreConfig, StoreError> {
-        perms::create_private_dir(&path.join(PACKS_DIR)).map_err(io_err(path))?;
-        perms::create_private_dir(&path.join(META_DIR)).map_err(io_err(path))?;
-        let kv =
-            RocksKv::open(&path.join(META_DIR), true, RocksTuning::default()).map_err(|e| {
-                StoreError::Meta {
-                    path: path.to_path_buf(),
-                    source: e,
-                }
-            })?;
-        let kv: Arc<dyn Kv> = Arc::new(kv);
-        Self::write_root(&kv, Arc::new(SystemTime::default()))?;
-        kv.sync()?;
-        drop(kv);
-        // The config file goes last: a directory with it is a complete store.
-        config::write(path, config).map_err(io_err(path))?;
-        // RocksDB made its files under the caller's umask.
-        perms::tighten(path).map_err(io_err(path))?;
-        fsync_dir(path).map_err(io_err(path))?;
-        Ok(config.clone())
-    }
-
-    fn write_root(kv: &Arc<dyn Kv>, time: Arc<dyn TimeSource>) -> Result<(), StoreError> {
-        let c = Committer::open(kv.clone(), time)?;
-        c.commit(|cm| {
-            let now = cm.time;
-            let rec = containers::new_dir_inode(RootOwner::default(), ROOT_INO, now);
-            let v = cm.version;
-            mvcc::put(
-                &mut cm.txn,
-                Cf::Inodes,
-                &ReadPoint::single(ROOT_BRANCH, Version::LATEST),
-                ROOT_INO,
-                &[],
-                v,
-                Some(&rec.encode()),
-            );
-            Ok::<_, StoreError>(())
-        })
-    }
-
     /// Reads and checks `dedupfs.json` without opening anything else.
     pub fn read_config(path: &Path) -> Result<StoreConfig, StoreError> {
         if !path.exists() {
@@ -613,81 +492,6 @@ impl Store {
         self.checkpoint_lock.lock()
     }
 
-    /// Seals the current pack if it went `idle` without an append, so that it is uploaded
-    /// (a store with packs in a bucket; a local store never needs to).
-    pub fn seal_idle_pack(&self, idle: Duration) -> Result<bool, StoreError> {
-        if self.tier.is_none() || self.chunks.writer().idle_for().is_none_or(|d| d < idle) {
-            return Ok(false);
-        }
-        self.seal_current_pack()?;
-        Ok(true)
-    }
-
-    /// Closes the pack being written and makes it durable, so that (with packs in a
-    /// bucket) it is queued for upload. The pack sync runs even when no commit is waiting
-    /// (the committer's sync would skip it).
-    pub fn seal_current_pack(&self) -> Result<(), StoreError> {
-        self.chunks.writer().roll()?;
-        match self.chunks.writer().sync() {
-            Err(e @ PackError::SyncFailed { .. }) => {
-                self.committer.halt(e.to_string());
-                return Err(StoreError::from(e));
-            }
-            other => other?,
-        }
-        self.sync()
-    }
-
-    /// Every pack of the store with its size and where it is: on local disk (written, not
-    /// yet uploaded, or a local store's), in the bucket, or both.
-    pub fn pack_listing(&self) -> Result<Vec<PackPlace>, StoreError> {
-        let dir = self.root.join(PACKS_DIR);
-        let mut out: std::collections::BTreeMap<crate::ids::PackId, PackPlace> =
-            std::collections::BTreeMap::new();
-        for (id, size) in pack::list_packs(&dir).map_err(io_err(&dir))? {
-            out.insert(
-                id,
-                PackPlace {
-                    id,
-                    size,
-                    local: true,
-                    remote: false,
-                },
-            );
-        }
-        if let Some(t) = &self.tier {
-            let listed = t.list_remote()?;
-            for (id, size) in listed {
-                let e = out.entry(id).or_insert(PackPlace {
-                    id,
-                    size,
-                    local: false,
-                    remote: true,
-                });
-                e.remote = true;
-                e.size = size;
-            }
-        }
-        Ok(out.into_values().collect())
-    }
-
-    /// Deletes a pack wherever it is (GC and fsck's repair, after their checks).
-    pub fn delete_pack(&self, id: crate::ids::PackId) -> Result<(), StoreError> {
-        match &self.tier {
-            Some(t) => t.delete(id)?,
-            None => {
-                let path = pack::pack_path(&self.root.join(PACKS_DIR), id);
-                match std::fs::remove_file(&path) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(io_err(&path)(e)),
-                }
-            }
-        }
-        self.chunks.reader().forget(id);
-        Ok(())
-    }
-
     pub(crate) fn kv(&self) -> &Arc<dyn Kv> {
         &self.kv
     }
@@ -737,24 +541,6 @@ impl Store {
             }
             other => other.map_err(StoreError::from),
         })
-    }
-
-    /// Bytes of pack files and their count (local, plus uploaded ones as recorded).
-    pub fn pack_usage(&self) -> Result<(u64, u64), StoreError> {
-        let dir = self.root.join(PACKS_DIR);
-        let packs = pack::list_packs(&dir).map_err(io_err(&dir))?;
-        let mut bytes: u64 = packs.iter().map(|(_, n)| n).sum();
-        let mut count = packs.len() as u64;
-        if self.tier.is_some() {
-            let local: std::collections::HashSet<_> = packs.iter().map(|(p, _)| *p).collect();
-            for (id, u) in crate::pack::tier::load_uploaded(&*self.kv)? {
-                if !local.contains(&id) {
-                    bytes += u.size;
-                    count += 1;
-                }
-            }
-        }
-        Ok((bytes, count))
     }
 
     /// Runs interrupted container deletes to completion.
