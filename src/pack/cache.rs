@@ -50,6 +50,33 @@ struct State {
     tick: u64,
 }
 
+impl State {
+    /// Makes `file` (`size` bytes, all present) the entry of `id`, replacing any other.
+    fn insert_whole(&mut self, id: PackId, file: Arc<File>, path: PathBuf, size: u64) {
+        self.tick += 1;
+        if let Some(old) = self.entries.remove(&id) {
+            self.used -= old.used;
+            if old.path != path {
+                let _ = std::fs::remove_file(&old.path);
+            }
+        }
+        self.used += size;
+        self.entries.insert(
+            id,
+            Entry {
+                file,
+                path,
+                present: None,
+                fetching: Vec::new(),
+                used: size,
+                last_use: self.tick,
+                last_end: None,
+                ahead: BLOCK,
+            },
+        );
+    }
+}
+
 /// Counters for `stats` and metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CacheStats {
@@ -109,23 +136,7 @@ impl RangeCache {
             match id {
                 Some(id) if keep(id, size) => {
                     let file = Arc::new(File::open(&path)?);
-                    let mut st = c.st.lock();
-                    st.tick += 1;
-                    let tick = st.tick;
-                    st.used += size;
-                    st.entries.insert(
-                        id,
-                        Entry {
-                            file,
-                            path,
-                            present: None,
-                            fetching: Vec::new(),
-                            used: size,
-                            last_use: tick,
-                            last_end: None,
-                            ahead: BLOCK,
-                        },
-                    );
+                    c.st.lock().insert_whole(id, file, path, size);
                 }
                 _ => std::fs::remove_file(&path)?,
             }
@@ -151,29 +162,7 @@ impl RangeCache {
         std::fs::rename(local, &path)?;
         let size = std::fs::metadata(&path)?.len();
         let file = Arc::new(File::open(&path)?);
-        {
-            let mut st = self.st.lock();
-            st.tick += 1;
-            let tick = st.tick;
-            if let Some(old) = st.entries.remove(&id) {
-                st.used -= old.used;
-                let _ = std::fs::remove_file(&old.path);
-            }
-            st.used += size;
-            st.entries.insert(
-                id,
-                Entry {
-                    file,
-                    path,
-                    present: None,
-                    fetching: Vec::new(),
-                    used: size,
-                    last_use: tick,
-                    last_end: None,
-                    ahead: BLOCK,
-                },
-            );
-        }
+        self.st.lock().insert_whole(id, file, path, size);
         self.evict(Some(id));
         Ok(())
     }

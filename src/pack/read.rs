@@ -107,37 +107,13 @@ impl PackReader {
     }
 
     fn read_remote(t: &RemoteTier, loc: RecordLoc, stored_len: u32) -> Result<Record, PackError> {
-        let want = RECORD_HEADER_LEN + stored_len as u64;
-        let bytes = t.read(loc.pack, loc.offset, want)?;
-        if (bytes.len() as u64) < want {
-            return Err(PackError::Corrupt {
-                pack: loc.pack,
-                offset: loc.offset,
-                reason: format!(
-                    "record truncated: {} of {want} bytes present in the uploaded pack",
-                    bytes.len()
-                ),
-            });
+        let want = RECORD_HEADER_LEN as usize + stored_len as usize;
+        let mut bytes = t.read(loc.pack, loc.offset, want as u64)?;
+        if bytes.len() < want {
+            return Err(truncated(loc, bytes.len(), want));
         }
-        let h = parse_header(&bytes[..RECORD_HEADER_LEN as usize], loc)?;
-        if h.stored_len != stored_len {
-            return Err(PackError::Corrupt {
-                pack: loc.pack,
-                offset: loc.offset,
-                reason: format!(
-                    "record holds {} bytes, index says {}",
-                    h.stored_len, stored_len
-                ),
-            });
-        }
-        Ok(Record {
-            chunk: h.chunk,
-            encoding: h.encoding,
-            raw_len: h.raw_len,
-            stored: bytes[RECORD_HEADER_LEN as usize..].to_vec(),
-            sum: h.sum,
-            loc,
-        })
+        let header: Vec<u8> = bytes.drain(..RECORD_HEADER_LEN as usize).collect();
+        record_from(&header, bytes, loc, stored_len)
     }
 
     fn read_local(&self, f: &File, loc: RecordLoc, stored_len: u32) -> Result<Record, PackError> {
@@ -153,32 +129,46 @@ impl PackReader {
         )
         .map_err(|e| PackError::io(loc.pack, loc.offset, e))?;
         if got < want {
-            return Err(PackError::Corrupt {
-                pack: loc.pack,
-                offset: loc.offset,
-                reason: format!("record truncated: {got} of {want} bytes present"),
-            });
+            return Err(truncated(loc, got, want));
         }
-        let h = parse_header(&header, loc)?;
-        if h.stored_len != stored_len {
-            return Err(PackError::Corrupt {
-                pack: loc.pack,
-                offset: loc.offset,
-                reason: format!(
-                    "record holds {} bytes, index says {}",
-                    h.stored_len, stored_len
-                ),
-            });
-        }
-        Ok(Record {
-            chunk: h.chunk,
-            encoding: h.encoding,
-            raw_len: h.raw_len,
-            stored: payload,
-            sum: h.sum,
-            loc,
-        })
+        record_from(&header, payload, loc, stored_len)
     }
+}
+
+fn truncated(loc: RecordLoc, got: usize, want: usize) -> PackError {
+    PackError::Corrupt {
+        pack: loc.pack,
+        offset: loc.offset,
+        reason: format!("record truncated: {got} of {want} bytes present"),
+    }
+}
+
+/// A record from its header and payload, checked against the index's payload length.
+fn record_from(
+    header: &[u8],
+    payload: Vec<u8>,
+    loc: RecordLoc,
+    stored_len: u32,
+) -> Result<Record, PackError> {
+    let h = parse_header(header, loc)?;
+    if h.stored_len != stored_len {
+        return Err(PackError::Corrupt {
+            pack: loc.pack,
+            offset: loc.offset,
+            reason: format!(
+                "record holds {} bytes, index says {}",
+                h.stored_len, stored_len
+            ),
+        });
+    }
+    Ok(Record {
+        chunk: h.chunk,
+        encoding: h.encoding,
+        raw_len: h.raw_len,
+        stored: payload,
+        sum: h.sum,
+        loc,
+    })
 }
 
 impl PackReader {

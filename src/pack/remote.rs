@@ -153,6 +153,7 @@ fn classify(e: &object_store::Error) -> RemoteErrorKind {
         let mut m = e.to_string();
         let mut src = std::error::Error::source(e);
         while let Some(s) = src {
+            m.push_str(" | ");
             m.push_str(&s.to_string());
             src = s.source();
         }
@@ -167,17 +168,8 @@ fn classify(e: &object_store::Error) -> RemoteErrorKind {
         E::Unauthenticated { .. } | E::PermissionDenied { .. } => return RemoteErrorKind::Auth,
         _ => {}
     }
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(s) = src {
-        msg.push_str(" | ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    let has = |s: &str| msg.contains(s);
-    if has("NoSuchBucket") {
-        RemoteErrorKind::NoBucket
-    } else if has("InvalidAccessKeyId")
+    let has = |s: &str| chain.contains(s);
+    if has("InvalidAccessKeyId")
         || has("SignatureDoesNotMatch")
         || has("AccessDenied")
         || has("403 Forbidden")

@@ -195,26 +195,18 @@ impl RemoteTier {
         self.uploaded.lock().contains_key(&id)
     }
 
+    /// Every uploaded pack and its size, as recorded.
+    pub fn uploaded_packs(&self) -> Vec<(PackId, u64)> {
+        self.uploaded.lock().iter().map(|(p, n)| (*p, *n)).collect()
+    }
+
     pub fn uploaded_size(&self, id: PackId) -> Option<u64> {
         self.uploaded.lock().get(&id).copied()
     }
 
     /// The highest pack id known uploaded, and the never-reuse floor.
     pub fn id_floor(&self) -> Result<u32, PackError> {
-        let floor = match self
-            .kv
-            .get(Cf::Meta, &MetaKey::PackFloor.encode())
-            .map_err(|e| PackError::Meta(e.to_string()))?
-        {
-            Some(v) if v.len() == 4 => u32::from_be_bytes([v[0], v[1], v[2], v[3]]),
-            Some(v) => {
-                return Err(PackError::Meta(format!(
-                    "pack id floor record is {} bytes, not 4",
-                    v.len()
-                )))
-            }
-            None => 0,
-        };
+        let floor = read_floor(&*self.kv).map_err(|e| PackError::Meta(e.to_string()))?;
         let max = self
             .uploaded
             .lock()
@@ -230,14 +222,20 @@ impl RemoteTier {
         if packs.is_empty() {
             return;
         }
-        let uploaded = self.uploaded.lock().clone();
+        // Already uploaded (a second sync saw it sealed): nothing to do. (Two leaf locks,
+        // one after the other, never nested.)
+        let fresh: Vec<(PackId, u64)> = {
+            let uploaded = self.uploaded.lock();
+            packs
+                .iter()
+                .filter(|(id, _)| !uploaded.contains_key(id))
+                .copied()
+                .collect()
+        };
         let mut q = self.queue.lock();
-        for (id, size) in packs {
-            // Already uploaded (a second sync saw it sealed) or deleted: nothing to do.
-            if uploaded.contains_key(id)
-                || q.deleted.contains(id)
-                || q.in_flight.is_some_and(|f| f.0 == *id)
-            {
+        for (id, size) in &fresh {
+            // Deleted by GC, or being uploaded now: nothing to do either.
+            if q.deleted.contains(id) || q.in_flight.is_some_and(|f| f.0 == *id) {
                 continue;
             }
             q.pending.insert(*id, *size);
@@ -439,17 +437,8 @@ impl RemoteTier {
             .id_floor()
             .map_err(|e| KvError::Corrupt(e.to_string()))?;
         let mut b = Batch::new();
-        let rec = Uploaded { size, at: now() };
-        b.put(
-            Cf::Meta,
-            MetaKey::PackUploaded(id).encode(),
-            serde_json::to_vec(&rec).unwrap_or_default(),
-        );
-        b.put(
-            Cf::Meta,
-            MetaKey::PackFloor.encode(),
-            floor.max(id.0 + 1).to_be_bytes().to_vec(),
-        );
+        put_uploaded(&mut b, id, Uploaded { size, at: now() });
+        put_floor(&mut b, floor.max(id.0 + 1));
         self.kv.write(b, true)
     }
 
@@ -521,42 +510,42 @@ impl RemoteTier {
     pub fn list_remote(&self) -> Result<Vec<(PackId, u64)>, RemoteError> {
         self.remote.list_packs()
     }
-
-    /// Records packs found in the bucket as uploaded (recovery from a checkpoint older than
-    /// the last uploads).
-    pub fn adopt_listing(&self, packs: &[(PackId, u64)]) -> Result<(), KvError> {
-        let mut b = Batch::new();
-        let mut floor = self
-            .id_floor()
-            .map_err(|e| KvError::Corrupt(e.to_string()))?;
-        let mut up = self.uploaded.lock();
-        for (id, size) in packs {
-            let rec = Uploaded {
-                size: *size,
-                at: now(),
-            };
-            b.put(
-                Cf::Meta,
-                MetaKey::PackUploaded(*id).encode(),
-                serde_json::to_vec(&rec).unwrap_or_default(),
-            );
-            up.insert(*id, *size);
-            floor = floor.max(id.0 + 1);
-        }
-        drop(up);
-        b.put(
-            Cf::Meta,
-            MetaKey::PackFloor.encode(),
-            floor.to_be_bytes().to_vec(),
-        );
-        self.kv.write(b, true)
-    }
 }
 
 impl Drop for RemoteTier {
     fn drop(&mut self) {
         self.queue.get_mut().stop = true;
     }
+}
+
+/// The recorded pack-id floor (0 if none); a record of the wrong size is corruption.
+pub fn read_floor(kv: &dyn Kv) -> Result<u32, KvError> {
+    match kv.get(Cf::Meta, &MetaKey::PackFloor.encode())? {
+        None => Ok(0),
+        Some(v) => <[u8; 4]>::try_from(v.as_slice())
+            .map(u32::from_be_bytes)
+            .map_err(|_| {
+                KvError::Corrupt(format!("pack id floor record is {} bytes, not 4", v.len()))
+            }),
+    }
+}
+
+/// Adds an upload record to `b`.
+pub fn put_uploaded(b: &mut Batch, id: PackId, rec: Uploaded) {
+    b.put(
+        Cf::Meta,
+        MetaKey::PackUploaded(id).encode(),
+        serde_json::to_vec(&rec).unwrap_or_default(),
+    );
+}
+
+/// Adds the pack-id floor to `b`.
+pub fn put_floor(b: &mut Batch, floor: u32) {
+    b.put(
+        Cf::Meta,
+        MetaKey::PackFloor.encode(),
+        floor.to_be_bytes().to_vec(),
+    );
 }
 
 /// Every upload record.

@@ -25,7 +25,7 @@ use crate::keys::MetaKey;
 use crate::kv::rocks::{RocksKv, RocksTuning};
 use crate::kv::{Batch, Cf, Kv};
 use crate::pack::remote::{Remote, RemoteError, RemoteErrorKind, RemoteSpec, RemoteTuning};
-use crate::pack::tier::{load_uploaded, Uploaded};
+use crate::pack::tier::{load_uploaded, put_floor, put_uploaded, read_floor, Uploaded};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -367,24 +367,11 @@ pub fn recover(path: &Path, spec: &RemoteSpec) -> Result<Recovered, StoreError> 
                 size: *size,
                 at: now,
             };
-            b.put(
-                Cf::Meta,
-                MetaKey::PackUploaded(*id).encode(),
-                serde_json::to_vec(&rec).unwrap_or_default(),
-            );
+            put_uploaded(&mut b, *id, rec);
         }
     }
     let floor = listed.iter().map(|(p, _)| p.0 + 1).max().unwrap_or(0);
-    let old_floor = kv
-        .get(Cf::Meta, &MetaKey::PackFloor.encode())?
-        .filter(|v| v.len() == 4)
-        .map(|v| u32::from_be_bytes([v[0], v[1], v[2], v[3]]))
-        .unwrap_or(0);
-    b.put(
-        Cf::Meta,
-        MetaKey::PackFloor.encode(),
-        floor.max(old_floor).to_be_bytes().to_vec(),
-    );
+    put_floor(&mut b, floor.max(read_floor(&kv)?));
     let in_bucket: std::collections::HashSet<PackId> = listed.iter().map(|(p, _)| *p).collect();
     for id in known.keys() {
         if !in_bucket.contains(id) {

@@ -97,11 +97,11 @@ impl Store {
         let packs = pack::list_packs(&dir).map_err(io_err(&dir))?;
         let mut bytes: u64 = packs.iter().map(|(_, n)| n).sum();
         let mut count = packs.len() as u64;
-        if self.tier.is_some() {
+        if let Some(t) = &self.tier {
             let local: std::collections::HashSet<_> = packs.iter().map(|(p, _)| *p).collect();
-            for (id, u) in crate::pack::tier::load_uploaded(&*self.kv)? {
+            for (id, size) in t.uploaded_packs() {
                 if !local.contains(&id) {
-                    bytes += u.size;
+                    bytes += size;
                     count += 1;
                 }
             }
